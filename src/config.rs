@@ -1,0 +1,764 @@
+//! The configuration file: a raw serde image of the TOML (`RawConfig`) and the
+//! validated `Config` the rest of the service uses.
+//!
+//! Every problem is reported as a `ConfigError` that names the key
+//! (`mysql.write_mode: expected upsert or insert, got "merge"`); the command
+//! line turns it into exit code 2. Nothing here talks to Kafka or MySQL.
+//!
+//! The database password never comes from the file's URL nor from the command
+//! line: it is read from `mysql.password_file` (refused when group- or
+//! world-readable) or from the environment variable `MYSQL_PASSWORD`, and it is
+//! kept in a `Password` whose `Debug` prints `***`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, naming the key (or the file) it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The database password. Its `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: String) -> Password {
+        Password(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("(none)")
+        } else {
+            f.write_str("***")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Upsert,
+    Insert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownFields {
+    Ignore,
+    DeadLetter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Empty means every partition of the topic.
+    pub partitions: Vec<i32>,
+    pub group: String,
+    pub client_id: String,
+    pub offset_reset: OffsetReset,
+    pub fetch_max_bytes_per_partition: i32,
+    pub fetch_max_wait: Duration,
+    pub fetch_min_bytes: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    /// The URL as written, without a password (validation refuses one).
+    pub url: String,
+    pub password: Password,
+    pub table: String,
+    pub key_columns: Vec<String>,
+    pub write_mode: WriteMode,
+    pub delete_on_tombstone: bool,
+    pub unknown_fields: UnknownFields,
+    pub dead_letter_table: String,
+    pub delivery: Delivery,
+    pub offset_table: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommitConfig {
+    pub every_messages: u64,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub technical_attempts: u32,
+    pub business_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub dead_letter_burst: u32,
+    pub extra_technical_codes: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub queue_batches: usize,
+    pub max_batch_rows: usize,
+    pub max_record_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `None` means stderr only.
+    pub file: Option<PathBuf>,
+    pub level: LogLevel,
+    pub stats_interval: Duration,
+}
+
+/// The validated configuration: every field is usable as it is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub mysql: MysqlConfig,
+    pub commit: CommitConfig,
+    pub retry: RetryConfig,
+    pub worker: WorkerConfig,
+    pub log: LogConfig,
+    /// The file this configuration was read from (pid and status files sit beside
+    /// the log directory derived from it).
+    pub source: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// The raw image of the file. Every field is optional so that a missing
+// required key is reported by name rather than by serde's generic message.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    kafka: Option<RawKafka>,
+    mysql: Option<RawMysql>,
+    #[serde(default)]
+    commit: RawCommit,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    worker: RawWorker,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    brokers: Option<Vec<String>>,
+    topic: Option<String>,
+    partitions: Option<Vec<i64>>,
+    group: Option<String>,
+    client_id: Option<String>,
+    offset_reset: Option<String>,
+    fetch_max_bytes_per_partition: Option<i64>,
+    fetch_max_wait_ms: Option<i64>,
+    fetch_min_bytes: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMysql {
+    url: Option<String>,
+    password_file: Option<String>,
+    table: Option<String>,
+    key_columns: Option<Vec<String>>,
+    write_mode: Option<String>,
+    delete_on_tombstone: Option<bool>,
+    unknown_fields: Option<String>,
+    dead_letter_table: Option<String>,
+    delivery: Option<String>,
+    offset_table: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommit {
+    every_messages: Option<i64>,
+    interval_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    technical_attempts: Option<i64>,
+    business_attempts: Option<i64>,
+    backoff_initial_ms: Option<i64>,
+    backoff_max_ms: Option<i64>,
+    dead_letter_burst: Option<i64>,
+    extra_technical_codes: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    queue_batches: Option<i64>,
+    max_batch_rows: Option<i64>,
+    max_record_bytes: Option<i64>,
+    shutdown_timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    file: Option<String>,
+    level: Option<String>,
+    stats_interval_ms: Option<i64>,
+}
+
+/// Where the password comes from when the file names no `password_file`.
+pub const PASSWORD_ENV: &str = "MYSQL_PASSWORD";
+
+impl Config {
+    /// Reads and validates the file; the password is taken from the
+    /// environment variable `MYSQL_PASSWORD` unless `mysql.password_file` is set.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        let env_password = std::env::var(PASSWORD_ENV).ok();
+        let mut config = Config::parse(&text, env_password.as_deref())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Validates a configuration text. `env_password` is the value of
+    /// `MYSQL_PASSWORD`, passed in so that tests do not touch the environment.
+    pub fn parse(text: &str, env_password: Option<&str>) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = first_line(inner.message());
+            // Name the unknown key itself, with its table.
+            if let Some(unknown) = message.strip_prefix("unknown field `") {
+                let name = unknown.split('`').next().unwrap_or("");
+                let key = if path == "." || path.is_empty() {
+                    name.to_string()
+                } else if path == name || path.ends_with(&format!(".{name}")) {
+                    path
+                } else {
+                    format!("{path}.{name}")
+                };
+                return ConfigError::new(key, "unknown key");
+            }
+            if path == "." || path.is_empty() {
+                ConfigError::new("config", format!("not valid TOML: {}", inner.to_string().trim()))
+            } else {
+                ConfigError::new(path, message)
+            }
+        })?;
+        validate(raw, env_password)
+    }
+
+    /// The MySQL connection options: the URL plus the password from the
+    /// environment or the password file.
+    pub fn mysql_opts(&self) -> mysql::Opts {
+        let opts = mysql::Opts::from_url(&self.mysql.url).expect("url validated at load");
+        let mut builder = mysql::OptsBuilder::from_opts(opts)
+            .tcp_connect_timeout(Some(Duration::from_secs(5)))
+            .read_timeout(Some(Duration::from_secs(120)))
+            .write_timeout(Some(Duration::from_secs(120)));
+        if !self.mysql.password.is_empty() {
+            builder = builder.pass(Some(self.mysql.password.expose().to_string()));
+        }
+        mysql::Opts::from(builder)
+    }
+
+    /// The database named in the URL.
+    pub fn database(&self) -> String {
+        mysql::Opts::from_url(&self.mysql.url)
+            .ok()
+            .and_then(|o| o.get_db_name().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn required<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::new(key, "required key is missing"))
+}
+
+fn positive(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v <= 0 {
+        return Err(ConfigError::new(key, format!("must be greater than 0, got {v}")));
+    }
+    Ok(v)
+}
+
+fn non_negative(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < 0 {
+        return Err(ConfigError::new(key, format!("must not be negative, got {v}")));
+    }
+    Ok(v)
+}
+
+fn in_range(v: i64, max: i64, key: &str) -> Result<i64, ConfigError> {
+    if v > max {
+        return Err(ConfigError::new(key, format!("must be at most {max}, got {v}")));
+    }
+    Ok(v)
+}
+
+fn millis(v: i64) -> Duration {
+    Duration::from_millis(v as u64)
+}
+
+fn choice<T: Copy>(
+    value: Option<String>,
+    default: T,
+    key: &str,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let Some(text) = value else { return Ok(default) };
+    options
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            ConfigError::new(key, format!("expected {}, got {:?}", names.join(" | "), text))
+        })
+}
+
+/// A table or column name: letters, digits, `_` and `$`, not starting with a
+/// digit, at most 64 characters. Names are still quoted in SQL; this keeps
+/// them free of surprises in logs and error messages.
+pub fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+fn identifier(value: String, key: &str) -> Result<String, ConfigError> {
+    if !is_plain_identifier(&value) {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a plain identifier (letters, digits, _ and $; at most 64)"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Topic and group names as Kafka allows them: `[a-zA-Z0-9._-]`, at most 249.
+fn kafka_name(value: String, key: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 249
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+    if !ok {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} is not a valid Kafka name (letters, digits, '.', '_', '-')"),
+        ));
+    }
+    Ok(value)
+}
+
+fn read_password_file(path: &str) -> Result<Password, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "mysql.password_file";
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {path:?}: {e}")))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!("{path:?} is readable by group or others; chmod 600 it"),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {path:?}: {e}")))?;
+    Ok(Password::new(text.trim_end_matches(['\r', '\n']).to_string()))
+}
+
+fn validate(raw: RawConfig, env_password: Option<&str>) -> Result<Config, ConfigError> {
+    let kafka = required(raw.kafka, "kafka")?;
+    let mysql = required(raw.mysql, "mysql")?;
+
+    // [kafka]
+    let brokers = required(kafka.brokers, "kafka.brokers")?;
+    if brokers.is_empty() {
+        return Err(ConfigError::new("kafka.brokers", "needs at least one host:port"));
+    }
+    for b in &brokers {
+        let ok = b
+            .rsplit_once(':')
+            .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            .unwrap_or(false);
+        if !ok {
+            return Err(ConfigError::new("kafka.brokers", format!("{b:?} is not host:port")));
+        }
+    }
+    let topic = kafka_name(required(kafka.topic, "kafka.topic")?, "kafka.topic")?;
+    let group = kafka_name(required(kafka.group, "kafka.group")?, "kafka.group")?;
+    let mut partitions = Vec::new();
+    for p in kafka.partitions.unwrap_or_default() {
+        if !(0..=i32::MAX as i64).contains(&p) {
+            return Err(ConfigError::new("kafka.partitions", format!("{p} is not a partition number")));
+        }
+        if partitions.contains(&(p as i32)) {
+            return Err(ConfigError::new("kafka.partitions", format!("partition {p} is listed twice")));
+        }
+        partitions.push(p as i32);
+    }
+    let client_id = kafka.client_id.unwrap_or_else(|| "kafka2mysql".to_string());
+    if client_id.is_empty() {
+        return Err(ConfigError::new("kafka.client_id", "must not be empty"));
+    }
+    let offset_reset = choice(
+        kafka.offset_reset,
+        OffsetReset::Earliest,
+        "kafka.offset_reset",
+        &[
+            ("earliest", OffsetReset::Earliest),
+            ("latest", OffsetReset::Latest),
+            ("fail", OffsetReset::Fail),
+        ],
+    )?;
+    let fetch_max_bytes = positive(kafka.fetch_max_bytes_per_partition, 1_048_576, "kafka.fetch_max_bytes_per_partition")?;
+    let fetch_max_bytes = in_range(fetch_max_bytes, 256 * 1024 * 1024, "kafka.fetch_max_bytes_per_partition")?;
+    let fetch_max_wait = non_negative(kafka.fetch_max_wait_ms, 100, "kafka.fetch_max_wait_ms")?;
+    let fetch_max_wait = in_range(fetch_max_wait, 10_000, "kafka.fetch_max_wait_ms")?;
+    let fetch_min_bytes = positive(kafka.fetch_min_bytes, 1, "kafka.fetch_min_bytes")?;
+    let fetch_min_bytes = in_range(fetch_min_bytes, i32::MAX as i64, "kafka.fetch_min_bytes")?;
+
+    // [mysql]
+    let url = required(mysql.url, "mysql.url")?;
+    let opts = mysql::Opts::from_url(&url)
+        .map_err(|e| ConfigError::new("mysql.url", format!("not a MySQL URL: {e}")))?;
+    if opts.get_pass().is_some() || url_has_password(&url) {
+        return Err(ConfigError::new(
+            "mysql.url",
+            "must not contain a password; use the MYSQL_PASSWORD environment variable or mysql.password_file",
+        ));
+    }
+    if opts.get_db_name().map(str::is_empty).unwrap_or(true) {
+        return Err(ConfigError::new("mysql.url", "must name the database (mysql://user@host:port/DATABASE)"));
+    }
+    let password = match mysql.password_file.as_deref() {
+        Some(path) if !path.is_empty() => read_password_file(path)?,
+        _ => Password::new(env_password.unwrap_or("").to_string()),
+    };
+    let table = identifier(required(mysql.table, "mysql.table")?, "mysql.table")?;
+    let mut key_columns = Vec::new();
+    for c in mysql.key_columns.unwrap_or_default() {
+        key_columns.push(identifier(c, "mysql.key_columns")?);
+    }
+    let write_mode = choice(
+        mysql.write_mode,
+        WriteMode::Upsert,
+        "mysql.write_mode",
+        &[("upsert", WriteMode::Upsert), ("insert", WriteMode::Insert)],
+    )?;
+    let delete_on_tombstone = mysql.delete_on_tombstone.unwrap_or(true);
+    if key_columns.is_empty() && write_mode == WriteMode::Upsert {
+        return Err(ConfigError::new("mysql.key_columns", "required when write_mode = \"upsert\""));
+    }
+    if key_columns.is_empty() && delete_on_tombstone {
+        return Err(ConfigError::new(
+            "mysql.key_columns",
+            "required when delete_on_tombstone = true (set it to false for tables without a key)",
+        ));
+    }
+    let unknown_fields = choice(
+        mysql.unknown_fields,
+        UnknownFields::Ignore,
+        "mysql.unknown_fields",
+        &[("ignore", UnknownFields::Ignore), ("dead_letter", UnknownFields::DeadLetter)],
+    )?;
+    let dead_letter_table = identifier(
+        mysql.dead_letter_table.unwrap_or_else(|| "kafka2mysql_dead_letters".to_string()),
+        "mysql.dead_letter_table",
+    )?;
+    let delivery = choice(
+        mysql.delivery,
+        Delivery::AtLeastOnce,
+        "mysql.delivery",
+        &[("at_least_once", Delivery::AtLeastOnce), ("exactly_once", Delivery::ExactlyOnce)],
+    )?;
+    let offset_table = identifier(
+        mysql.offset_table.unwrap_or_else(|| "kafka2mysql_offsets".to_string()),
+        "mysql.offset_table",
+    )?;
+    if dead_letter_table == table || offset_table == table {
+        return Err(ConfigError::new("mysql.table", "must differ from dead_letter_table and offset_table"));
+    }
+
+    // [commit]
+    let every_messages = positive(raw.commit.every_messages, 1000, "commit.every_messages")?;
+    let interval_ms = positive(raw.commit.interval_ms, 5000, "commit.interval_ms")?;
+
+    // [retry]
+    let r = raw.retry;
+    let technical_attempts = non_negative(r.technical_attempts, 5, "retry.technical_attempts")?;
+    let technical_attempts = in_range(technical_attempts, 1000, "retry.technical_attempts")?;
+    let business_attempts = non_negative(r.business_attempts, 3, "retry.business_attempts")?;
+    let business_attempts = in_range(business_attempts, 1000, "retry.business_attempts")?;
+    let backoff_initial = positive(r.backoff_initial_ms, 200, "retry.backoff_initial_ms")?;
+    let backoff_max = positive(r.backoff_max_ms, 30_000, "retry.backoff_max_ms")?;
+    if backoff_max < backoff_initial {
+        return Err(ConfigError::new("retry.backoff_max_ms", "must not be less than retry.backoff_initial_ms"));
+    }
+    let dead_letter_burst = positive(r.dead_letter_burst, 1000, "retry.dead_letter_burst")?;
+    let dead_letter_burst = in_range(dead_letter_burst, u32::MAX as i64, "retry.dead_letter_burst")?;
+    let mut extra_technical_codes = Vec::new();
+    for code in r.extra_technical_codes.unwrap_or_default() {
+        if !(1..=65535).contains(&code) {
+            return Err(ConfigError::new("retry.extra_technical_codes", format!("{code} is not a MySQL error code")));
+        }
+        extra_technical_codes.push(code as u16);
+    }
+
+    // [worker]
+    let w = raw.worker;
+    let queue_batches = positive(w.queue_batches, 4, "worker.queue_batches")?;
+    let queue_batches = in_range(queue_batches, 1024, "worker.queue_batches")?;
+    let max_batch_rows = positive(w.max_batch_rows, 500, "worker.max_batch_rows")?;
+    let max_batch_rows = in_range(max_batch_rows, 65_535, "worker.max_batch_rows")?;
+    let max_record_bytes = positive(w.max_record_bytes, 1_048_576, "worker.max_record_bytes")?;
+    let max_record_bytes = in_range(max_record_bytes, 256 * 1024 * 1024, "worker.max_record_bytes")?;
+    let shutdown_timeout = positive(w.shutdown_timeout_ms, 30_000, "worker.shutdown_timeout_ms")?;
+
+    // [log]
+    let l = raw.log;
+    let file = l.file.filter(|f| !f.is_empty()).map(PathBuf::from);
+    let level = choice(
+        l.level,
+        LogLevel::Info,
+        "log.level",
+        &[
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+        ],
+    )?;
+    let stats_interval = positive(l.stats_interval_ms, 60_000, "log.stats_interval_ms")?;
+
+    Ok(Config {
+        kafka: KafkaConfig {
+            brokers,
+            topic,
+            partitions,
+            group,
+            client_id,
+            offset_reset,
+            fetch_max_bytes_per_partition: fetch_max_bytes as i32,
+            fetch_max_wait: millis(fetch_max_wait),
+            fetch_min_bytes: fetch_min_bytes as i32,
+        },
+        mysql: MysqlConfig {
+            url,
+            password,
+            table,
+            key_columns,
+            write_mode,
+            delete_on_tombstone,
+            unknown_fields,
+            dead_letter_table,
+            delivery,
+            offset_table,
+        },
+        commit: CommitConfig {
+            every_messages: every_messages as u64,
+            interval: millis(interval_ms),
+        },
+        retry: RetryConfig {
+            technical_attempts: technical_attempts as u32,
+            business_attempts: business_attempts as u32,
+            backoff_initial: millis(backoff_initial),
+            backoff_max: millis(backoff_max),
+            dead_letter_burst: dead_letter_burst as u32,
+            extra_technical_codes,
+        },
+        worker: WorkerConfig {
+            queue_batches: queue_batches as usize,
+            max_batch_rows: max_batch_rows as usize,
+            max_record_bytes: max_record_bytes as usize,
+            shutdown_timeout: millis(shutdown_timeout),
+        },
+        log: LogConfig {
+            file,
+            level,
+            stats_interval: millis(stats_interval),
+        },
+        source: None,
+    })
+}
+
+/// `mysql://user:secret@host/db`: a colon in the user-info part means a
+/// password, even an empty one.
+fn url_has_password(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else { return false };
+    let authority = rest.split('/').next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = ["127.0.0.1:9092"]
+topic = "orders"
+group = "g"
+[mysql]
+url = "mysql://app@127.0.0.1:3306/app"
+table = "orders"
+key_columns = ["id"]
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, None).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let c = Config::parse(MINIMAL, Some("pw")).unwrap();
+        assert_eq!(c.kafka.fetch_max_bytes_per_partition, 1_048_576);
+        assert_eq!(c.kafka.fetch_max_wait, Duration::from_millis(100));
+        assert_eq!(c.kafka.offset_reset, OffsetReset::Earliest);
+        assert_eq!(c.kafka.client_id, "kafka2mysql");
+        assert_eq!(c.mysql.write_mode, WriteMode::Upsert);
+        assert_eq!(c.mysql.delivery, Delivery::AtLeastOnce);
+        assert_eq!(c.mysql.dead_letter_table, "kafka2mysql_dead_letters");
+        assert_eq!(c.commit.every_messages, 1000);
+        assert_eq!(c.retry.technical_attempts, 5);
+        assert_eq!(c.retry.business_attempts, 3);
+        assert_eq!(c.worker.queue_batches, 4);
+        assert_eq!(c.worker.max_batch_rows, 500);
+        assert_eq!(c.mysql.password.expose(), "pw");
+    }
+
+    #[test]
+    fn the_sample_config_is_valid() {
+        let text = include_str!("../conf/kafka2mysql.toml");
+        Config::parse(text, None).expect("conf/kafka2mysql.toml must validate");
+    }
+
+    #[test]
+    fn bad_configs_name_their_key() {
+        let cases: &[(&str, &str)] = &[
+            ("not toml [", "config"),
+            (&MINIMAL.replace("topic = \"orders\"\n", ""), "kafka.topic"),
+            (&MINIMAL.replace("[kafka]\n", "[kafka]\nbrokerz = [\"a:1\"]\n"), "kafka.brokerz"),
+            (&format!("{MINIMAL}\n[commit]\nevery_messages = \"many\"\n"), "commit.every_messages"),
+            (&format!("{MINIMAL}\nwrite_mode = \"merge\"\n"), "mysql.write_mode"),
+            (&MINIMAL.replace("app@", "app:secret@"), "mysql.url"),
+            (&MINIMAL.replace("table = \"orders\"", "table = \"orders; drop\""), "mysql.table"),
+            (&format!("{MINIMAL}\n[worker]\nqueue_batches = 0\n"), "worker.queue_batches"),
+            (&format!("{MINIMAL}\n[bogus]\nx = 1\n"), "bogus"),
+            (&MINIMAL.replace("key_columns = [\"id\"]", ""), "mysql.key_columns"),
+            (&MINIMAL.replace("\"127.0.0.1:9092\"", "\"nohost\""), "kafka.brokers"),
+            (&format!("{MINIMAL}\n[retry]\nbackoff_initial_ms = 10\nbackoff_max_ms = 5\n"), "retry.backoff_max_ms"),
+            (&format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"), "log.level"),
+        ];
+        for (text, key) in cases {
+            let e = err(text);
+            assert_eq!(&e.key, key, "for config:\n{text}\nerror was: {e}");
+        }
+    }
+
+    #[test]
+    fn password_never_shows_in_debug_output() {
+        let c = Config::parse(MINIMAL, Some("s3cr3t-value")).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn password_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("k2m-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = MINIMAL.replace("[mysql]\n", &format!("[mysql]\npassword_file = {:?}\n", file));
+        assert_eq!(err(&text).key, "mysql.password_file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(&text, Some("from-env")).unwrap();
+        assert_eq!(c.mysql.password.expose(), "from-file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn url_password_detection() {
+        assert!(url_has_password("mysql://a:b@h/db"));
+        assert!(url_has_password("mysql://a:@h/db"));
+        assert!(!url_has_password("mysql://a@h:3306/db"));
+        assert!(!url_has_password("mysql://h:3306/db"));
+    }
+}

@@ -1,0 +1,557 @@
+//! The coordinator thread: the only owner of the Kafka client.
+//!
+//! Each turn of its loop: drain the workers' events without blocking; commit
+//! if due; fetch the partitions whose worker queue has room and whose backoff
+//! has passed; copy each partition's records into an owned `Batch` and send
+//! it to that partition's worker. When nothing can be fetched it waits on the
+//! event channel with a timeout; it never spins.
+//!
+//! Architecture invariants:
+//! - one partition's fetch error never costs another partition a record: each
+//!   partition's outcome is handled on its own (`broker::FetchOutcome`);
+//! - only offsets a worker reported as applied are committed;
+//! - the loop keeps draining events whatever fails: an error is logged,
+//!   counted and handled, never an early return.
+//!
+//! Shutdown order (it matters): stop fetching; close the `stop` channel so
+//! workers finish the write in hand and skip their queues; drop the batch
+//! senders; wait for `Exited` events until `shutdown_timeout_ms`; commit what
+//! was applied; join the workers that exited. A worker still stuck in a
+//! database call after the timeout is left behind: the process exits and its
+//! uncommitted transaction is rolled back by the server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use log::{debug, error, info, warn};
+
+use crate::broker::{Broker, FetchOutcome, FetchRequest};
+use crate::config::Config;
+use crate::offsets::{out_of_range_position, reset_name, OffsetBook};
+use crate::record::Record;
+use crate::retry::Backoff;
+use crate::status::{unix_seconds, PartitionStatus, ServiceStatus, Stats};
+use crate::worker::{Batch, WorkerEvent, WorkerHandle};
+
+/// How often the status file is rewritten.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest the loop waits when nothing can be fetched.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// Kafka-side retries are cheap; they back off no longer than this.
+const KAFKA_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// How the coordinator ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Stopped on request; offsets committed.
+    Clean,
+    /// A worker thread died (a bug); the process should exit 1 and be restarted.
+    WorkerDied,
+}
+
+struct PartitionState {
+    fetch_offset: i64,
+    max_bytes: i32,
+    retry_at: Option<Instant>,
+    failures: u32,
+    high_watermark: Option<i64>,
+    blocked: Option<(SystemTime, i64, String)>,
+    /// OffsetOutOfRange with `offset_reset = fail`: fetch nothing more.
+    halted: bool,
+}
+
+pub struct Coordinator {
+    config: Arc<Config>,
+    broker: Option<Broker>,
+    broker_failures: u32,
+    broker_retry_at: Instant,
+    partitions: BTreeMap<i32, PartitionState>,
+    workers: BTreeMap<i32, WorkerHandle>,
+    events: Receiver<WorkerEvent>,
+    stop_workers: Option<Sender<()>>,
+    shutdown: Receiver<()>,
+    book: OffsetBook,
+    stats: Arc<Stats>,
+    kafka_backoff: Backoff,
+    status: ServiceStatus,
+    status_file: Option<PathBuf>,
+    last_status: Instant,
+    last_stats: Instant,
+    last_stats_snapshot: crate::status::StatsSnapshot,
+}
+
+/// Everything the coordinator is started with.
+pub struct CoordinatorParts {
+    pub config: Arc<Config>,
+    pub broker: Broker,
+    /// Start offset and committed group offset per partition.
+    pub starts: BTreeMap<i32, (i64, Option<i64>)>,
+    pub workers: BTreeMap<i32, WorkerHandle>,
+    pub events: Receiver<WorkerEvent>,
+    pub stop_workers: Sender<()>,
+    pub shutdown: Receiver<()>,
+    pub stats: Arc<Stats>,
+    pub status_file: Option<PathBuf>,
+}
+
+impl Coordinator {
+    pub fn new(parts: CoordinatorParts) -> Coordinator {
+        let now = Instant::now();
+        let config = parts.config;
+        let mut book = OffsetBook::new(config.commit.every_messages, config.commit.interval, now);
+        let mut partitions = BTreeMap::new();
+        for (&p, &(start, committed)) in &parts.starts {
+            book.start(p, start, committed);
+            partitions.insert(
+                p,
+                PartitionState {
+                    fetch_offset: start,
+                    max_bytes: config.kafka.fetch_max_bytes_per_partition,
+                    retry_at: None,
+                    failures: 0,
+                    high_watermark: None,
+                    blocked: None,
+                    halted: false,
+                },
+            );
+        }
+        let kafka_backoff = Backoff {
+            initial: config.retry.backoff_initial,
+            max: config.retry.backoff_max.min(KAFKA_BACKOFF_CAP),
+        };
+        let status = ServiceStatus {
+            pid: std::process::id(),
+            started_at: unix_seconds(SystemTime::now()),
+            topic: config.kafka.topic.clone(),
+            group: config.kafka.group.clone(),
+            ..Default::default()
+        };
+        Coordinator {
+            broker: Some(parts.broker),
+            broker_failures: 0,
+            broker_retry_at: now,
+            partitions,
+            workers: parts.workers,
+            events: parts.events,
+            stop_workers: Some(parts.stop_workers),
+            shutdown: parts.shutdown,
+            book,
+            stats: parts.stats,
+            kafka_backoff,
+            status,
+            status_file: parts.status_file,
+            last_status: now - STATUS_INTERVAL,
+            last_stats: now,
+            last_stats_snapshot: Default::default(),
+            config,
+        }
+    }
+
+    /// Runs until the shutdown channel closes (or a worker dies), then stops
+    /// the workers and commits.
+    pub fn run(mut self) -> Ending {
+        let mut ending = Ending::Clean;
+        loop {
+            self.drain_events();
+            if self.shutdown_requested() {
+                info!("shutdown requested: stopping fetches, finishing the batches in hand");
+                break;
+            }
+            if let Some(p) = self.dead_worker() {
+                error!("the worker of partition {p} ended unexpectedly; stopping so that the service is restarted");
+                ending = Ending::WorkerDied;
+                break;
+            }
+            let now = Instant::now();
+            if self.book.commit_due(now) {
+                self.commit();
+            }
+            self.housekeeping(now);
+            if self.broker.is_none() && !self.reconnect() {
+                self.idle();
+                continue;
+            }
+            let requests = self.fetchable(now);
+            if requests.is_empty() {
+                self.idle();
+                continue;
+            }
+            self.fetch_and_dispatch(&requests);
+        }
+        self.stop(ending)
+    }
+
+    fn shutdown_requested(&self) -> bool {
+        matches!(self.shutdown.try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected) | Ok(()))
+    }
+
+    fn dead_worker(&self) -> Option<i32> {
+        self.workers.iter().find(|(_, w)| w.thread.is_finished()).map(|(&p, _)| p)
+    }
+
+    /// Waits for a worker event, the shutdown signal or a short timeout.
+    fn idle(&mut self) {
+        let events = self.events.clone();
+        let shutdown = self.shutdown.clone();
+        select! {
+            recv(events) -> e => if let Ok(e) = e { self.handle_event(e) },
+            recv(shutdown) -> _ => {},
+            default(IDLE_WAIT) => {},
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Ok(e) = self.events.try_recv() {
+            self.handle_event(e);
+        }
+    }
+
+    fn handle_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Applied { partition, next_offset, records } => {
+                self.book.applied(partition, next_offset, records);
+            }
+            WorkerEvent::Blocked { partition, offset, since, error, .. } => {
+                if let Some(p) = self.partitions.get_mut(&partition) {
+                    p.blocked = Some((since, offset, error));
+                }
+            }
+            WorkerEvent::Flowing { partition } => {
+                if let Some(p) = self.partitions.get_mut(&partition) {
+                    p.blocked = None;
+                }
+            }
+            WorkerEvent::Exited { partition } => {
+                debug!("worker of partition {partition} exited");
+            }
+        }
+    }
+
+    /// Partitions that may be fetched now: not halted, backoff passed, and
+    /// room in the worker's queue (a blocked worker's full queue stops its
+    /// partition only).
+    fn fetchable(&self, now: Instant) -> Vec<FetchRequest> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| !s.halted && s.retry_at.is_none_or(|t| t <= now))
+            .filter(|(p, _)| {
+                self.workers
+                    .get(p)
+                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
+            })
+            .map(|(&partition, s)| FetchRequest { partition, offset: s.fetch_offset, max_bytes: s.max_bytes })
+            .collect()
+    }
+
+    fn fetch_and_dispatch(&mut self, requests: &[FetchRequest]) {
+        let result = self.broker.as_mut().expect("connected").fetch(requests);
+        let fetches = match result {
+            Ok(f) => f,
+            Err(e) => {
+                self.broker_failed(&format!("fetch failed: {e}"));
+                return;
+            }
+        };
+        self.broker_failures = 0;
+        let mut reload_metadata = false;
+        for fetch in fetches {
+            match fetch.outcome {
+                FetchOutcome::Records { records, high_watermark } => {
+                    self.deliver(fetch.partition, records, high_watermark);
+                }
+                FetchOutcome::OffsetOutOfRange => self.offset_out_of_range(fetch.partition),
+                FetchOutcome::Retry(reason) => {
+                    reload_metadata = true;
+                    let Some(s) = self.partitions.get_mut(&fetch.partition) else { continue };
+                    s.failures += 1;
+                    let wait = self.kafka_backoff.delay(s.failures);
+                    s.retry_at = Some(Instant::now() + wait);
+                    warn!(
+                        "topic {} partition {} offset {}: fetch error, retrying in {wait:?} (attempt {}): {reason}",
+                        self.config.kafka.topic, fetch.partition, s.fetch_offset, s.failures
+                    );
+                }
+            }
+        }
+        if reload_metadata {
+            if let Err(e) = self.broker.as_mut().expect("connected").reload_metadata() {
+                self.broker_failed(&format!("metadata reload failed: {e}"));
+            }
+        }
+    }
+
+    /// Copies a partition's records into a batch for its worker.
+    fn deliver(&mut self, partition: i32, records: Vec<Record>, high_watermark: i64) {
+        let default_bytes = self.config.kafka.fetch_max_bytes_per_partition;
+        let largest_allowed = self.config.worker.max_record_bytes.max(default_bytes as usize);
+        let topic = &self.config.kafka.topic;
+        let Some(s) = self.partitions.get_mut(&partition) else { return };
+        s.failures = 0;
+        s.retry_at = None;
+        s.high_watermark = Some(high_watermark);
+        let records = if records.is_empty() {
+            if high_watermark <= s.fetch_offset {
+                return;
+            }
+            // Data is there but no whole record came back: the record at
+            // fetch_offset is larger than max_bytes. Grow the fetch up to a
+            // cap; past it the record is dead-lettered without its content.
+            let cap = (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize) as i32;
+            if s.max_bytes < cap {
+                s.max_bytes = s.max_bytes.saturating_mul(2).min(cap);
+                debug!("topic {topic} partition {partition} offset {}: record larger than the fetch size, fetching up to {} bytes", s.fetch_offset, s.max_bytes);
+                return;
+            }
+            warn!(
+                "topic {topic} partition {partition} offset {}: record larger than {cap} bytes cannot be fetched; it is dead-lettered without its content",
+                s.fetch_offset
+            );
+            vec![Record { offset: s.fetch_offset, key: Vec::new(), value: None, oversized: true }]
+        } else {
+            records
+        };
+        s.max_bytes = default_bytes;
+        s.fetch_offset = records.last().expect("not empty").offset + 1;
+        self.stats
+            .records_fetched
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.send(partition, Batch { records, reset_to: None });
+    }
+
+    fn send(&mut self, partition: i32, batch: Batch) {
+        let Some(w) = self.workers.get(&partition) else { return };
+        // Only this thread sends, and the queue had room when the partition was
+        // chosen, so this does not block.
+        if w.sender.send(batch).is_err() {
+            error!("worker of partition {partition} is gone; its records will be fetched again at the next start");
+        }
+    }
+
+    /// OffsetOutOfRange while running: recreate this partition's reader at the
+    /// earliest (or latest) offset, as `offset_reset` says. Others go on.
+    fn offset_out_of_range(&mut self, partition: i32) {
+        let reset = self.config.kafka.offset_reset;
+        let topic = self.config.kafka.topic.clone();
+        let broker = self.broker.as_mut().expect("connected");
+        let bounds = broker.earliest_offsets().and_then(|e| broker.latest_offsets().map(|l| (e, l)));
+        let Some(s) = self.partitions.get_mut(&partition) else { return };
+        let requested = s.fetch_offset;
+        let (earliest, latest) = match bounds {
+            Ok((e, l)) => match (e.get(&partition), l.get(&partition)) {
+                (Some(&e), Some(&l)) => (e, l),
+                _ => {
+                    s.retry_at = Some(Instant::now() + self.kafka_backoff.initial);
+                    return;
+                }
+            },
+            Err(e) => {
+                warn!("topic {topic} partition {partition}: offset {requested} out of range, and the log bounds cannot be read: {e}");
+                s.failures += 1;
+                s.retry_at = Some(Instant::now() + self.kafka_backoff.delay(s.failures));
+                return;
+            }
+        };
+        match out_of_range_position(requested, earliest, latest, reset) {
+            Some((new_offset, skipped)) => {
+                warn!(
+                    "topic {topic} partition {partition}: offset {requested} is out of range [{earliest}, {latest}]; \
+                     reader recreated at {new_offset} (offset_reset = {}), {skipped} offsets skipped",
+                    reset_name(reset)
+                );
+                self.stats.offset_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s.fetch_offset = new_offset;
+                s.max_bytes = self.config.kafka.fetch_max_bytes_per_partition;
+                self.send(partition, Batch { records: Vec::new(), reset_to: Some(new_offset) });
+            }
+            None => {
+                let message = format!(
+                    "offset {requested} is out of range [{earliest}, {latest}] and offset_reset = fail; \
+                     fix with: kafka2mysql reset-offsets --partition {partition} --to earliest|latest|OFFSET"
+                );
+                error!("topic {topic} partition {partition}: {message}");
+                s.halted = true;
+                s.blocked = Some((SystemTime::now(), requested, message));
+            }
+        }
+    }
+
+    fn broker_failed(&mut self, what: &str) {
+        self.broker_failures += 1;
+        let wait = self.kafka_backoff.delay(self.broker_failures);
+        self.broker_retry_at = Instant::now() + wait;
+        self.broker = None;
+        warn!(
+            "kafka: {what}; reconnecting in {wait:?} (attempt {}); no record is skipped meanwhile",
+            self.broker_failures
+        );
+    }
+
+    /// Recreates the Kafka client when its backoff has passed.
+    fn reconnect(&mut self) -> bool {
+        if Instant::now() < self.broker_retry_at {
+            return false;
+        }
+        match Broker::connect(&self.config.kafka) {
+            Ok(b) => {
+                info!("kafka: connected again to {:?}", self.config.kafka.brokers);
+                self.broker = Some(b);
+                true
+            }
+            Err(e) => {
+                self.broker_failed(&format!("connect failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Commits the applied offsets to the Kafka group.
+    fn commit(&mut self) {
+        let pending = self.book.pending();
+        if pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(broker) = self.broker.as_mut() else {
+            self.book.commit_failed(now);
+            return;
+        };
+        match broker.commit(&pending) {
+            Ok(()) => {
+                debug!("committed {pending:?}");
+                self.book.committed(&pending, now);
+            }
+            Err(e) => {
+                warn!("kafka: commit of {pending:?} failed, retrying at the next interval: {e}");
+                self.book.commit_failed(now);
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        if now.duration_since(self.last_stats) >= self.config.log.stats_interval {
+            self.log_stats(now);
+        }
+        if now.duration_since(self.last_status) >= STATUS_INTERVAL {
+            self.last_status = now;
+            self.write_status();
+        }
+    }
+
+    fn lag(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|(p, s)| {
+                let applied = self.book.get(*p).map_or(s.fetch_offset, |o| o.applied);
+                s.high_watermark.map_or(0, |h| (h - applied).max(0))
+            })
+            .sum()
+    }
+
+    fn log_stats(&mut self, now: Instant) {
+        let secs = now.duration_since(self.last_stats).as_secs_f64().max(0.001);
+        let s = self.stats.snapshot();
+        let prev = self.last_stats_snapshot;
+        info!(
+            "stats: {:.0} records/s, {:.0} rows/s, lag {}, blocked partitions {}, dead letters {} (+{}), retries {} (+{}), offset resets {}",
+            (s.records_applied - prev.records_applied) as f64 / secs,
+            (s.rows_written - prev.rows_written) as f64 / secs,
+            self.lag(),
+            self.partitions.values().filter(|p| p.blocked.is_some()).count(),
+            s.dead_letters,
+            s.dead_letters - prev.dead_letters,
+            s.retries,
+            s.retries - prev.retries,
+            s.offset_resets,
+        );
+        self.last_stats = now;
+        self.last_stats_snapshot = s;
+    }
+
+    fn write_status(&mut self) {
+        let Some(path) = self.status_file.clone() else { return };
+        self.status.updated_at = unix_seconds(SystemTime::now());
+        self.status.stats = self.stats.snapshot();
+        self.status.partitions = self
+            .partitions
+            .iter()
+            .map(|(&p, s)| {
+                let offsets = self.book.get(p);
+                let status = PartitionStatus {
+                    partition: p,
+                    state: if s.blocked.is_some() { "blocked" } else { "flowing" }.to_string(),
+                    blocked_since: s.blocked.as_ref().map(|(t, _, _)| unix_seconds(*t)),
+                    blocked_at_offset: s.blocked.as_ref().map(|(_, o, _)| *o),
+                    last_error: s.blocked.as_ref().map(|(_, _, e)| e.clone()),
+                    fetch_offset: s.fetch_offset,
+                    applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
+                    committed_offset: offsets.and_then(|o| o.committed),
+                    high_watermark: s.high_watermark,
+                };
+                (p, status)
+            })
+            .collect();
+        if let Err(e) = self.status.write(&path) {
+            debug!("cannot write status file {}: {e}", path.display());
+        }
+    }
+
+    /// Stops the workers (see the module doc for the order) and commits.
+    fn stop(mut self, ending: Ending) -> Ending {
+        drop(self.stop_workers.take());
+        let mut threads = Vec::new();
+        for (p, w) in std::mem::take(&mut self.workers) {
+            drop(w.sender);
+            threads.push((p, w.thread));
+        }
+        let deadline = Instant::now() + self.config.worker.shutdown_timeout;
+        let mut running: Vec<i32> = threads.iter().map(|(p, _)| *p).collect();
+        while !running.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("shutdown timeout: workers of partitions {running:?} did not finish; their unfinished work is not committed and will be applied again");
+                break;
+            }
+            match self.events.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(WorkerEvent::Exited { partition }) => running.retain(|&p| p != partition),
+                Ok(e) => self.handle_event(e),
+                Err(_) => running.retain(|p| {
+                    !threads.iter().any(|(tp, t)| tp == p && t.is_finished())
+                }),
+            }
+        }
+        self.drain_events();
+        if self.broker.is_none() {
+            self.broker_retry_at = Instant::now();
+            self.reconnect();
+        }
+        self.commit();
+        let pending = self.book.pending();
+        if pending.is_empty() {
+            info!("offsets committed: {:?}", self.committed_summary());
+        } else {
+            warn!("offsets not committed at stop (the records will be applied again): {pending:?}");
+        }
+        self.log_stats(Instant::now());
+        for (p, t) in threads {
+            if t.is_finished() {
+                if t.join().is_err() {
+                    error!("worker of partition {p} panicked");
+                }
+            }
+        }
+        if let Some(path) = &self.status_file {
+            let _ = std::fs::remove_file(path);
+        }
+        ending
+    }
+
+    fn committed_summary(&self) -> BTreeMap<i32, Option<i64>> {
+        self.partitions
+            .keys()
+            .map(|&p| (p, self.book.get(p).and_then(|o| o.committed)))
+            .collect()
+    }
+}

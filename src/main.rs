@@ -1,0 +1,107 @@
+//! The `kafka2mysql` command line: parse, set up logging, run, exit.
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or setup.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use kafka2mysql::commands::{self, ResetTarget};
+use kafka2mysql::config::Config;
+use kafka2mysql::logging;
+use kafka2mysql::service::{self, RunOutcome};
+
+#[derive(Parser)]
+#[command(name = "kafka2mysql", version, about = "Moves the records of one Kafka topic into one MySQL table")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service in the foreground until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate the config, reach the broker and the database, check the table.
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Per partition: committed, earliest, latest, lag, state; dead letters.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the group's committed offsets (refused while the service runs).
+    ResetOffsets {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// earliest, latest or an offset.
+        #[arg(long, value_name = "earliest|latest|OFFSET")]
+        to: ResetTarget,
+        /// Only this partition (default: every configured partition).
+        #[arg(long, value_name = "P")]
+        partition: Option<i32>,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("kafka2mysql: bad config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref()) {
+                eprintln!("kafka2mysql: cannot open log file (log.file): {e}");
+                return ExitCode::from(2);
+            }
+            let shutdown = match service::install_signals() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("kafka2mysql: cannot install signal handlers: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match service::run(config, shutdown) {
+                RunOutcome::Stopped => ExitCode::SUCCESS,
+                RunOutcome::Setup(message) => {
+                    log::error!("setup error: {message}");
+                    eprintln!("kafka2mysql: setup error: {message}");
+                    ExitCode::from(2)
+                }
+                RunOutcome::Failed(message) => {
+                    log::error!("failed: {message}");
+                    eprintln!("kafka2mysql: {message}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Check { config } => match load(&config) {
+            Ok(c) => commands::check(&c),
+            Err(code) => code,
+        },
+        Command::Status { config, json } => match load(&config) {
+            Ok(c) => commands::status(&c, json),
+            Err(code) => code,
+        },
+        Command::ResetOffsets { config, to, partition } => match load(&config) {
+            Ok(c) => commands::reset_offsets(&c, to, partition),
+            Err(code) => code,
+        },
+    }
+}

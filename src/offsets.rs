@@ -1,0 +1,232 @@
+//! Offset bookkeeping (DESIGN.md section 2), pure and unit-tested: where a
+//! partition starts, where it goes after OffsetOutOfRange, and which applied
+//! offsets are due for a commit.
+//!
+//! Invariant: only offsets that a worker reported as applied are ever handed
+//! out for a commit; the committed value is the next offset to read.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::config::OffsetReset;
+
+/// Why a partition starts where it does (logged at start, per partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartReason {
+    /// The stored offset lies within [earliest, latest].
+    Stored,
+    /// Nothing stored: `offset_reset` decided.
+    NoStoredOffset(OffsetReset),
+    /// The stored offset lies outside [earliest, latest]: `offset_reset` decided.
+    StoredOutOfRange { stored: i64, reset: OffsetReset },
+}
+
+impl std::fmt::Display for StartReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartReason::Stored => f.write_str("stored offset"),
+            StartReason::NoStoredOffset(r) => write!(f, "no stored offset, offset_reset = {}", reset_name(*r)),
+            StartReason::StoredOutOfRange { stored, reset } => write!(
+                f,
+                "stored offset {stored} is out of range, offset_reset = {}",
+                reset_name(*reset)
+            ),
+        }
+    }
+}
+
+pub fn reset_name(r: OffsetReset) -> &'static str {
+    match r {
+        OffsetReset::Earliest => "earliest",
+        OffsetReset::Latest => "latest",
+        OffsetReset::Fail => "fail",
+    }
+}
+
+/// The start offset of a partition, or an error when `offset_reset = fail`
+/// and the stored offset cannot be used.
+pub fn start_position(
+    stored: Option<i64>,
+    earliest: i64,
+    latest: i64,
+    reset: OffsetReset,
+) -> Result<(i64, StartReason), StartReason> {
+    let reason = match stored {
+        Some(s) if s >= earliest && s <= latest => return Ok((s, StartReason::Stored)),
+        Some(s) => StartReason::StoredOutOfRange { stored: s, reset },
+        None => StartReason::NoStoredOffset(reset),
+    };
+    match reset {
+        OffsetReset::Earliest => Ok((earliest, reason)),
+        OffsetReset::Latest => Ok((latest, reason)),
+        OffsetReset::Fail => Err(reason),
+    }
+}
+
+/// Where a running partition goes after OffsetOutOfRange at `requested`:
+/// `Some((new_offset, skipped))`, or `None` when `offset_reset = fail`.
+/// `skipped` counts the offsets between the requested and the new position
+/// that will never be read (0 when the new position is behind the request).
+pub fn out_of_range_position(requested: i64, earliest: i64, latest: i64, reset: OffsetReset) -> Option<(i64, i64)> {
+    let new = match reset {
+        OffsetReset::Earliest => {
+            // Records were deleted below `earliest`; a request past the end
+            // (topic recreated) starts again at the beginning too.
+            earliest
+        }
+        OffsetReset::Latest => latest,
+        OffsetReset::Fail => return None,
+    };
+    Some((new, (new - requested).max(0)))
+}
+
+/// One partition's offsets as the coordinator tracks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Everything below is in MySQL.
+    pub applied: i64,
+    /// Last value committed to the Kafka group, if any.
+    pub committed: Option<i64>,
+}
+
+/// Applied and committed offsets of every assigned partition, and when the
+/// next commit is due.
+#[derive(Debug)]
+pub struct OffsetBook {
+    partitions: BTreeMap<i32, PartitionOffsets>,
+    records_since_commit: u64,
+    last_commit: Instant,
+    every_messages: u64,
+    interval: Duration,
+}
+
+impl OffsetBook {
+    pub fn new(every_messages: u64, interval: Duration, now: Instant) -> OffsetBook {
+        OffsetBook {
+            partitions: BTreeMap::new(),
+            records_since_commit: 0,
+            last_commit: now,
+            every_messages,
+            interval,
+        }
+    }
+
+    /// Registers a partition at its start offset, with the group's committed
+    /// value (which may differ from the start when it was out of range).
+    pub fn start(&mut self, partition: i32, start: i64, committed: Option<i64>) {
+        self.partitions.insert(partition, PartitionOffsets { applied: start, committed });
+    }
+
+    /// A worker applied everything below `next_offset`.
+    pub fn applied(&mut self, partition: i32, next_offset: i64, records: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.applied = next_offset;
+            self.records_since_commit += records;
+        }
+    }
+
+    pub fn get(&self, partition: i32) -> Option<&PartitionOffsets> {
+        self.partitions.get(&partition)
+    }
+
+    /// The offsets that differ from what the group has: what a commit sends.
+    pub fn pending(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| p.committed != Some(p.applied))
+            .map(|(&id, p)| (id, p.applied))
+            .collect()
+    }
+
+    pub fn commit_due(&self, now: Instant) -> bool {
+        if self.pending().is_empty() {
+            return false;
+        }
+        self.records_since_commit >= self.every_messages || now.duration_since(self.last_commit) >= self.interval
+    }
+
+    /// When the interval commit will be due (for the coordinator's waits).
+    pub fn next_interval_deadline(&self) -> Instant {
+        self.last_commit + self.interval
+    }
+
+    /// Records a successful commit of `offsets`.
+    pub fn committed(&mut self, offsets: &[(i32, i64)], now: Instant) {
+        for &(id, offset) in offsets {
+            if let Some(p) = self.partitions.get_mut(&id) {
+                p.committed = Some(offset);
+            }
+        }
+        self.records_since_commit = 0;
+        self.last_commit = now;
+    }
+
+    /// A failed commit is retried at the next interval, not in a tight loop.
+    pub fn commit_failed(&mut self, now: Instant) {
+        self.last_commit = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions() {
+        use OffsetReset::*;
+        assert_eq!(start_position(Some(5), 0, 10, Earliest), Ok((5, StartReason::Stored)));
+        assert_eq!(start_position(Some(10), 0, 10, Fail), Ok((10, StartReason::Stored)));
+        assert_eq!(start_position(None, 3, 10, Earliest), Ok((3, StartReason::NoStoredOffset(Earliest))));
+        assert_eq!(start_position(None, 3, 10, Latest), Ok((10, StartReason::NoStoredOffset(Latest))));
+        assert_eq!(
+            start_position(Some(1), 3, 10, Earliest),
+            Ok((3, StartReason::StoredOutOfRange { stored: 1, reset: Earliest }))
+        );
+        assert_eq!(
+            start_position(Some(11), 3, 10, Latest),
+            Ok((10, StartReason::StoredOutOfRange { stored: 11, reset: Latest }))
+        );
+        assert_eq!(start_position(None, 0, 0, Fail), Err(StartReason::NoStoredOffset(Fail)));
+    }
+
+    #[test]
+    fn out_of_range_moves_and_counts_skipped() {
+        use OffsetReset::*;
+        assert_eq!(out_of_range_position(100, 150, 300, Earliest), Some((150, 50)));
+        assert_eq!(out_of_range_position(400, 0, 10, Earliest), Some((0, 0)));
+        assert_eq!(out_of_range_position(100, 150, 300, Latest), Some((300, 200)));
+        assert_eq!(out_of_range_position(100, 150, 300, Fail), None);
+    }
+
+    #[test]
+    fn commits_are_due_by_count_or_interval_and_only_for_applied_offsets() {
+        let t0 = Instant::now();
+        let mut book = OffsetBook::new(100, Duration::from_secs(5), t0);
+        book.start(0, 10, Some(10));
+        book.start(1, 0, None);
+        assert_eq!(book.pending(), vec![(1, 0)]);
+        book.committed(&book.pending(), t0);
+        assert!(!book.commit_due(t0 + Duration::from_secs(60)), "nothing new");
+
+        book.applied(0, 60, 50);
+        assert!(!book.commit_due(t0));
+        book.applied(0, 110, 50);
+        assert!(book.commit_due(t0));
+        assert_eq!(book.pending(), vec![(0, 110)]);
+        book.committed(&[(0, 110)], t0);
+
+        book.applied(1, 3, 3);
+        assert!(!book.commit_due(t0 + Duration::from_secs(4)));
+        assert!(book.commit_due(t0 + Duration::from_secs(5)));
+        assert_eq!(book.pending(), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn a_position_moved_backwards_is_committed_too() {
+        let t0 = Instant::now();
+        let mut book = OffsetBook::new(1, Duration::from_secs(5), t0);
+        book.start(0, 500, Some(500));
+        book.applied(0, 0, 0);
+        assert_eq!(book.pending(), vec![(0, 0)]);
+    }
+}

@@ -1,0 +1,269 @@
+//! `kafka2mysql run`: start-up, signals and the hand-over to the coordinator.
+//!
+//! Start-up order: take the pid-file lock; connect to the broker and find the
+//! partitions; read the table's schema and create the dead-letter (and offset)
+//! tables; read earliest, latest and stored offsets and choose each
+//! partition's start; start one worker per partition; run the coordinator.
+//! A technical failure during start-up (broker or database away) is retried
+//! until it succeeds or a signal arrives; a fatal one (table missing, topic
+//! missing, access denied) ends the process with exit code 2.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use log::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::{Config, Delivery};
+use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
+use crate::error::{classify, Class, Error};
+use crate::mysql_sink::{self, MysqlSink};
+use crate::offsets::start_position;
+use crate::record::Mapper;
+use crate::retry::Backoff;
+use crate::status::{Paths, PidLock, Stats};
+use crate::worker::{self, WorkerSettings};
+
+/// How `run` ended, for the exit code.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// Stopped by a signal after committing: exit 0.
+    Stopped,
+    /// The setup is wrong: exit 2.
+    Setup(String),
+    /// Anything else: exit 1 (cron starts it again).
+    Failed(String),
+}
+
+/// Turns SIGTERM and SIGINT into the closing of the returned channel; a second
+/// one exits at once. SIGHUP reopens the log file.
+pub fn install_signals() -> std::io::Result<Receiver<()>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let (sender, receiver) = crossbeam_channel::bounded::<()>(0);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut sender = Some(sender);
+        for signal in signals.forever() {
+            if signal == SIGHUP {
+                crate::logging::reopen();
+                continue;
+            }
+            if sender.take().is_some() {
+                info!("signal {signal}: stopping gracefully (a second signal stops at once)");
+            } else {
+                warn!("second signal {signal}: exiting now without committing unfinished work (it will be applied again)");
+                std::process::exit(1);
+            }
+        }
+    })?;
+    Ok(receiver)
+}
+
+/// Runs the service in the foreground until a signal stops it.
+pub fn run(config: Config, shutdown: Receiver<()>) -> RunOutcome {
+    let config = Arc::new(config);
+    let paths = config.source.as_deref().map(Paths::for_config);
+    let _lock = match &paths {
+        Some(p) => match PidLock::acquire(&p.pid_file) {
+            Ok(lock) => Some(lock),
+            Err(Ok(pid)) => {
+                return RunOutcome::Failed(format!(
+                    "already running (pid {}, lock {})",
+                    pid.map_or("?".to_string(), |p| p.to_string()),
+                    p.pid_file.display()
+                ))
+            }
+            Err(Err(e)) => return RunOutcome::Failed(format!("cannot lock {}: {e}", p.pid_file.display())),
+        },
+        None => None,
+    };
+    info!("kafka2mysql {} starting with {:?}", env!("CARGO_PKG_VERSION"), config);
+    match start_and_run(&config, shutdown, paths.map(|p| p.status_file)) {
+        Ok(Some(Ending::Clean)) | Ok(None) => {
+            info!("stopped");
+            RunOutcome::Stopped
+        }
+        Ok(Some(Ending::WorkerDied)) => RunOutcome::Failed("a worker thread ended unexpectedly".into()),
+        Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => RunOutcome::Setup(e.to_string()),
+        Err(e) => RunOutcome::Failed(e.to_string()),
+    }
+}
+
+/// Retries `attempt` while it fails with a technical error; `Ok(None)` when a
+/// signal arrives first.
+fn until_ready<T>(
+    what: &str,
+    config: &Config,
+    shutdown: &Receiver<()>,
+    mut attempt: impl FnMut() -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    let backoff = Backoff { initial: config.retry.backoff_initial, max: config.retry.backoff_max.min(Duration::from_secs(10)) };
+    let mut failures = 0;
+    loop {
+        match attempt() {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => return Err(e),
+            Err(e) => {
+                failures += 1;
+                let wait = backoff.delay(failures);
+                warn!("{what}: {e}; retrying in {wait:?} (attempt {failures})");
+                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = shutdown.recv_timeout(wait) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Start offset and committed group offset of every partition.
+type Starts = BTreeMap<i32, (i64, Option<i64>)>;
+
+fn start_and_run(
+    config: &Arc<Config>,
+    shutdown: Receiver<()>,
+    status_file: Option<std::path::PathBuf>,
+) -> Result<Option<Ending>, Error> {
+    let Some((broker, partitions)) = until_ready("kafka", config, &shutdown, || {
+        let broker = Broker::connect(&config.kafka)?;
+        let all = broker.partitions()?;
+        Ok((broker, all))
+    })?
+    else {
+        return Ok(None);
+    };
+    let partitions = select_partitions(config, &partitions)?;
+
+    let Some((schema, stored_in_mysql)) = until_ready("mysql", config, &shutdown, || {
+        let mut conn = mysql_sink::connect(&config.mysql_opts())?;
+        let schema = mysql_sink::load_schema(&mut conn, config)?;
+        mysql_sink::create_service_tables(&mut conn, config)?;
+        let stored = match config.mysql.delivery {
+            Delivery::ExactlyOnce => mysql_sink::stored_offsets(&mut conn, config)?,
+            Delivery::AtLeastOnce => BTreeMap::new(),
+        };
+        Ok((schema, stored))
+    })?
+    else {
+        return Ok(None);
+    };
+    info!(
+        "table {}.{}: {} columns, key {:?}",
+        config.database(),
+        schema.table,
+        schema.columns.len(),
+        config.mysql.key_columns
+    );
+
+    let mut broker = broker;
+    let Some(starts) = until_ready("kafka offsets", config, &shutdown, || {
+        start_positions(config, &mut broker, &partitions, &stored_in_mysql)
+    })?
+    else {
+        return Ok(None);
+    };
+
+    let mapper = Arc::new(Mapper {
+        schema: schema.clone(),
+        write_mode: config.mysql.write_mode,
+        unknown_fields: config.mysql.unknown_fields,
+        delete_on_tombstone: config.mysql.delete_on_tombstone,
+        max_record_bytes: config.worker.max_record_bytes,
+    });
+    let stats = Arc::new(Stats::default());
+    let (event_sender, events) = crossbeam_channel::unbounded();
+    let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+    let mut workers = BTreeMap::new();
+    for (&partition, &(start, _)) in &starts {
+        let handle = worker::spawn(
+            partition,
+            start,
+            config.worker.queue_batches,
+            Box::new(MysqlSink::new(config, schema.clone())),
+            mapper.clone(),
+            WorkerSettings::from_config(config),
+            event_sender.clone(),
+            stop_receiver.clone(),
+            stats.clone(),
+        )?;
+        workers.insert(partition, handle);
+    }
+    drop(event_sender);
+    info!("running: topic {} partitions {:?} -> table {}", config.kafka.topic, partitions, schema.table);
+    let coordinator = Coordinator::new(CoordinatorParts {
+        config: config.clone(),
+        broker,
+        starts,
+        workers,
+        events,
+        stop_workers,
+        shutdown,
+        stats,
+        status_file,
+    });
+    Ok(Some(coordinator.run()))
+}
+
+/// `kafka.partitions`, checked against the topic, or all of them.
+fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Error> {
+    if config.kafka.partitions.is_empty() {
+        return Ok(available.to_vec());
+    }
+    for p in &config.kafka.partitions {
+        if !available.contains(p) {
+            return Err(Error::Setup(format!(
+                "kafka.partitions: topic {} has no partition {p} (it has {:?})",
+                config.kafka.topic, available
+            )));
+        }
+    }
+    let mut chosen = config.kafka.partitions.clone();
+    chosen.sort_unstable();
+    Ok(chosen)
+}
+
+/// Chooses each partition's start (DESIGN.md section 2) and logs it with its
+/// reason.
+fn start_positions(
+    config: &Config,
+    broker: &mut Broker,
+    partitions: &[i32],
+    stored_in_mysql: &BTreeMap<i32, i64>,
+) -> Result<Starts, Error> {
+    let earliest = broker.earliest_offsets()?;
+    let latest = broker.latest_offsets()?;
+    let committed = broker.committed_offsets()?;
+    let mut starts = BTreeMap::new();
+    for &p in partitions {
+        let (Some(&e), Some(&l)) = (earliest.get(&p), latest.get(&p)) else {
+            return Err(Error::Kafka(kafka::Error::Kafka(kafka::error::KafkaCode::LeaderNotAvailable)));
+        };
+        let group = committed.get(&p).copied().flatten();
+        let (stored, source) = match config.mysql.delivery {
+            Delivery::ExactlyOnce => match stored_in_mysql.get(&p) {
+                Some(&o) => (Some(o), "offset table"),
+                None => (group, "kafka group"),
+            },
+            Delivery::AtLeastOnce => (group, "kafka group"),
+        };
+        match start_position(stored, e, l, config.kafka.offset_reset) {
+            Ok((start, reason)) => {
+                info!(
+                    "topic {} partition {p}: starting at offset {start} ({reason}; stored {} in {source}, earliest {e}, latest {l})",
+                    config.kafka.topic,
+                    stored.map_or("nothing".to_string(), |s| s.to_string()),
+                );
+                starts.insert(p, (start, group));
+            }
+            Err(reason) => {
+                return Err(Error::Setup(format!(
+                    "topic {} partition {p}: cannot start ({reason}; earliest {e}, latest {l}); \
+                     run kafka2mysql reset-offsets or change kafka.offset_reset",
+                    config.kafka.topic
+                )))
+            }
+        }
+    }
+    Ok(starts)
+}

@@ -1,0 +1,701 @@
+//! One partition's worker: an OS thread that applies its partition's batches
+//! to MySQL strictly in offset order, retries by error class, dead-letters bad
+//! records, and reports what it applied on the event channel.
+//!
+//! Architecture invariant: workers never talk to Kafka. They receive owned
+//! `Batch`es from the coordinator and send back `WorkerEvent`s; an offset is
+//! reported only after the database transaction that holds its row (or its
+//! dead letter) has committed.
+//!
+//! Per DESIGN.md section 3:
+//! - technical and fatal errors: retry with backoff up to
+//!   `technical_attempts`, then the partition is blocked: it keeps retrying
+//!   the same write at `backoff_max_ms`, skips nothing, and resumes by itself;
+//! - business errors: a failing batch is retried record by record; a record
+//!   that still fails after `business_attempts` goes to the dead-letter table;
+//! - `dead_letter_burst` dead letters in a row block the partition instead.
+//!
+//! Stopping: the coordinator closes the `stop` channel. A worker finishes the
+//! write in hand, skips its queued batches and exits; a blocked worker gives up
+//! its retry at once (nothing past the failing record was reported, so nothing
+//! is lost: it is fetched again at the next start).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use log::{error, info, warn};
+
+use crate::config::Config;
+use crate::error::{classify, Class, Error};
+use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
+use crate::record::{Mapper, Record, RowOp};
+use crate::retry::Backoff;
+use crate::status::Stats;
+
+/// Records of one partition, in offset order, copied out of a fetch response.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    /// Set when the coordinator moved this partition's position (start, or
+    /// OffsetOutOfRange): the worker's next offset becomes this value, and
+    /// with no records the new position alone is stored and reported.
+    pub reset_to: Option<i64>,
+}
+
+/// What workers tell the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    /// Everything below `next_offset` is in MySQL (as a row or a dead letter).
+    Applied { partition: i32, next_offset: i64, records: u64 },
+    /// The partition stopped making progress at `offset`.
+    Blocked { partition: i32, offset: i64, since: SystemTime, class: Class, error: String },
+    /// The partition makes progress again.
+    Flowing { partition: i32 },
+    Exited { partition: i32 },
+}
+
+/// The settings a worker needs, taken from `Config`.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub topic: String,
+    pub technical_attempts: u32,
+    pub business_attempts: u32,
+    pub backoff: Backoff,
+    pub dead_letter_burst: u32,
+    pub extra_technical_codes: Vec<u16>,
+}
+
+impl WorkerSettings {
+    pub fn from_config(config: &Config) -> WorkerSettings {
+        WorkerSettings {
+            topic: config.kafka.topic.clone(),
+            technical_attempts: config.retry.technical_attempts,
+            business_attempts: config.retry.business_attempts,
+            backoff: Backoff::from_config(&config.retry),
+            dead_letter_burst: config.retry.dead_letter_burst,
+            extra_technical_codes: config.retry.extra_technical_codes.clone(),
+        }
+    }
+}
+
+/// The coordinator's end of a worker. Dropping `sender` ends the worker's
+/// loop once its queue is drained; `thread` is joined after that.
+pub struct WorkerHandle {
+    pub partition: i32,
+    pub sender: Sender<Batch>,
+    pub thread: JoinHandle<()>,
+}
+
+/// Starts the worker thread `partition-N`.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    partition: i32,
+    start_offset: i64,
+    queue_batches: usize,
+    sink: Box<dyn Sink>,
+    mapper: Arc<Mapper>,
+    settings: WorkerSettings,
+    events: Sender<WorkerEvent>,
+    stop: Receiver<()>,
+    stats: Arc<Stats>,
+) -> std::io::Result<WorkerHandle> {
+    let (sender, receiver) = crossbeam_channel::bounded(queue_batches);
+    let mut worker = Worker {
+        partition,
+        next_offset: start_offset,
+        sink,
+        mapper,
+        settings,
+        events,
+        stop,
+        stats,
+        dead_letters_in_a_row: 0,
+        blocked: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("partition-{partition}"))
+        .spawn(move || worker.run(receiver))?;
+    Ok(WorkerHandle { partition, sender, thread })
+}
+
+/// Why a retry loop gave up.
+enum Abandon {
+    /// A business error: the caller decides (record by record, dead letter).
+    Business(Error),
+    /// The service is stopping.
+    Stopped,
+}
+
+pub struct Worker {
+    partition: i32,
+    /// Records below this offset are applied already and never applied again.
+    next_offset: i64,
+    sink: Box<dyn Sink>,
+    mapper: Arc<Mapper>,
+    settings: WorkerSettings,
+    events: Sender<WorkerEvent>,
+    stop: Receiver<()>,
+    stats: Arc<Stats>,
+    dead_letters_in_a_row: u32,
+    blocked: bool,
+}
+
+impl Worker {
+    fn run(&mut self, batches: Receiver<Batch>) {
+        for batch in batches.iter() {
+            if self.stopping() {
+                break;
+            }
+            if self.apply_batch(batch).is_err() {
+                break;
+            }
+        }
+        let _ = self.events.send(WorkerEvent::Exited { partition: self.partition });
+    }
+
+    fn stopping(&self) -> bool {
+        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Sleeps for `wait` unless the service stops first.
+    fn sleep(&self, wait: Duration) -> Result<(), Abandon> {
+        match self.stop.recv_timeout(wait) {
+            Err(RecvTimeoutError::Disconnected) => Err(Abandon::Stopped),
+            _ => Ok(()),
+        }
+    }
+
+    fn report(&mut self, next_offset: i64, records: u64) {
+        self.next_offset = next_offset;
+        let _ = self.events.send(WorkerEvent::Applied {
+            partition: self.partition,
+            next_offset,
+            records,
+        });
+    }
+
+    /// Applies one batch; `Err` only when the service is stopping.
+    fn apply_batch(&mut self, batch: Batch) -> Result<(), ()> {
+        if let Some(offset) = batch.reset_to {
+            self.next_offset = offset;
+            if batch.records.is_empty() {
+                let write = WriteSet { partition: self.partition, rows: &[], dead_letters: &[], next_offset: offset };
+                return match self.write_with_retry(write, offset) {
+                    Ok(()) => {
+                        self.report(offset, 0);
+                        Ok(())
+                    }
+                    Err(Abandon::Stopped) => Err(()),
+                    Err(Abandon::Business(e)) => {
+                        error!("partition {}: cannot store position {offset}: {e}", self.partition);
+                        Ok(())
+                    }
+                };
+            }
+        }
+        let floor = self.next_offset;
+        let records: Vec<Record> = batch.records.into_iter().filter(|r| r.offset >= floor).collect();
+        let Some(last) = records.last() else { return Ok(()) };
+        let next_offset = last.offset + 1;
+
+        // Fast path: map every record; records that cannot be mapped are
+        // dead-lettered in the same transaction, unless that would break the
+        // dead-letter burst limit (then the slow path blocks at the right record).
+        let mut rows = Vec::with_capacity(records.len());
+        let mut dead_letters = Vec::new();
+        let mut in_a_row = self.dead_letters_in_a_row;
+        let mut fast = true;
+        for record in &records {
+            match self.map_with_retry(record) {
+                Ok(op) => {
+                    rows.push((record.offset, op));
+                    in_a_row = 0;
+                }
+                Err((e, attempts)) => {
+                    in_a_row += 1;
+                    if in_a_row > self.settings.dead_letter_burst {
+                        fast = false;
+                        break;
+                    }
+                    dead_letters.push(self.dead_letter(record, &e, attempts));
+                }
+            }
+        }
+        if fast {
+            let write = WriteSet { partition: self.partition, rows: &rows, dead_letters: &dead_letters, next_offset };
+            match self.write_with_retry(write, records[0].offset) {
+                Ok(()) => {
+                    for dl in &dead_letters {
+                        self.log_dead_letter(dl);
+                    }
+                    self.dead_letters_in_a_row = in_a_row;
+                    self.count_applied(&rows, dead_letters.len());
+                    self.report(next_offset, records.len() as u64);
+                    return Ok(());
+                }
+                Err(Abandon::Stopped) => return Err(()),
+                Err(Abandon::Business(e)) => {
+                    info!(
+                        "topic {} partition {} offsets {}..{}: batch failed ({e}); retrying record by record",
+                        self.settings.topic, self.partition, records[0].offset, next_offset - 1
+                    );
+                }
+            }
+        }
+        for record in &records {
+            self.apply_record(record)?;
+        }
+        Ok(())
+    }
+
+    /// Maps a record, trying `business_attempts` times (at least once).
+    /// Mapping looks only at the record's bytes, so no wait between tries.
+    fn map_with_retry(&self, record: &Record) -> Result<RowOp, (Error, u32)> {
+        let attempts = self.settings.business_attempts.max(1);
+        let mut last = None;
+        for _ in 0..attempts {
+            match self.mapper.map(record) {
+                Ok(op) => return Ok(op),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err((Error::Record(last.expect("at least one attempt")), attempts))
+    }
+
+    /// The slow path: one record in its own transaction, business retries
+    /// with backoff, then a dead letter (or a block, past the burst limit).
+    fn apply_record(&mut self, record: &Record) -> Result<(), ()> {
+        let attempts_allowed = self.settings.business_attempts.max(1);
+        let mut attempts = 0;
+        let mut burst_blocked_since: Option<SystemTime> = None;
+        loop {
+            attempts += 1;
+            let outcome = match self.mapper.map(record) {
+                Err(e) => Err(Abandon::Business(Error::Record(e))),
+                Ok(op) => {
+                    let rows = [(record.offset, op)];
+                    let write = WriteSet { partition: self.partition, rows: &rows, dead_letters: &[], next_offset: record.offset + 1 };
+                    self.write_with_retry(write, record.offset).map(|()| rows)
+                }
+            };
+            let error = match outcome {
+                Ok(rows) => {
+                    if burst_blocked_since.is_some() {
+                        self.resume();
+                    }
+                    self.dead_letters_in_a_row = 0;
+                    self.count_applied(&rows, 0);
+                    self.report(record.offset + 1, 1);
+                    return Ok(());
+                }
+                Err(Abandon::Stopped) => return Err(()),
+                Err(Abandon::Business(e)) => e,
+            };
+            if attempts < attempts_allowed {
+                self.stats.add_retry();
+                if !matches!(error, Error::Record(_)) && self.sleep(self.settings.backoff.delay(attempts)).is_err() {
+                    return Err(());
+                }
+                continue;
+            }
+            if self.dead_letters_in_a_row >= self.settings.dead_letter_burst {
+                // Circuit breaker: a broken table or mapping must not empty the
+                // topic into the dead-letter table.
+                let since = *burst_blocked_since.get_or_insert_with(SystemTime::now);
+                let message = format!(
+                    "{} records in a row went to the dead-letter table (retry.dead_letter_burst); \
+                     blocked at this record until it can be written: {error}",
+                    self.dead_letters_in_a_row
+                );
+                self.block(record.offset, since, Class::Business, &message);
+                if self.sleep(self.settings.backoff.max).is_err() {
+                    return Err(());
+                }
+                continue;
+            }
+            let dl = self.dead_letter(record, &error, attempts);
+            let dead_letters = [dl];
+            let write = WriteSet { partition: self.partition, rows: &[], dead_letters: &dead_letters, next_offset: record.offset + 1 };
+            match self.write_with_retry(write, record.offset) {
+                Ok(()) => {
+                    self.log_dead_letter(&dead_letters[0]);
+                    self.dead_letters_in_a_row += 1;
+                    self.count_applied(&[], 1);
+                    self.report(record.offset + 1, 1);
+                    return Ok(());
+                }
+                Err(Abandon::Stopped) => return Err(()),
+                Err(Abandon::Business(e)) => {
+                    // The dead-letter table itself refuses the record: block
+                    // rather than skip it.
+                    let since = *burst_blocked_since.get_or_insert_with(SystemTime::now);
+                    self.block(record.offset, since, Class::Fatal, &format!("cannot write dead letter: {e}"));
+                    if self.sleep(self.settings.backoff.max).is_err() {
+                        return Err(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one write set, retrying technical and fatal failures for ever
+    /// (blocked after `technical_attempts`). Business errors go back to the
+    /// caller at once.
+    fn write_with_retry(&mut self, write: WriteSet<'_>, first_offset: i64) -> Result<(), Abandon> {
+        let mut failures: u32 = 0;
+        let mut blocked_since: Option<SystemTime> = None;
+        let started = Instant::now();
+        loop {
+            let error = match self.sink.apply(write) {
+                Ok(()) => {
+                    if blocked_since.is_some() || self.blocked {
+                        self.resume();
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let class = classify(&error, &self.settings.extra_technical_codes);
+            if class == Class::Business {
+                return Err(Abandon::Business(error));
+            }
+            failures += 1;
+            self.stats.add_retry();
+            let wait = if failures <= self.settings.technical_attempts {
+                let wait = self.settings.backoff.delay(failures);
+                warn!(
+                    "topic {} partition {} offset {first_offset}: {class} error, attempt {failures} of {}, retrying in {:?}: {error}",
+                    self.settings.topic, self.partition, self.settings.technical_attempts, wait
+                );
+                wait
+            } else {
+                let since = *blocked_since.get_or_insert_with(SystemTime::now);
+                let advice = if class == Class::Fatal { " (the operator must fix this)" } else { "" };
+                self.block(
+                    first_offset,
+                    since,
+                    class,
+                    &format!("{error}{advice}; blocked for {}s", started.elapsed().as_secs()),
+                );
+                self.settings.backoff.max
+            };
+            self.sleep(wait)?;
+        }
+    }
+
+    fn block(&mut self, offset: i64, since: SystemTime, class: Class, message: &str) {
+        if !self.blocked {
+            self.stats.partition_blocked();
+        }
+        self.blocked = true;
+        let text = format!(
+            "topic {} partition {} offset {offset}: partition blocked ({class}): {message}",
+            self.settings.topic, self.partition
+        );
+        if class == Class::Fatal {
+            error!("{text}");
+        } else {
+            warn!("{text}");
+        }
+        let _ = self.events.send(WorkerEvent::Blocked {
+            partition: self.partition,
+            offset,
+            since,
+            class,
+            error: message.to_string(),
+        });
+    }
+
+    fn resume(&mut self) {
+        if self.blocked {
+            self.blocked = false;
+            self.stats.partition_unblocked();
+            info!("topic {} partition {}: resumed", self.settings.topic, self.partition);
+            let _ = self.events.send(WorkerEvent::Flowing { partition: self.partition });
+        }
+    }
+
+    fn dead_letter(&self, record: &Record, error: &Error, attempts: u32) -> DeadLetter {
+        DeadLetter {
+            offset: record.offset,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            class: classify(error, &self.settings.extra_technical_codes),
+            code: error.mysql_code(),
+            error: error.to_string(),
+            attempts,
+        }
+    }
+
+    fn log_dead_letter(&self, dl: &DeadLetter) {
+        warn!(
+            "topic {} partition {} offset {}: dead-lettered after {} attempt(s): {}",
+            self.settings.topic,
+            self.partition,
+            dl.offset,
+            dl.attempts,
+            crate::record::escape_for_log(dl.error.as_bytes(), 300)
+        );
+    }
+
+    fn count_applied(&self, rows: &[(i64, RowOp)], dead_letters: usize) {
+        let written = rows.iter().filter(|(_, op)| !matches!(op, RowOp::Skip)).count();
+        self.stats.add_applied(rows.len() + dead_letters, written, dead_letters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{UnknownFields, WriteMode};
+    use crate::error::RecordError;
+    use crate::record::{Column, TableSchema};
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Mutex;
+
+    /// An in-memory table: rows by id, dead letters by offset; scripted
+    /// failures are returned before the write is looked at.
+    #[derive(Default)]
+    struct Memory {
+        rows: BTreeMap<i64, mysql::Value>,
+        dead_letters: BTreeMap<i64, DeadLetter>,
+        failures: VecDeque<Error>,
+        /// Ids whose write fails with a business error (like a value too long).
+        poison_ids: Vec<i64>,
+        applies: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct MemorySink(Arc<Mutex<Memory>>);
+
+    fn server_error(code: u16) -> Error {
+        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError { state: "HY000".into(), message: "x".into(), code }))
+    }
+
+    impl Sink for MemorySink {
+        fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
+            let mut m = self.0.lock().unwrap();
+            m.applies += 1;
+            if let Some(e) = m.failures.pop_front() {
+                return Err(e);
+            }
+            let mut staged = m.rows.clone();
+            for (_, op) in write.rows {
+                if let RowOp::Write { values, .. } = op {
+                    let mysql::Value::Int(id) = values[0] else { panic!("id") };
+                    if m.poison_ids.contains(&id) {
+                        return Err(server_error(1406));
+                    }
+                    staged.insert(id, values.get(1).cloned().unwrap_or(mysql::Value::NULL));
+                }
+            }
+            m.rows = staged;
+            for dl in write.dead_letters {
+                m.dead_letters.insert(dl.offset, dl.clone());
+            }
+            Ok(())
+        }
+    }
+
+    fn mapper() -> Arc<Mapper> {
+        let columns = vec![
+            Column { name: "id".into(), data_type: "int".into() },
+            Column { name: "name".into(), data_type: "varchar".into() },
+        ];
+        Arc::new(Mapper {
+            schema: TableSchema::new("t", columns, &["id".to_string()]).unwrap(),
+            write_mode: WriteMode::Upsert,
+            unknown_fields: UnknownFields::Ignore,
+            delete_on_tombstone: true,
+            max_record_bytes: 1000,
+        })
+    }
+
+    fn settings() -> WorkerSettings {
+        WorkerSettings {
+            topic: "t".into(),
+            technical_attempts: 2,
+            business_attempts: 3,
+            backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5) },
+            dead_letter_burst: 1000,
+            extra_technical_codes: vec![],
+        }
+    }
+
+    struct Harness {
+        handle: WorkerHandle,
+        events: Receiver<WorkerEvent>,
+        stop: Option<Sender<()>>,
+        sink: MemorySink,
+    }
+
+    fn start(sink: MemorySink, settings: WorkerSettings) -> Harness {
+        let (event_tx, events) = crossbeam_channel::unbounded();
+        let (stop, stop_rx) = crossbeam_channel::bounded(0);
+        let handle = spawn(
+            0,
+            0,
+            4,
+            Box::new(sink.clone()),
+            mapper(),
+            settings,
+            event_tx,
+            stop_rx,
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
+        Harness { handle, events, stop: Some(stop), sink }
+    }
+
+    fn good(offset: i64) -> Record {
+        Record::new(offset, b"", format!(r#"{{"id": {offset}, "name": "n{offset}"}}"#).as_bytes())
+    }
+
+    fn batch(records: Vec<Record>) -> Batch {
+        Batch { records, reset_to: None }
+    }
+
+    impl Harness {
+        fn send(&self, records: Vec<Record>) {
+            self.handle.sender.send(batch(records)).unwrap();
+        }
+
+        /// Waits for the Applied event that reaches `next_offset`, returning
+        /// every event seen on the way.
+        fn until_applied(&self, next_offset: i64) -> Vec<WorkerEvent> {
+            let mut seen = Vec::new();
+            loop {
+                let e = self.events.recv_timeout(Duration::from_secs(10)).expect("worker event");
+                let done = matches!(e, WorkerEvent::Applied { next_offset: n, .. } if n == next_offset);
+                seen.push(e);
+                if done {
+                    return seen;
+                }
+            }
+        }
+
+        fn finish(mut self) -> Memory {
+            drop(self.stop.take());
+            drop(self.handle.sender);
+            self.handle.thread.join().unwrap();
+            std::mem::take(&mut *self.sink.0.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn a_clean_batch_is_one_write_and_one_report() {
+        let h = start(MemorySink::default(), settings());
+        h.send((0..10).map(good).collect());
+        let events = h.until_applied(10);
+        assert_eq!(events, vec![WorkerEvent::Applied { partition: 0, next_offset: 10, records: 10 }]);
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 10);
+        assert_eq!(m.applies, 1);
+    }
+
+    #[test]
+    fn technical_errors_block_then_resume_without_skipping() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().failures = (0..6).map(|_| server_error(2013)).collect();
+        let h = start(sink, settings());
+        h.send((0..3).map(good).collect());
+        let events = h.until_applied(3);
+        assert!(events.iter().any(|e| matches!(e, WorkerEvent::Blocked { offset: 0, class: Class::Technical, .. })), "{events:?}");
+        assert!(events.iter().any(|e| matches!(e, WorkerEvent::Flowing { .. })), "{events:?}");
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 3);
+        assert_eq!(m.applies, 7);
+    }
+
+    #[test]
+    fn a_bad_record_is_dead_lettered_and_the_rest_land() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().poison_ids = vec![2];
+        let h = start(sink, settings());
+        let mut records: Vec<Record> = (0..5).map(good).collect();
+        records.push(Record::new(5, b"", b"{broken"));
+        h.send(records);
+        h.until_applied(6);
+        let m = h.finish();
+        assert_eq!(m.rows.keys().copied().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+        assert_eq!(m.dead_letters.keys().copied().collect::<Vec<_>>(), vec![2, 5]);
+        let dl = &m.dead_letters[&2];
+        assert_eq!((dl.class, dl.code, dl.attempts), (Class::Business, Some(1406), 3));
+        let dl = &m.dead_letters[&5];
+        assert_eq!((dl.class, dl.code, dl.attempts), (Class::Business, None, 3));
+    }
+
+    #[test]
+    fn undecodable_records_take_the_fast_path() {
+        let h = start(MemorySink::default(), settings());
+        h.send(vec![good(0), Record::new(1, b"", b"\xff"), good(2)]);
+        h.until_applied(3);
+        let m = h.finish();
+        assert_eq!(m.applies, 1, "one transaction for rows and dead letter");
+        assert_eq!(m.rows.len(), 2);
+        assert!(m.dead_letters[&1].error.contains("UTF-8"));
+    }
+
+    #[test]
+    fn the_dead_letter_burst_blocks_the_partition() {
+        let mut s = settings();
+        s.dead_letter_burst = 3;
+        s.business_attempts = 0;
+        let h = start(MemorySink::default(), s);
+        h.send((0..6).map(|o| Record::new(o, b"", b"nope")).collect());
+        let mut blocked = false;
+        while !blocked {
+            let e = h.events.recv_timeout(Duration::from_secs(10)).expect("event");
+            if let WorkerEvent::Blocked { offset, error, .. } = e {
+                assert_eq!(offset, 3);
+                assert!(error.contains("dead_letter_burst"), "{error}");
+                blocked = true;
+            }
+        }
+        let m = h.finish();
+        assert_eq!(m.dead_letters.len(), 3);
+        assert_eq!(m.dead_letters[&0].attempts, 1);
+    }
+
+    #[test]
+    fn stop_ends_a_blocked_worker_without_reporting() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().failures = (0..10_000).map(|_| server_error(1146)).collect();
+        let h = start(sink, settings());
+        h.send(vec![good(0)]);
+        loop {
+            if let WorkerEvent::Blocked { class, .. } = h.events.recv_timeout(Duration::from_secs(10)).unwrap() {
+                assert_eq!(class, Class::Fatal);
+                break;
+            }
+        }
+        let events = h.events.clone();
+        let m = h.finish();
+        assert!(m.rows.is_empty());
+        let rest: Vec<WorkerEvent> = events.try_iter().collect();
+        assert!(!rest.iter().any(|e| matches!(e, WorkerEvent::Applied { .. })), "{rest:?}");
+        assert!(rest.contains(&WorkerEvent::Exited { partition: 0 }));
+    }
+
+    #[test]
+    fn records_below_the_applied_offset_are_not_applied_again() {
+        let h = start(MemorySink::default(), settings());
+        h.send((0..3).map(good).collect());
+        h.until_applied(3);
+        h.send((1..5).map(good).collect());
+        let events = h.until_applied(5);
+        assert_eq!(events, vec![WorkerEvent::Applied { partition: 0, next_offset: 5, records: 2 }]);
+        h.handle.sender.send(Batch { records: vec![], reset_to: Some(100) }).unwrap();
+        h.until_applied(100);
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 5);
+    }
+
+    #[test]
+    fn tombstone_errors_are_business() {
+        let e = Error::Record(RecordError::BadTombstoneKey("x".into()));
+        assert_eq!(classify(&e, &[]), Class::Business);
+    }
+}
