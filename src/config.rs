@@ -277,6 +277,12 @@ impl Config {
         })?;
         let env_password = std::env::var(PASSWORD_ENV).ok();
         let mut config = Config::parse(&text, env_password.as_deref())?;
+        // A relative log file is relative to the config file's directory, so
+        // the service logs to the same place whatever its working directory.
+        if let Some(file) = config.log.file.as_mut().filter(|f| f.is_relative()) {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            *file = dir.join(&*file);
+        }
         config.source = Some(path.to_path_buf());
         Ok(config)
     }

@@ -55,7 +55,7 @@ static LOG_FILE: OnceLock<ReopenableFile> = OnceLock::new();
 pub fn init(level: LevelFilter, file: Option<&Path>) -> io::Result<()> {
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
-        .set_thread_level(LevelFilter::Trace)
+        .set_thread_level(LevelFilter::Error)
         .set_thread_mode(ThreadLogMode::Names)
         .set_target_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off)

@@ -196,6 +196,8 @@ pub struct MysqlSink {
     delivery: Delivery,
     max_batch_rows: usize,
     max_allowed_packet: usize,
+    /// Set after a failed write: exactly-once checks the stored offset first.
+    verify_before_write: bool,
 }
 
 impl MysqlSink {
@@ -212,6 +214,7 @@ impl MysqlSink {
             delivery: config.mysql.delivery,
             max_batch_rows: config.worker.max_batch_rows,
             max_allowed_packet: 4 * 1024 * 1024,
+            verify_before_write: false,
             schema,
         }
     }
@@ -226,7 +229,26 @@ impl MysqlSink {
         Ok(self.conn.as_mut().expect("connected above"))
     }
 
+    /// The partition's stored next offset (exactly-once mode).
+    fn stored_next_offset(&mut self, partition: i32) -> Result<Option<i64>, Error> {
+        let sql = format!(
+            "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND `partition` = ?",
+            self.offset_table
+        );
+        let (group, topic) = (self.group.clone(), self.topic.clone());
+        Ok(self.connection()?.exec_first(sql, (group, topic, partition))?)
+    }
+
     fn apply_inner(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
+        if self.delivery == Delivery::ExactlyOnce && self.verify_before_write {
+            // The last attempt failed, possibly after the server committed it
+            // (a connection lost during COMMIT). The offset stored with the
+            // rows tells: if it already covers this write set, it is applied.
+            if self.stored_next_offset(write.partition)?.is_some_and(|o| o >= write.next_offset) {
+                self.verify_before_write = false;
+                return Ok(());
+            }
+        }
         let budget = statement_budget(self.max_allowed_packet);
         let statements = self.statements(write.rows, budget)?;
         let dead_letter_sql = self.dead_letter_sql();
@@ -244,6 +266,7 @@ impl MysqlSink {
             tx.exec_drop(&offset_sql, (&group, &topic, write.partition, write.next_offset))?;
         }
         tx.commit()?;
+        self.verify_before_write = false;
         Ok(())
     }
 
@@ -404,6 +427,7 @@ impl Sink for MysqlSink {
     fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
         let result = self.apply_inner(write);
         if let Err(e) = &result {
+            self.verify_before_write = true;
             // A server error leaves the connection usable (the transaction was
             // rolled back when dropped); anything else may have broken it.
             if e.mysql_code().is_none() || matches!(e.mysql_code(), Some(1927 | 2006 | 2013 | 1053)) {

@@ -1,0 +1,353 @@
+//! The pipeline end to end (issue 3): records of a real topic become rows of a
+//! real table; offsets are committed only after the rows are in; stops,
+//! crashes and OffsetOutOfRange lose nothing that is still in the log.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::setup::{orders, sigterm_clean, Setup, ORDERS};
+
+#[test]
+fn twenty_thousand_records_on_four_partitions_land_and_are_committed() {
+    let s = Setup::new("pipeline_20k", 4, ORDERS, "[commit]\nevery_messages = 1000\ninterval_ms = 1000");
+    for p in 0..4 {
+        produce_json(&s.topic, p, &orders(p, 0, 5_000));
+    }
+    let mut service = s.start();
+    s.wait_rows(20_000, Duration::from_secs(120));
+    // Every row carries the values that were produced for its id.
+    assert_eq!(
+        s.count("WHERE name = CONCAT('name-', id) AND amount = (id MOD 1000) + 0.25"),
+        20_000,
+        "rows whose values differ from what was produced"
+    );
+    sigterm_clean(&mut service);
+    let log_end = log_end_offsets(&s.topic);
+    let committed = group_offsets(&s.group, &s.topic);
+    let expected: std::collections::BTreeMap<i32, Option<i64>> = log_end.iter().map(|(&p, &o)| (p, Some(o))).collect();
+    assert_eq!(committed, expected, "committed offsets (Kafka's consumer-groups tool) vs log end offsets");
+    assert_eq!(log_end.values().sum::<i64>(), 20_000);
+}
+
+#[test]
+fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
+    // Insert mode into a table without a unique key: a record applied twice
+    // shows up as a second row.
+    let s = Setup::new(
+        "pipeline_restart",
+        2,
+        "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64)",
+        "[mysql]\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n[commit]\nevery_messages = 50\ninterval_ms = 100",
+    );
+    let records = |p: i32, first: i64, n: i64| -> Vec<serde_json::Value> {
+        (first..first + n).map(|i| json!({"id": p as i64 * 1_000_000 + i, "name": "x"})).collect()
+    };
+    for p in 0..2 {
+        produce_json(&s.topic, p, &records(p, 0, 500));
+    }
+    let mut service = s.start();
+    s.wait_rows(1_000, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+
+    for p in 0..2 {
+        produce_json(&s.topic, p, &records(p, 500, 250));
+    }
+    let mut service = s.start();
+    s.wait_rows(1_500, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(s.count(""), 1_500, "a clean stop must leave nothing to apply again");
+    assert_eq!(query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)), 1_500);
+
+    // SIGKILL in the middle of a larger load, then restart: every record is
+    // there (some may be there twice: at-least-once).
+    for p in 0..2 {
+        produce_json(&s.topic, p, &records(p, 750, 10_000));
+    }
+    // A trigger slows the inserts so that the kill lands in the middle.
+    mysql_exec(&format!(
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.0002)",
+        t = s.table
+    ));
+    let mut service = s.start();
+    let sql = format!("SELECT COUNT(*) FROM `{}`", s.table);
+    wait_until("some of the new records applied", Duration::from_secs(60), || {
+        let n = query_count(&sql);
+        if n > 2_500 { Ok(()) } else { Err(format!("{n} rows")) }
+    });
+    service.sigkill();
+    let killed_at = query_count(&sql);
+    assert!(killed_at < 21_500, "the kill should come before the end ({killed_at} rows)");
+    let mut service = s.start();
+    let distinct = format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table);
+    wait_for_eq("every record present after SIGKILL and restart", Duration::from_secs(120), 21_500, || query_count(&distinct));
+    sigterm_clean(&mut service);
+    let expected: std::collections::BTreeMap<i32, Option<i64>> =
+        log_end_offsets(&s.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
+    assert_eq!(group_offsets(&s.group, &s.topic), expected);
+}
+
+#[test]
+fn commits_advance_in_steps_and_never_pass_what_is_in_mysql() {
+    // A trigger slows each insert down so that the run lasts a few seconds.
+    let s = Setup::new(
+        "pipeline_steps",
+        1,
+        ORDERS,
+        "[commit]\nevery_messages = 100\ninterval_ms = 3600000\n[kafka]\nfetch_max_bytes_per_partition = 8192",
+    );
+    mysql_exec(&format!(
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.002)",
+        t = s.table
+    ));
+    produce_json(&s.topic, 0, &orders(0, 0, 2_000));
+    let mut service = s.start();
+    let mut client = kafka_client();
+    let mut seen = BTreeSet::new();
+    let count_sql = format!("SELECT COUNT(*) FROM `{}`", s.table);
+    let started = std::time::Instant::now();
+    loop {
+        // Committed first, rows second: rows only grow, so committed <= rows
+        // must hold whatever happens in between.
+        let committed = client
+            .fetch_group_topic_offset(&s.group, &s.topic)
+            .expect("group offsets")
+            .into_iter()
+            .find(|p| p.partition == 0)
+            .map_or(-1, |p| p.offset);
+        let rows = query_count(&count_sql);
+        assert!(committed <= rows, "committed offset {committed} is beyond the {rows} rows in MySQL");
+        if committed > 0 {
+            seen.insert(committed);
+        }
+        if committed == 2_000 || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sigterm_clean(&mut service);
+    let steps: Vec<i64> = seen.iter().copied().filter(|&c| c < 2_000).collect();
+    assert!(steps.len() >= 3, "expected several intermediate commits, saw {seen:?}");
+    assert_eq!(group_offsets(&s.group, &s.topic).get(&0), Some(&Some(2_000)));
+}
+
+#[test]
+fn a_stored_offset_below_the_log_start_restarts_that_partition_at_earliest() {
+    let s = Setup::new("pipeline_oor_start", 3, ORDERS, "");
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 0, 100));
+    }
+    let mut service = s.start();
+    s.wait_rows(300, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+
+    // While stopped: 100 more records per partition, and partition 0 loses
+    // its records below 150 (the stored offset, 100, falls below the log start).
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 100, 100));
+    }
+    delete_records(&s.topic, 0, 150);
+    assert_eq!(log_start_offsets(&s.topic).get(&0), Some(&150));
+
+    let mut service = s.start();
+    s.wait_rows(300 + 50 + 200, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(s.count("WHERE id BETWEEN 100 AND 149"), 0, "deleted records cannot be applied");
+    assert_eq!(s.count("WHERE id BETWEEN 150 AND 199"), 50);
+    assert_eq!(s.count("WHERE id >= 1000000"), 400, "the other partitions lose nothing");
+    let log = service.log_text();
+    assert!(
+        log.contains("partition 0: starting at offset 150 (stored offset 100 is out of range"),
+        "the start reason is logged:\n{log}"
+    );
+}
+
+#[test]
+fn offset_out_of_range_while_running_costs_the_other_partitions_nothing() {
+    let s = Setup::new("pipeline_oor_run", 3, ORDERS, "[worker]\nqueue_batches = 1");
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 0, 10));
+    }
+    let mut service = s.start();
+    s.wait_rows(30, Duration::from_secs(60));
+
+    // Block partition 0's worker on a row lock: its next record's id is held
+    // by an open transaction of ours.
+    let mut locker = mysql_conn();
+    use mysql::prelude::Queryable;
+    locker.query_drop("SET SESSION innodb_lock_wait_timeout = 120").unwrap();
+    locker.query_drop("START TRANSACTION").unwrap();
+    locker.query_drop(format!("INSERT INTO `{}` (id, name) VALUES (10, 'lock')", s.table)).unwrap();
+
+    // Feed partition 0 until its worker's queue is full and the coordinator
+    // stops fetching it: the fetch position then stays behind the log end.
+    let mut next = 10;
+    let stalled_at = wait_until("partition 0's fetch position to stall behind its log end", Duration::from_secs(60), || {
+        produce_json(&s.topic, 0, &orders(0, next, 5));
+        next += 5;
+        // The status file is rewritten every second: look twice, further apart.
+        std::thread::sleep(Duration::from_millis(1_500));
+        let a = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
+        std::thread::sleep(Duration::from_millis(1_500));
+        let b = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
+        match (a, b) {
+            (Some(a), Some(b)) if a == b && b < next => Ok(b),
+            other => Err(format!("fetch offsets {other:?}, log end {next}")),
+        }
+    });
+    // Delete everything partition 0 has; the coordinator's position is now
+    // below the log start.
+    delete_records(&s.topic, 0, next);
+    produce_json(&s.topic, 0, &orders(0, next, 20));
+    for p in 1..3 {
+        produce_json(&s.topic, p, &orders(p, 10, 500));
+    }
+    locker.query_drop("ROLLBACK").unwrap();
+    for p in 1..3 {
+        produce_json(&s.topic, p, &orders(p, 510, 500));
+    }
+
+    let expected_p0 = stalled_at + 20;
+    s.wait_rows(expected_p0 + 2 * 1_010, Duration::from_secs(90));
+    sigterm_clean(&mut service);
+    assert_eq!(s.count("WHERE id >= 1000000"), 2 * 1_010, "partitions 1 and 2 lose nothing");
+    assert_eq!(s.count(&format!("WHERE id < {stalled_at}")), stalled_at, "partition 0 up to its fetch position");
+    assert_eq!(s.count(&format!("WHERE id >= {next} AND id < 1000000")), 20, "partition 0 after the reset");
+    let log = service.log_text();
+    let expected_warning = format!("partition 0: offset {stalled_at} is out of range [{next}, {}]", next + 20);
+    let skipped = format!("{} offsets skipped", next - stalled_at);
+    assert!(
+        log.lines().any(|l| l.contains("WARN") && l.contains(&expected_warning) && l.contains(&skipped)),
+        "expected a warning with `{expected_warning}` and `{skipped}`:\n{log}"
+    );
+}
+
+#[test]
+fn a_tombstone_deletes_its_row_and_a_duplicate_in_insert_mode_is_skipped() {
+    let s = Setup::new("pipeline_tombstone", 1, ORDERS, "");
+    let offsets = produce_keyed_json(
+        &s.topic,
+        0,
+        &[
+            (json!(1), Some(json!({"id": 1, "name": "one"}))),
+            (json!(2), Some(json!({"id": 2, "name": "two"}))),
+            (json!(3), Some(json!({"id": 3, "name": "three"}))),
+            (json!(2), None),
+            (json!({"id": 3}), None),
+            (json!(4), Some(json!({"id": 4, "name": "four"}))),
+        ],
+    );
+    assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
+    let mut service = s.start();
+    wait_for_eq("rows 1 and 4 left", Duration::from_secs(60), vec![vec![Some("1".to_string())], vec![Some("4".to_string())]], || {
+        query_rows(&format!("SELECT id FROM `{}` ORDER BY id", s.table))
+    });
+    sigterm_clean(&mut service);
+    assert_eq!(group_offsets(&s.group, &s.topic).get(&0), Some(&Some(6)));
+
+    let s = Setup::new(
+        "pipeline_insert_dup",
+        1,
+        ORDERS,
+        "[mysql]\nwrite_mode = \"insert\"\ndelete_on_tombstone = false\n[retry]\nbusiness_attempts = 1",
+    );
+    produce_json(
+        &s.topic,
+        0,
+        &[json!({"id": 1, "name": "first"}), json!({"id": 1, "name": "again"}), json!({"id": 2, "name": "after"})],
+    );
+    let mut service = s.start();
+    s.wait_rows(2, Duration::from_secs(60));
+    wait_for_eq("the committed offset past all three", Duration::from_secs(30), Some(3), || {
+        kafka_client()
+            .fetch_group_topic_offset(&s.group, &s.topic)
+            .ok()
+            .and_then(|o| o.into_iter().find(|p| p.partition == 0).map(|p| p.offset))
+    });
+    sigterm_clean(&mut service);
+    assert_eq!(
+        query_rows(&format!("SELECT id, name FROM `{}` ORDER BY id", s.table)),
+        vec![vec![Some("1".into()), Some("first".into())], vec![Some("2".into()), Some("after".into())]]
+    );
+    assert!(service.log_text().contains("partition 0 offset 1: dead-lettered"), "{}", service.log_text());
+}
+
+#[test]
+fn bad_configs_exit_2_and_name_the_key_or_object() {
+    let topic = unique_name("pipeline_badcfg");
+    create_topic(&topic, 1);
+    create_table(&topic, ORDERS);
+    let good = test_config(&topic, "g", &topic, "");
+    let dir = test_dir("badcfg");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("not TOML", "[kafka\nbrokers = 1".to_string(), "config"),
+        ("missing key", good.replace(&format!("topic = \"{topic}\""), ""), "kafka.topic"),
+        ("unknown key", good.replace("every_messages = 100", "every_messages = 100\nevery_message = 3"), "commit.every_message"),
+        ("wrong type", good.replace("every_messages = 100", "every_messages = \"lots\""), "commit.every_messages"),
+        ("bad enum", good.replace("offset_reset = \"earliest\"", "offset_reset = \"sometimes\""), "kafka.offset_reset"),
+        ("password in URL", good.replace("k2m@", "k2m:k2m-test-password@"), "mysql.url"),
+        ("missing table", good.replace(&format!("table = \"{topic}\""), "table = \"no_such_table_k2m\""), "no_such_table_k2m"),
+        ("missing key column", good.replace("key_columns = [\"id\"]", "key_columns = [\"idd\"]"), "\"idd\""),
+        ("missing topic", good.replace(&format!("topic = \"{topic}\""), "topic = \"no_such_topic_k2m\""), "no_such_topic_k2m"),
+    ];
+    for (what, text, needle) in cases {
+        let case_dir = dir.join(what.replace(' ', "_"));
+        let config = write_config(&case_dir.join("conf"), &text);
+        for command in ["check", "run"] {
+            let out = run_binary(&[command, "--config", config.to_str().unwrap()], Duration::from_secs(60));
+            assert_eq!(out.status.code(), Some(2), "{what}: `{command}` exit code\nstdout:{}\nstderr:{}", out.stdout, out.stderr);
+            assert!(out.stderr.contains(needle), "{what}: `{command}` should name {needle}; stderr:\n{}", out.stderr);
+            assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
+            assert!(!out.stderr.contains("k2m-test-password"), "{what}: the password leaked: {}", out.stderr);
+        }
+    }
+}
+
+/// Resident set size of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
+    let s = Setup::new("pipeline_memory", 2, "id BIGINT PRIMARY KEY, name VARCHAR(64), payload TEXT", "");
+    produce_json(&s.topic, 0, &[json!({"id": 1, "name": "first"})]);
+    let mut service = s.start();
+    s.wait_rows(1, Duration::from_secs(60));
+    let mut locker = mysql_conn();
+    use mysql::prelude::Queryable;
+    locker.query_drop("SET SESSION innodb_lock_wait_timeout = 300").unwrap();
+    locker.query_drop("START TRANSACTION").unwrap();
+    locker.query_drop(format!("INSERT INTO `{}` (id, name) VALUES (2, 'lock')", s.table)).unwrap();
+
+    let payload = "p".repeat(1_000);
+    let batch = |first: i64, n: i64| -> Vec<serde_json::Value> {
+        (first..first + n).map(|id| json!({"id": id, "name": "x", "payload": payload})).collect()
+    };
+    produce_json(&s.topic, 0, &batch(2, 2_000));
+    std::thread::sleep(Duration::from_secs(2));
+    let baseline = rss_kib(service.pid());
+    let mut peak = baseline;
+    // 60 MB more for the blocked partition: far more than its queue may hold.
+    for round in 0..30 {
+        produce_json(&s.topic, 0, &batch(2_002 + round * 2_000, 2_000));
+        peak = peak.max(rss_kib(service.pid()));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    peak = peak.max(rss_kib(service.pid()));
+    assert_eq!(s.count(""), 1, "partition 0 is blocked on the lock");
+    assert!(
+        peak < baseline + 40 * 1024,
+        "resident memory grew from {baseline} KiB to {peak} KiB while 60 MB arrived for a blocked partition"
+    );
+    locker.query_drop("ROLLBACK").unwrap();
+    s.wait_rows(1 + 62_000, Duration::from_secs(180));
+    sigterm_clean(&mut service);
+}

@@ -1,0 +1,87 @@
+//! A test's own topic, group, table, dead-letter table and config file, and
+//! the records most tests produce. Shared by the `it` and `outage` binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// One test's topic, group, table and config file.
+pub struct Setup {
+    pub topic: String,
+    pub group: String,
+    pub table: String,
+    /// The dead-letter table (`TABLE_dl`, created by the service).
+    pub dead_letters: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// Creates the topic and the table (`columns` is the DDL column list),
+    /// writes the config with `overrides` to `DIR/conf/kafka2mysql.toml` (so
+    /// that its pid and status files are `DIR/run/...`, the test's own).
+    pub fn new(prefix: &str, partitions: i32, columns: &str, overrides: &str) -> Setup {
+        let topic = unique_name(prefix);
+        let group = format!("{topic}_g");
+        let table = topic.clone();
+        create_topic(&topic, partitions);
+        create_table(&table, columns);
+        let dir = test_dir(prefix);
+        // Each test has its own dead-letter table unless the overrides name one.
+        let mut text: toml::Table = test_config(&topic, &group, &table, overrides).parse().expect("config");
+        let mysql = text.get_mut("mysql").and_then(|m| m.as_table_mut()).expect("[mysql]");
+        let dead_letters = format!("{table}_dl");
+        mysql.entry("dead_letter_table").or_insert_with(|| dead_letters.clone().into());
+        let config = write_config(&dir.join("conf"), &toml::to_string(&text).expect("toml"));
+        Setup { topic, group, table, dead_letters, dir, config }
+    }
+
+    pub fn config_arg(&self) -> &str {
+        self.config.to_str().expect("utf-8 path")
+    }
+
+    pub fn start(&self) -> Service {
+        Service::start(&["run", "--config", self.config_arg()])
+    }
+
+    pub fn status_file(&self) -> PathBuf {
+        self.dir.join("run/kafka2mysql.status.json")
+    }
+
+    pub fn count(&self, filter: &str) -> i64 {
+        query_count(&format!("SELECT COUNT(*) FROM `{}` {filter}", self.table))
+    }
+
+    pub fn wait_rows(&self, expected: i64, deadline: Duration) {
+        let sql = format!("SELECT COUNT(*) FROM `{}`", self.table);
+        wait_for_eq(&format!("{expected} rows in {}", self.table), deadline, expected, || query_count(&sql));
+    }
+
+    /// The running service's view of one partition, from its status file.
+    pub fn live(&self, partition: i32) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.status_file()).ok()?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        status["partitions"].get(partition.to_string()).cloned()
+    }
+}
+
+pub const ORDERS: &str = "id BIGINT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2), note VARCHAR(16)";
+
+/// `count` records for one partition: ids `partition * 1_000_000 + first ..`.
+pub fn orders(partition: i32, first: i64, count: i64) -> Vec<serde_json::Value> {
+    (first..first + count)
+        .map(|i| {
+            let id = partition as i64 * 1_000_000 + i;
+            json!({"id": id, "name": format!("name-{id}"), "amount": (id % 1000) as f64 + 0.25})
+        })
+        .collect()
+}
+
+/// Stops the service with SIGTERM and expects exit code 0.
+pub fn sigterm_clean(service: &mut Service) {
+    let status = service.sigterm_and_wait(Duration::from_secs(30));
+    assert!(status.success(), "SIGTERM should stop the service with exit 0, got {status:?}\n{}", service.log_text());
+}

@@ -1,0 +1,92 @@
+//! Outage tests (issue 4): the whole database or the whole broker goes away
+//! for 20 s while the service runs. They stop and start the shared services,
+//! so they live in a test binary of their own: cargo runs test binaries one
+//! after another, so no `it` test is running meanwhile, and the tests here
+//! take one lock so that they run one at a time.
+
+#[path = "../it/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+#[path = "../it/setup.rs"]
+#[allow(dead_code)]
+mod setup;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use setup::{orders, sigterm_clean, Setup, ORDERS};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const OUTAGE: Duration = Duration::from_secs(20);
+
+fn committed_equals_log_end(s: &Setup) {
+    let expected: std::collections::BTreeMap<i32, Option<i64>> =
+        log_end_offsets(&s.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
+    assert_eq!(group_offsets(&s.group, &s.topic), expected, "committed offsets vs log end (lag 0)");
+}
+
+#[test]
+fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new("outage_mariadb", 3, ORDERS, "[retry]\nbackoff_max_ms = 1000");
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 0, 200));
+    }
+    let mut service = s.start();
+    s.wait_rows(600, Duration::from_secs(60));
+
+    stop_mysql();
+    let producer = {
+        let topic = s.topic.clone();
+        std::thread::spawn(move || {
+            for round in 0..20 {
+                for p in 0..3 {
+                    produce_json(&topic, p, &orders(p, 200 + round * 50, 50));
+                }
+                std::thread::sleep(Duration::from_millis(900));
+            }
+        })
+    };
+    std::thread::sleep(OUTAGE);
+    assert!(service.is_running(), "the service must not exit while the database is down:\n{}", service.log_text());
+    let blocked = s.live(0).expect("status file");
+    assert_eq!(blocked["state"], "blocked", "{blocked}");
+    start_mysql();
+    producer.join().expect("producer thread");
+
+    s.wait_rows(600 + 3 * 20 * 50, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    sigterm_clean(&mut service);
+    committed_equals_log_end(&s);
+    let log = service.log_text();
+    assert!(log.contains("partition blocked (technical)"), "the blocked state is logged:\n{log}");
+    assert!(log.contains("resumed"), "{log}");
+    assert_eq!(s.count(""), 3_600);
+}
+
+#[test]
+fn broker_down_for_20_seconds_then_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new("outage_broker", 3, ORDERS, "");
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 0, 200));
+    }
+    let mut service = s.start();
+    s.wait_rows(600, Duration::from_secs(60));
+
+    stop_kafka();
+    std::thread::sleep(OUTAGE);
+    assert!(service.is_running(), "the service must not exit while the broker is down:\n{}", service.log_text());
+    start_kafka();
+    for p in 0..3 {
+        produce_json(&s.topic, p, &orders(p, 200, 300));
+    }
+    s.wait_rows(1_500, Duration::from_secs(120));
+    // The commit interval is 200 ms in the test config; give it a moment.
+    std::thread::sleep(Duration::from_secs(1));
+    sigterm_clean(&mut service);
+    committed_equals_log_end(&s);
+    assert!(service.log_text().contains("kafka: connected again"), "{}", service.log_text());
+}
