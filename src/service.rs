@@ -19,9 +19,9 @@ use crate::broker::Broker;
 use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
-use crate::mysql_sink::{self, MysqlSink};
+use crate::mysql_sink::{self, MysqlSink, Sink};
 use crate::offsets::start_position;
-use crate::record::Mapper;
+use crate::record::{Mapper, TableSchema};
 use crate::retry::Backoff;
 use crate::status::{Paths, PidLock, Stats};
 use crate::worker::{self, WorkerSettings};
@@ -80,7 +80,8 @@ pub fn run(config: Config, shutdown: Receiver<()>) -> RunOutcome {
         None => None,
     };
     info!("kafka2mysql {} starting with {:?}", env!("CARGO_PKG_VERSION"), config);
-    match start_and_run(&config, shutdown, paths.map(|p| p.status_file)) {
+    let sinks = |schema: &TableSchema| -> Box<dyn Sink> { Box::new(MysqlSink::new(&config, schema.clone())) };
+    match run_pipeline(&config, shutdown, paths.map(|p| p.status_file), &sinks) {
         Ok(Some(Ending::Clean)) | Ok(None) => {
             info!("stopped");
             RunOutcome::Stopped
@@ -120,10 +121,15 @@ fn until_ready<T>(
 /// Start offset and committed group offset of every partition.
 type Starts = BTreeMap<i32, (i64, Option<i64>)>;
 
-fn start_and_run(
+/// Starts the pipeline and runs it until `shutdown` closes. `sinks` makes each
+/// worker's sink: `MysqlSink` in the service; the benchmark passes one that
+/// writes nothing, to measure the read path alone. `Ok(None)`: a signal
+/// arrived during start-up.
+pub fn run_pipeline(
     config: &Arc<Config>,
     shutdown: Receiver<()>,
     status_file: Option<std::path::PathBuf>,
+    sinks: &dyn Fn(&TableSchema) -> Box<dyn Sink>,
 ) -> Result<Option<Ending>, Error> {
     let Some((broker, partitions)) = until_ready("kafka", config, &shutdown, || {
         let broker = Broker::connect(&config.kafka)?;
@@ -180,7 +186,7 @@ fn start_and_run(
             partition,
             start,
             config.worker.queue_batches,
-            Box::new(MysqlSink::new(config, schema.clone())),
+            sinks(&schema),
             mapper.clone(),
             WorkerSettings::from_config(config),
             event_sender.clone(),
