@@ -276,13 +276,10 @@ impl Config {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
         let env_password = std::env::var(PASSWORD_ENV).ok();
-        let mut config = Config::parse(&text, env_password.as_deref())?;
-        // A relative log file is relative to the config file's directory, so
-        // the service logs to the same place whatever its working directory.
-        if let Some(file) = config.log.file.as_mut().filter(|f| f.is_relative()) {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            *file = dir.join(&*file);
-        }
+        // Relative paths in the file (log.file, mysql.password_file) are
+        // relative to its directory, whatever the working directory.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut config = Config::parse_in(&text, env_password.as_deref(), dir)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -290,6 +287,11 @@ impl Config {
     /// Validates a configuration text. `env_password` is the value of
     /// `MYSQL_PASSWORD`, passed in so that tests do not touch the environment.
     pub fn parse(text: &str, env_password: Option<&str>) -> Result<Config, ConfigError> {
+        Config::parse_in(text, env_password, Path::new("."))
+    }
+
+    /// Like `parse`, with relative paths taken from `dir`.
+    pub fn parse_in(text: &str, env_password: Option<&str>, dir: &Path) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -313,7 +315,7 @@ impl Config {
                 ConfigError::new(path, message)
             }
         })?;
-        validate(raw, env_password)
+        validate(raw, env_password, dir)
     }
 
     /// The MySQL connection options: the URL plus the password from the
@@ -427,7 +429,7 @@ fn kafka_name(value: String, key: &str) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-fn read_password_file(path: &str) -> Result<Password, ConfigError> {
+fn read_password_file(path: &Path) -> Result<Password, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let key = "mysql.password_file";
     let meta = std::fs::metadata(path)
@@ -443,7 +445,7 @@ fn read_password_file(path: &str) -> Result<Password, ConfigError> {
     Ok(Password::new(text.trim_end_matches(['\r', '\n']).to_string()))
 }
 
-fn validate(raw: RawConfig, env_password: Option<&str>) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Config, ConfigError> {
     let kafka = required(raw.kafka, "kafka")?;
     let mysql = required(raw.mysql, "mysql")?;
 
@@ -508,7 +510,7 @@ fn validate(raw: RawConfig, env_password: Option<&str>) -> Result<Config, Config
         return Err(ConfigError::new("mysql.url", "must name the database (mysql://user@host:port/DATABASE)"));
     }
     let password = match mysql.password_file.as_deref() {
-        Some(path) if !path.is_empty() => read_password_file(path)?,
+        Some(path) if !path.is_empty() => read_password_file(&dir.join(path))?,
         _ => Password::new(env_password.unwrap_or("").to_string()),
     };
     let table = identifier(required(mysql.table, "mysql.table")?, "mysql.table")?;
@@ -593,7 +595,7 @@ fn validate(raw: RawConfig, env_password: Option<&str>) -> Result<Config, Config
 
     // [log]
     let l = raw.log;
-    let file = l.file.filter(|f| !f.is_empty()).map(PathBuf::from);
+    let file = l.file.filter(|f| !f.is_empty()).map(|f| dir.join(f));
     let level = choice(
         l.level,
         LogLevel::Info,

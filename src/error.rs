@@ -38,6 +38,7 @@ pub const BUSINESS_CODES: &[u16] = &[
     1264, // ER_WARN_DATA_OUT_OF_RANGE
     1265, // WARN_DATA_TRUNCATED
     1292, // ER_TRUNCATED_WRONG_VALUE (bad date or number)
+    1364, // ER_NO_DEFAULT_FOR_FIELD: a NOT NULL column without default is missing
     1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
     1406, // ER_DATA_TOO_LONG
     1452, // ER_NO_REFERENCED_ROW_2: foreign key parent missing
@@ -102,7 +103,7 @@ pub enum RecordError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("mysql: {0}")]
+    #[error("{}", mysql_text(.0))]
     Mysql(#[from] mysql::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] kafka::Error),
@@ -116,6 +117,15 @@ pub enum Error {
     Setup(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `mysql error 1406 (22001): Data too long for column 'name' at row 1`
+/// rather than the driver's debug-like form.
+fn mysql_text(e: &mysql::Error) -> String {
+    match e {
+        mysql::Error::MySqlError(m) => format!("mysql error {} ({}): {}", m.code, m.state, m.message),
+        other => format!("mysql: {other}"),
+    }
 }
 
 impl Error {
@@ -220,6 +230,7 @@ mod tests {
             (1062, Class::Business),
             (1264, Class::Business),
             (1292, Class::Business),
+            (1364, Class::Business),
             (1366, Class::Business),
             (1406, Class::Business),
             (1452, Class::Business),

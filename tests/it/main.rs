@@ -13,3 +13,4 @@ mod harness;
 mod pipeline;
 mod failures;
 mod exactly_once;
+mod operations;
