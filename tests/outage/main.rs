@@ -21,6 +21,20 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const OUTAGE: Duration = Duration::from_secs(20);
 
+/// A restarted broker answers before it has elected partition leaders; a
+/// produce before that fails.
+fn wait_for_leaders(topic: &str, partitions: usize) {
+    wait_until("every partition to have a leader again", Duration::from_secs(60), || {
+        let mut client = kafka::client::KafkaClient::new(env().brokers.clone());
+        client.load_metadata(&[topic]).map_err(|e| e.to_string())?;
+        let topics = client.topics();
+        let leaders = topics
+            .partitions(topic)
+            .map_or(0, |ps| ps.iter().filter(|p| p.leader().is_some()).count());
+        if leaders == partitions { Ok(()) } else { Err(format!("{leaders} of {partitions} partitions have a leader")) }
+    });
+}
+
 fn committed_equals_log_end(s: &Setup) {
     let expected: std::collections::BTreeMap<i32, Option<i64>> =
         log_end_offsets(&s.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
@@ -80,8 +94,17 @@ fn broker_down_for_20_seconds_then_back() {
     std::thread::sleep(OUTAGE);
     assert!(service.is_running(), "the service must not exit while the broker is down:\n{}", service.log_text());
     start_kafka();
+    wait_for_leaders(&s.topic, 3);
     for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 200, 300));
+        // Leadership may still be settling: a refused produce appends nothing
+        // and is tried again.
+        let records = orders(p, 200, 300);
+        let mut tries = 0;
+        while std::panic::catch_unwind(|| produce_json(&s.topic, p, &records)).is_err() {
+            tries += 1;
+            assert!(tries < 20, "producing to the restarted broker keeps failing");
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
     s.wait_rows(1_500, Duration::from_secs(120));
     // The commit interval is 200 ms in the test config; give it a moment.
