@@ -102,3 +102,24 @@ fn the_offset_table_wins_over_the_group_and_follows_resets() {
     assert!(log.contains("partition 0: starting at offset 100 (stored offset; stored 100 in offset table"), "{log}");
     assert!(log.contains("partition 1: starting at offset 150 (stored offset 100 is out of range"), "{log}");
 }
+
+#[test]
+fn exactly_once_upserts_and_tombstones() {
+    let s = Setup::new("eo_tombstone", 1, "id BIGINT PRIMARY KEY, name VARCHAR(64)", "[mysql]\ndelivery = \"exactly_once\"");
+    produce_keyed_json(
+        &s.topic,
+        0,
+        &[
+            (json!(1), Some(json!({"id": 1, "name": "one"}))),
+            (json!(2), Some(json!({"id": 2, "name": "two"}))),
+            (json!(1), None),
+            (json!(2), Some(json!({"id": 2, "name": "two again"}))),
+        ],
+    );
+    let mut service = s.start();
+    wait_for_eq("row 2 updated and row 1 deleted", Duration::from_secs(60), vec![vec![Some("2".into()), Some("two again".into())]], || {
+        query_rows(&format!("SELECT id, name FROM `{}`", s.table))
+    });
+    sigterm_clean(&mut service);
+    assert_eq!(offset_table_rows(&s), [(0, 4)].into_iter().collect());
+}

@@ -113,3 +113,52 @@ fn broker_down_for_20_seconds_then_back() {
     committed_equals_log_end(&s);
     assert!(service.log_text().contains("kafka: connected again"), "{}", service.log_text());
 }
+
+#[test]
+fn exactly_once_survives_the_database_going_away_in_the_middle() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new(
+        "outage_eo",
+        4,
+        "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64)",
+        "[mysql]\ndelivery = \"exactly_once\"\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n\
+         [retry]\nbackoff_max_ms = 1000",
+    );
+    // Slow inserts, so that the outage lands in the middle of the load.
+    let mut conn = mysql_conn();
+    use mysql::prelude::Queryable;
+    conn.query_drop(format!(
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.002)",
+        t = s.table
+    ))
+    .unwrap();
+    drop(conn);
+    for p in 0..4 {
+        let events: Vec<serde_json::Value> =
+            (0..5_000).map(|i| serde_json::json!({"id": p as i64 * 1_000_000 + i, "name": "e"})).collect();
+        produce_json(&s.topic, p, &events);
+    }
+    let count = format!("SELECT COUNT(*) FROM `{}`", s.table);
+    let mut service = s.start();
+    wait_until("a quarter of the records", Duration::from_secs(120), || {
+        let n = query_count(&count);
+        if n >= 5_000 { Ok(()) } else { Err(format!("{n} rows")) }
+    });
+    stop_mysql();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(service.is_running(), "{}", service.log_text());
+    start_mysql();
+    wait_until("half of the records", Duration::from_secs(120), || {
+        let n = try_query_count(&count)?;
+        if n >= 10_000 { Ok(()) } else { Err(format!("{n} rows")) }
+    });
+    // And a crash on top of it.
+    service.sigkill();
+    let rows = query_count(&count);
+    assert!(rows < 20_000, "the kill came too late ({rows} rows)");
+    let mut service = s.start();
+    s.wait_rows(20_000, Duration::from_secs(180));
+    sigterm_clean(&mut service);
+    assert_eq!(query_count(&count), 20_000);
+    assert_eq!(query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)), 20_000, "every record once");
+}
