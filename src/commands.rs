@@ -173,8 +173,8 @@ fn print_status(r: &StatusReport) {
     };
     println!("topic {}  group {}  {}  delivery {}", r.topic, r.group, running, r.delivery);
     println!(
-        "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  {}",
-        "partition", "committed", "earliest", "latest", "lag", "state", "dead_letters", "blocked since / last error"
+        "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  blocked since / last error",
+        "partition", "committed", "earliest", "latest", "lag", "state", "dead_letters"
     );
     let now = crate::status::unix_seconds(std::time::SystemTime::now());
     for p in &r.partitions {

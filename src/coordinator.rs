@@ -536,10 +536,8 @@ impl Coordinator {
         }
         self.log_stats(Instant::now());
         for (p, t) in threads {
-            if t.is_finished() {
-                if t.join().is_err() {
-                    error!("worker of partition {p} panicked");
-                }
+            if t.is_finished() && t.join().is_err() {
+                error!("worker of partition {p} panicked");
             }
         }
         if let Some(path) = &self.status_file {

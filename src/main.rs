@@ -1,7 +1,7 @@
 //! The `kafka2mysql` command line: parse, set up logging, run, exit.
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or setup.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -51,7 +51,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("kafka2mysql: bad config: {e}");
         ExitCode::from(2)

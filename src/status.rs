@@ -175,7 +175,7 @@ impl PidLock {
             return Err(Ok(read_pid(path)));
         }
         file.set_len(0).map_err(Err)?;
-        write!(file, "{}\n", std::process::id()).map_err(Err)?;
+        writeln!(file, "{}", std::process::id()).map_err(Err)?;
         file.flush().map_err(Err)?;
         Ok(PidLock { _file: file, path: path.to_path_buf() })
     }

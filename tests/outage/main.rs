@@ -5,7 +5,6 @@
 //! take one lock so that they run one at a time.
 
 #[path = "../it/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../it/setup.rs"]
 #[allow(dead_code)]
