@@ -39,9 +39,14 @@ PREFIX=$(cd "$1" && pwd -P)
 # ---------------------------------------------------------------- build
 
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed (https://rustup.rs); it builds the binary"
-say "building the release binary (cargo build --release --locked)"
-(cd "$REPO" && cargo build --release --locked) || die "cargo build failed"
-BUILT="${CARGO_TARGET_DIR:-$REPO/target}/release/kafka2mysql"
+# A static binary (glibc linked in with crt-static): it runs on any x86_64
+# Linux VM whatever its libc. --target keeps the flag away from build scripts
+# and proc macros, which cannot be static.
+TARGET=$(rustc -vV | sed -n 's/^host: //p')
+say "building the static release binary (cargo build --release --locked --target $TARGET)"
+(cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$TARGET") \
+    || die "cargo build failed"
+BUILT="${CARGO_TARGET_DIR:-$REPO/target}/$TARGET/release/kafka2mysql"
 [[ -x $BUILT ]] || die "cargo build succeeded but $BUILT is missing"
 
 # ---------------------------------------------------------------- lay out
