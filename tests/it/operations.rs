@@ -189,3 +189,26 @@ fn the_password_is_in_no_command_line_and_no_log_line() {
     }
     assert!(checked > 10, "the logs were written ({checked} lines)");
 }
+
+#[test]
+fn sighup_reopens_the_log_file_for_logrotate() {
+    let s = Setup::new("ops_sighup", 1, ORDERS, "[log]\nfile = \"../logs/service.log\"\nlevel = \"info\"\nstats_interval_ms = 200");
+    let log = s.dir.join("logs/service.log");
+    let rotated = s.dir.join("logs/service.log.1");
+    let mut service = s.start();
+    wait_until("the log file", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).map_err(|e| e.to_string()).and_then(|t| {
+            if t.contains("running: topic") { Ok(()) } else { Err(t) }
+        })
+    });
+    std::fs::rename(&log, &rotated).unwrap();
+    service.signal(libc::SIGHUP);
+    wait_until("a new log file after SIGHUP", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).map_err(|e| e.to_string()).and_then(|t| {
+            if t.contains("log file reopened") && t.contains("stats:") { Ok(()) } else { Err(t) }
+        })
+    });
+    assert!(service.is_running(), "SIGHUP must not stop the service");
+    assert!(service.sigterm_and_wait(Duration::from_secs(30)).success());
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("log file reopened"));
+}
