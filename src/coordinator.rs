@@ -309,7 +309,7 @@ impl Coordinator {
                 "topic {topic} partition {partition} offset {}: record larger than {cap} bytes cannot be fetched; it is dead-lettered without its content",
                 s.fetch_offset
             );
-            vec![Record { offset: s.fetch_offset, key: Vec::new(), value: None, oversized: true }]
+            vec![Record::oversized(s.fetch_offset)]
         } else {
             records
         };

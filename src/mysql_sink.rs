@@ -196,6 +196,9 @@ pub struct MysqlSink {
     delivery: Delivery,
     max_batch_rows: usize,
     max_allowed_packet: usize,
+    /// The server is MariaDB 10.2 or later: rows go in with
+    /// `COM_STMT_BULK_EXECUTE` (see `apply_inner`).
+    bulk: bool,
     /// Set after a failed write: exactly-once checks the stored offset first.
     verify_before_write: bool,
 }
@@ -214,6 +217,7 @@ impl MysqlSink {
             delivery: config.mysql.delivery,
             max_batch_rows: config.worker.max_batch_rows,
             max_allowed_packet: 4 * 1024 * 1024,
+            bulk: false,
             verify_before_write: false,
             schema,
         }
@@ -222,8 +226,11 @@ impl MysqlSink {
     fn connection(&mut self) -> Result<&mut Conn, Error> {
         if self.conn.is_none() {
             let mut conn = connect(&self.opts)?;
-            let packet: Option<u64> = conn.query_first("SELECT @@max_allowed_packet")?;
-            self.max_allowed_packet = packet.unwrap_or(4 * 1024 * 1024) as usize;
+            let (packet, version): (u64, String) = conn
+                .query_first("SELECT @@max_allowed_packet, @@version")?
+                .unwrap_or((4 * 1024 * 1024, String::new()));
+            self.max_allowed_packet = packet as usize;
+            self.bulk = supports_bulk_execute(&version);
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("connected above"))
@@ -249,15 +256,28 @@ impl MysqlSink {
                 return Ok(());
             }
         }
+        // Connect first: the statement shapes depend on the server.
+        self.connection()?;
         let budget = statement_budget(self.max_allowed_packet);
-        let statements = self.statements(write.rows, budget)?;
+        let bulk = self.bulk;
+        let plan = self.plan(write.rows, budget, bulk)?;
         let dead_letter_sql = self.dead_letter_sql();
         let offset_sql = self.offset_sql();
         let (topic, group, delivery) = (self.topic.clone(), self.group.clone(), self.delivery);
         let conn = self.connection()?;
         let mut tx = conn.start_transaction(TxOpts::default())?;
-        for (sql, params) in statements {
-            tx.exec_drop(sql, params)?;
+        // Each statement's parameters are built when it is sent, so that at
+        // most one statement's copy of the values is held at a time.
+        for statement in &plan {
+            let rows = write.rows[statement.rows.clone()].iter().filter_map(|(_, op)| values_of(op));
+            match statement.shape {
+                // MariaDB's bulk path: one single-row statement, prepared once,
+                // executed for every row in one round trip. The server spends
+                // about a fifth less per row than on a multi-row INSERT with
+                // the same values (measured, issue 7).
+                Shape::Write(_) if bulk => tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?,
+                _ => tx.exec_drop(&statement.sql, rows.flatten().cloned().collect::<Vec<Value>>())?,
+            }
         }
         for dl in write.dead_letters {
             tx.exec_drop(&dead_letter_sql, dead_letter_params(dl, &topic, write.partition, budget))?;
@@ -289,34 +309,57 @@ impl MysqlSink {
         )
     }
 
+    /// The statements of a write set with their parameters, as
+    /// `apply_inner` sends them without the bulk path.
+    #[cfg(test)]
+    fn statements(&self, rows: &[(i64, RowOp)], budget: usize) -> Result<Vec<(String, Vec<Value>)>, Error> {
+        Ok(self
+            .plan(rows, budget, false)?
+            .into_iter()
+            .map(|p| {
+                let params = rows[p.rows].iter().filter_map(|(_, op)| values_of(op)).flatten().cloned().collect();
+                (p.sql, params)
+            })
+            .collect())
+    }
+
     /// Cuts the row operations into statements: runs of the same shape, at
     /// most `max_batch_rows` rows, at most 65,535 placeholders and `budget`
     /// bytes each. A single row over the budget is that record's error.
-    fn statements(&self, rows: &[(i64, RowOp)], budget: usize) -> Result<Vec<(String, Vec<Value>)>, Error> {
+    /// For the bulk path, where a run of rows goes with one statement of one
+    /// row, a run is also cut where a column's parameter type changes (see
+    /// `ParamKind`).
+    fn plan<'r>(&self, rows: &'r [(i64, RowOp)], budget: usize, bulk: bool) -> Result<Vec<Planned<'r>>, Error> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < rows.len() {
-            let (columns, width) = match &rows[i].1 {
+            let (shape, width) = match &rows[i].1 {
                 RowOp::Skip => {
                     i += 1;
                     continue;
                 }
-                RowOp::Write { columns, .. } => (Some(columns), columns.len()),
-                RowOp::Delete { key_values } => (None, key_values.len()),
+                RowOp::Write { columns, .. } => (Shape::Write(columns), columns.len()),
+                RowOp::Delete { key_values } => (Shape::Delete, key_values.len()),
             };
-            let max_rows = self.max_batch_rows.min(65_535 / width.max(1)).max(1);
-            let mut params: Vec<Value> = Vec::new();
+            let bulk_write = bulk && matches!(shape, Shape::Write(_));
+            let max_rows = if bulk_write {
+                self.max_batch_rows.max(1)
+            } else {
+                self.max_batch_rows.min(65_535 / width.max(1)).max(1)
+            };
+            let mut kinds: Vec<Option<ParamKind>> = if bulk_write { vec![None; width] } else { Vec::new() };
+            let start = i;
             let mut bytes = 0;
             let mut n = 0;
             while i < rows.len() && n < max_rows {
                 let row_op = &rows[i].1;
-                let values = match (row_op, columns) {
+                let values = match (row_op, shape) {
                     (RowOp::Skip, _) => {
                         i += 1;
                         continue;
                     }
-                    (RowOp::Write { columns: c, values }, Some(cols)) if c == cols => values,
-                    (RowOp::Delete { key_values }, None) => key_values,
+                    (RowOp::Write { columns: c, values }, Shape::Write(cols)) if c == cols => values,
+                    (RowOp::Delete { key_values }, Shape::Delete) => key_values,
                     _ => break,
                 };
                 let size: usize = values.iter().map(value_size).sum();
@@ -329,16 +372,18 @@ impl MysqlSink {
                 if n > 0 && bytes + size > budget {
                     break;
                 }
+                if bulk_write && !ParamKind::fit(&mut kinds, values) {
+                    break;
+                }
                 bytes += size;
-                params.extend(values.iter().cloned());
                 n += 1;
                 i += 1;
             }
-            let sql = match columns {
-                Some(cols) => self.insert_sql(cols, n),
-                None => self.delete_sql(n),
+            let sql = match shape {
+                Shape::Write(cols) => self.insert_sql(cols, if bulk_write { 1 } else { n }),
+                Shape::Delete => self.delete_sql(n),
             };
-            out.push((sql, params));
+            out.push(Planned { shape, sql, rows: start..i });
         }
         Ok(out)
     }
@@ -392,6 +437,92 @@ impl MysqlSink {
                 vec![one.as_str(); rows].join(",")
             )
         }
+    }
+}
+
+/// MariaDB 10.2 and later take `COM_STMT_BULK_EXECUTE`; the `mysql` crate
+/// sends it from `exec_batch` (and one statement per row elsewhere, which
+/// is why only MariaDB gets this path). `@@version` reads like
+/// `10.11.6-MariaDB-0+deb12u1`.
+fn supports_bulk_execute(version: &str) -> bool {
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    let mut numbers = version.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    let major = numbers.next().unwrap_or(0);
+    let minor = numbers.next().unwrap_or(0);
+    (major, minor) >= (10, 2)
+}
+
+/// What one planned statement writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape<'r> {
+    /// An INSERT of these columns.
+    Write(&'r [usize]),
+    /// A DELETE by key.
+    Delete,
+}
+
+/// One statement of a write set: `rows` is the range of row operations it
+/// covers (skipped ones among them write nothing).
+#[derive(Debug)]
+struct Planned<'r> {
+    shape: Shape<'r>,
+    sql: String,
+    rows: std::ops::Range<usize>,
+}
+
+/// The values an operation binds, in statement order.
+fn values_of(op: &RowOp) -> Option<&[Value]> {
+    match op {
+        RowOp::Write { values, .. } => Some(values),
+        RowOp::Delete { key_values } => Some(key_values),
+        RowOp::Skip => None,
+    }
+}
+
+/// A parameter's wire type. A bulk request declares one type per column
+/// for all its rows and the `mysql` crate does not check that they agree:
+/// an integer sent under a string type, or a negative one under the
+/// unsigned flag, would be read as something else. So a bulk run of rows
+/// never mixes kinds in a column (NULL goes with any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamKind {
+    Int,
+    UInt,
+    Bytes,
+    Other(u8),
+}
+
+impl ParamKind {
+    fn of(value: &Value) -> Option<ParamKind> {
+        Some(match value {
+            Value::NULL => return None,
+            Value::Int(_) => ParamKind::Int,
+            Value::UInt(_) => ParamKind::UInt,
+            Value::Bytes(_) => ParamKind::Bytes,
+            Value::Float(_) => ParamKind::Other(0),
+            Value::Double(_) => ParamKind::Other(1),
+            Value::Date(..) => ParamKind::Other(2),
+            Value::Time(..) => ParamKind::Other(3),
+        })
+    }
+
+    /// Adds a row's kinds to a run's; false (and the run unchanged) when
+    /// one of them differs.
+    fn fit(kinds: &mut [Option<ParamKind>], values: &[Value]) -> bool {
+        let agrees = kinds
+            .iter()
+            .zip(values)
+            .all(|(k, v)| matches!((k, ParamKind::of(v)), (None, _) | (_, None)) || *k == ParamKind::of(v));
+        if agrees {
+            for (k, v) in kinds.iter_mut().zip(values) {
+                if k.is_none() {
+                    *k = ParamKind::of(v);
+                }
+            }
+        }
+        agrees
     }
 }
 
@@ -532,6 +663,51 @@ max_batch_rows = {max_batch_rows}
         let huge = vec![(0, RowOp::Write { columns: vec![0, 2], values: vec![Value::Int(1), Value::Bytes(vec![0; 5000])] })];
         let err = s.statements(&huge, 1000).unwrap_err();
         assert!(matches!(err, Error::Record(RecordError::TooLarge { .. })), "{err}");
+    }
+
+    #[test]
+    fn the_bulk_path_sends_one_row_statements_and_never_mixes_parameter_types() {
+        let s = sink(WriteMode::Upsert, &["id"], 3);
+        let row = |id: i64, name: Value| RowOp::Write { columns: vec![0, 2], values: vec![Value::Int(id), name] };
+        let text = |t: &str| Value::Bytes(t.as_bytes().to_vec());
+        let rows = vec![
+            (0, row(1, text("a"))),
+            (1, row(2, Value::NULL)),
+            (2, RowOp::Skip),
+            (3, row(3, text("c"))),
+            (4, row(4, text("d"))),
+            (5, row(5, Value::Int(5))),
+            (6, row(6, Value::NULL)),
+            (7, RowOp::Write { columns: vec![0, 2], values: vec![Value::UInt(u64::MAX), Value::Int(7)] }),
+            (8, RowOp::Delete { key_values: vec![Value::Int(1)] }),
+        ];
+        let plan = s.plan(&rows, 1 << 20, true).unwrap();
+        let runs: Vec<(std::ops::Range<usize>, &str)> = plan.iter().map(|p| (p.rows.clone(), p.sql.as_str())).collect();
+        let one_row = "INSERT INTO `orders` (`id`,`name`) VALUES (?,?) ON DUPLICATE KEY UPDATE `name`=VALUES(`name`)";
+        assert_eq!(
+            runs,
+            vec![
+                (0..4, one_row), // three rows (max_batch_rows), a NULL fits any type
+                (4..5, one_row), // text, then an integer in the same column
+                (5..7, one_row),
+                (7..8, one_row), // unsigned after signed
+                (8..9, "DELETE FROM `orders` WHERE `id` IN (?)"),
+            ]
+        );
+        // Without the bulk path the same rows make multi-row statements.
+        let st = s.statements(&rows, 1 << 20).unwrap();
+        assert_eq!(st.len(), 4);
+        assert_eq!(st[0].1, vec![Value::Int(1), text("a"), Value::Int(2), Value::NULL, Value::Int(3), text("c")]);
+    }
+
+    #[test]
+    fn bulk_execute_is_for_mariadb_10_2_and_later() {
+        assert!(supports_bulk_execute("10.11.19-MariaDB-0+deb12u1"));
+        assert!(supports_bulk_execute("11.4.2-MariaDB"));
+        assert!(supports_bulk_execute("10.2.0-MariaDB-log"));
+        assert!(!supports_bulk_execute("10.1.48-MariaDB-0+deb9u2"));
+        assert!(!supports_bulk_execute("8.0.36"));
+        assert!(!supports_bulk_execute("8.4.0-percona"));
     }
 
     #[test]

@@ -420,8 +420,8 @@ impl Worker {
     fn dead_letter(&self, record: &Record, error: &Error, attempts: u32) -> DeadLetter {
         DeadLetter {
             offset: record.offset,
-            key: record.key.clone(),
-            value: record.value.clone(),
+            key: record.key().to_vec(),
+            value: record.value().map(<[u8]>::to_vec),
             class: classify(error, &self.settings.extra_technical_codes),
             code: error.mysql_code(),
             error: error.to_string(),
