@@ -87,10 +87,6 @@ impl Broker {
         Ok(broker)
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     pub fn reload_metadata(&mut self) -> Result<(), Error> {
         self.client.load_metadata(&[&self.topic])?;
         Ok(())
