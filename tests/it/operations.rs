@@ -50,12 +50,6 @@ fn service_pids(config: &Path) -> Vec<u32> {
     pids
 }
 
-fn committed_equals_log_end(s: &Setup) {
-    let expected: std::collections::BTreeMap<i32, Option<i64>> =
-        log_end_offsets(&s.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
-    assert_eq!(group_offsets(&s.group, &s.topic), expected, "committed offsets vs log end");
-}
-
 #[test]
 fn run_sh_starts_once_reports_status_and_stops_with_everything_committed() {
     let s = Setup::new("ops_runsh", 3, ORDERS, "[log]\nfile = \"../logs/service.log\"\nlevel = \"info\"");
@@ -94,7 +88,7 @@ fn run_sh_starts_once_reports_status_and_stops_with_everything_committed() {
     assert!(service_pids(&s.config).is_empty(), "stopped");
     let status = run_sh(&["status"], &s.config, true);
     assert_eq!(status.status.code(), Some(3), "{}", text(&status));
-    committed_equals_log_end(&s);
+    s.assert_committed_at_log_end();
     let log = std::fs::read_to_string(s.dir.join("logs/service.log")).expect("the service's log file");
     assert!(log.contains("offsets committed"), "{log}");
 }

@@ -60,6 +60,14 @@ impl Setup {
         wait_for_eq(&format!("{expected} rows in {}", self.table), deadline, expected, || query_count(&sql));
     }
 
+    /// The group's committed offsets, read with Kafka's consumer-groups tool,
+    /// equal every partition's log end offset (lag 0).
+    pub fn assert_committed_at_log_end(&self) {
+        let expected: std::collections::BTreeMap<i32, Option<i64>> =
+            log_end_offsets(&self.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
+        assert_eq!(group_offsets(&self.group, &self.topic), expected, "committed offsets (Kafka's tool) vs log end offsets");
+    }
+
     /// The running service's view of one partition, from its status file.
     pub fn live(&self, partition: i32) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.status_file()).ok()?;

@@ -34,12 +34,6 @@ fn wait_for_leaders(topic: &str, partitions: usize) {
     });
 }
 
-fn committed_equals_log_end(s: &Setup) {
-    let expected: std::collections::BTreeMap<i32, Option<i64>> =
-        log_end_offsets(&s.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
-    assert_eq!(group_offsets(&s.group, &s.topic), expected, "committed offsets vs log end (lag 0)");
-}
-
 #[test]
 fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,7 +66,7 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     s.wait_rows(600 + 3 * 20 * 50, Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(1));
     sigterm_clean(&mut service);
-    committed_equals_log_end(&s);
+    s.assert_committed_at_log_end();
     let log = service.log_text();
     assert!(log.contains("partition blocked (technical)"), "the blocked state is logged:\n{log}");
     assert!(log.contains("resumed"), "{log}");
@@ -109,7 +103,7 @@ fn broker_down_for_20_seconds_then_back() {
     // The commit interval is 200 ms in the test config; give it a moment.
     std::thread::sleep(Duration::from_secs(1));
     sigterm_clean(&mut service);
-    committed_equals_log_end(&s);
+    s.assert_committed_at_log_end();
     assert!(service.log_text().contains("kafka: connected again"), "{}", service.log_text());
 }
 
