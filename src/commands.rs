@@ -117,16 +117,8 @@ fn status_report(config: &Config) -> Result<StatusReport, Error> {
     };
     let mut broker = Broker::connect(&config.kafka)?;
     let partitions = selected(config, broker.partitions()?);
-    let earliest = broker.earliest_offsets()?;
-    let latest = broker.latest_offsets()?;
-    let mut committed = broker.committed_offsets()?;
     let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-    if config.mysql.delivery == Delivery::ExactlyOnce {
-        mysql_sink::create_offset_table(&mut conn, &config.mysql.offset_table)?;
-        for (p, o) in mysql_sink::stored_offsets(&mut conn, config)? {
-            committed.insert(p, Some(o));
-        }
-    }
+    let Offsets { earliest, latest, stored: committed } = read_offsets(config, &mut broker, Some(&mut conn))?;
     let dead_letters = match mysql_sink::dead_letter_counts(&mut conn, config) {
         Ok(d) => d,
         // The table is created by the first run.
@@ -198,6 +190,30 @@ fn print_status(r: &StatusReport) {
     println!("dead letters: {}", r.dead_letters);
 }
 
+/// A topic's offsets as the operator commands see them.
+struct Offsets {
+    earliest: BTreeMap<i32, i64>,
+    latest: BTreeMap<i32, i64>,
+    /// The next offset each partition resumes from: the Kafka group's, or in
+    /// exactly-once mode the offset table's where it has one (it wins at start).
+    stored: BTreeMap<i32, Option<i64>>,
+}
+
+/// Reads the log bounds and the stored offsets; `conn` is needed in
+/// exactly-once mode only.
+fn read_offsets(config: &Config, broker: &mut Broker, conn: Option<&mut mysql::Conn>) -> Result<Offsets, Error> {
+    let earliest = broker.earliest_offsets()?;
+    let latest = broker.latest_offsets()?;
+    let mut stored = broker.committed_offsets()?;
+    if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
+        mysql_sink::create_offset_table(conn, &config.mysql.offset_table)?;
+        for (p, o) in mysql_sink::stored_offsets(conn, config)? {
+            stored.insert(p, Some(o));
+        }
+    }
+    Ok(Offsets { earliest, latest, stored })
+}
+
 fn selected(config: &Config, all: Vec<i32>) -> Vec<i32> {
     if config.kafka.partitions.is_empty() {
         all
@@ -257,18 +273,12 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
         Some(p) => return Err(Error::Setup(format!("--partition {p}: not a partition of {} ({all:?})", config.kafka.topic))),
         None => all,
     };
-    let earliest = broker.earliest_offsets()?;
-    let latest = broker.latest_offsets()?;
-    let mut old = broker.committed_offsets()?;
-    let mut conn = None;
-    if config.mysql.delivery == Delivery::ExactlyOnce {
-        let mut c = mysql_sink::connect(&config.mysql_opts())?;
-        mysql_sink::create_offset_table(&mut c, &config.mysql.offset_table)?;
-        for (p, o) in mysql_sink::stored_offsets(&mut c, config)? {
-            old.insert(p, Some(o));
-        }
-        conn = Some(c);
-    }
+    // Only exactly-once needs the database: the offset table is reset too.
+    let mut conn = match config.mysql.delivery {
+        Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+        Delivery::AtLeastOnce => None,
+    };
+    let Offsets { earliest, latest, stored: old } = read_offsets(config, &mut broker, conn.as_mut())?;
     let mut new = Vec::new();
     for &p in &partitions {
         let (e, l) = (earliest.get(&p).copied().unwrap_or(0), latest.get(&p).copied().unwrap_or(0));

@@ -146,14 +146,31 @@ pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, 
 /// coordinator when OffsetOutOfRange moves a partition).
 pub fn store_offset(conn: &mut impl Queryable, config: &Config, partition: i32, next_offset: i64) -> Result<(), Error> {
     conn.exec_drop(
-        format!(
-            "INSERT INTO {} (consumer_group, topic, `partition`, next_offset) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-            quote(&config.mysql.offset_table)
-        ),
+        offset_upsert_sql(&config.mysql.offset_table),
         (&config.kafka.group, &config.kafka.topic, partition, next_offset),
     )?;
     Ok(())
+}
+
+/// Sets one partition's next offset in the offset table.
+fn offset_upsert_sql(offset_table: &str) -> String {
+    format!(
+        "INSERT INTO {} (consumer_group, topic, `partition`, next_offset) VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
+        quote(offset_table)
+    )
+}
+
+/// Writes a dead letter; a replay of the same offset overwrites it.
+fn dead_letter_sql(dead_letter_table: &str) -> String {
+    format!(
+        "INSERT INTO {} (topic, `partition`, `offset`, record_key, record_value, error_class, \
+         error_code, error_text, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE record_key = VALUES(record_key), record_value = VALUES(record_value), \
+         error_class = VALUES(error_class), error_code = VALUES(error_code), \
+         error_text = VALUES(error_text), attempts = VALUES(attempts), created_at = CURRENT_TIMESTAMP(3)",
+        quote(dead_letter_table)
+    )
 }
 
 /// Dead letters per partition for this topic (for `status`).
@@ -188,8 +205,10 @@ pub struct MysqlSink {
     conn: Option<Conn>,
     schema: TableSchema,
     table: String,
-    dead_letter_table: String,
-    offset_table: String,
+    /// Statements on the service's own tables, built once.
+    dead_letter_sql: String,
+    offset_upsert_sql: String,
+    offset_select_sql: String,
     topic: String,
     group: String,
     write_mode: WriteMode,
@@ -209,8 +228,12 @@ impl MysqlSink {
             opts: config.mysql_opts(),
             conn: None,
             table: quote(&config.mysql.table),
-            dead_letter_table: quote(&config.mysql.dead_letter_table),
-            offset_table: quote(&config.mysql.offset_table),
+            dead_letter_sql: dead_letter_sql(&config.mysql.dead_letter_table),
+            offset_upsert_sql: offset_upsert_sql(&config.mysql.offset_table),
+            offset_select_sql: format!(
+                "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND `partition` = ?",
+                quote(&config.mysql.offset_table)
+            ),
             topic: config.kafka.topic.clone(),
             group: config.kafka.group.clone(),
             write_mode: config.mysql.write_mode,
@@ -238,12 +261,9 @@ impl MysqlSink {
 
     /// The partition's stored next offset (exactly-once mode).
     fn stored_next_offset(&mut self, partition: i32) -> Result<Option<i64>, Error> {
-        let sql = format!(
-            "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND `partition` = ?",
-            self.offset_table
-        );
-        let (group, topic) = (self.group.clone(), self.topic.clone());
-        Ok(self.connection()?.exec_first(sql, (group, topic, partition))?)
+        self.connection()?;
+        let conn = self.conn.as_mut().expect("connected above");
+        Ok(conn.exec_first(&self.offset_select_sql, (&self.group, &self.topic, partition))?)
     }
 
     fn apply_inner(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
@@ -261,10 +281,7 @@ impl MysqlSink {
         let budget = statement_budget(self.max_allowed_packet);
         let bulk = self.bulk;
         let plan = self.plan(write.rows, budget, bulk)?;
-        let dead_letter_sql = self.dead_letter_sql();
-        let offset_sql = self.offset_sql();
-        let (topic, group, delivery) = (self.topic.clone(), self.group.clone(), self.delivery);
-        let conn = self.connection()?;
+        let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
         // Each statement's parameters are built when it is sent, so that at
         // most one statement's copy of the values is held at a time.
@@ -280,33 +297,14 @@ impl MysqlSink {
             }
         }
         for dl in write.dead_letters {
-            tx.exec_drop(&dead_letter_sql, dead_letter_params(dl, &topic, write.partition, budget))?;
+            tx.exec_drop(&self.dead_letter_sql, dead_letter_params(dl, &self.topic, write.partition, budget))?;
         }
-        if delivery == Delivery::ExactlyOnce {
-            tx.exec_drop(&offset_sql, (&group, &topic, write.partition, write.next_offset))?;
+        if self.delivery == Delivery::ExactlyOnce {
+            tx.exec_drop(&self.offset_upsert_sql, (&self.group, &self.topic, write.partition, write.next_offset))?;
         }
         tx.commit()?;
         self.verify_before_write = false;
         Ok(())
-    }
-
-    fn dead_letter_sql(&self) -> String {
-        format!(
-            "INSERT INTO {} (topic, `partition`, `offset`, record_key, record_value, error_class, \
-             error_code, error_text, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE record_key = VALUES(record_key), record_value = VALUES(record_value), \
-             error_class = VALUES(error_class), error_code = VALUES(error_code), \
-             error_text = VALUES(error_text), attempts = VALUES(attempts), created_at = CURRENT_TIMESTAMP(3)",
-            self.dead_letter_table
-        )
-    }
-
-    fn offset_sql(&self) -> String {
-        format!(
-            "INSERT INTO {} (consumer_group, topic, `partition`, next_offset) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-            self.offset_table
-        )
     }
 
     /// The statements of a write set with their parameters, as

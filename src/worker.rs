@@ -350,9 +350,7 @@ impl Worker {
         loop {
             let error = match self.sink.apply(write) {
                 Ok(()) => {
-                    if blocked_since.is_some() || self.blocked {
-                        self.resume();
-                    }
+                    self.resume();
                     return Ok(());
                 }
                 Err(e) => e,
