@@ -98,30 +98,23 @@ fn a_locked_row_blocks_only_its_partition_until_released() {
     // Lock waits end after 3 s with MySQL error 1205, a technical error.
     root_sql("SET GLOBAL innodb_lock_wait_timeout = 3");
     let s = Setup::new("failures_lock", 3, ORDERS, "[retry]\ntechnical_attempts = 2");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 10));
-    }
+    s.produce_orders(0..3, 0, 10);
     let mut service = s.start();
     s.wait_rows(30, Duration::from_secs(60));
 
-    let mut locker = mysql_conn();
-    use mysql::prelude::Queryable;
-    locker.query_drop("START TRANSACTION").unwrap();
-    locker.query_drop(format!("INSERT INTO `{}` (id, name) VALUES (10, 'lock')", s.table)).unwrap();
+    let locker = s.hold_row_lock(10);
     produce_json(&s.topic, 0, &orders(0, 10, 50));
     let blocked = wait_state(&s, 0, "blocked", Duration::from_secs(60));
     assert!(blocked["last_error"].as_str().unwrap_or("").contains("1205"), "{blocked}");
     assert_eq!(blocked["blocked_at_offset"], 10);
 
     // While partition 0 is blocked, the others keep landing their records.
-    for p in 1..3 {
-        produce_json(&s.topic, p, &orders(p, 10, 500));
-    }
+    s.produce_orders(1..3, 10, 500);
     wait_for_eq("partitions 1 and 2 land while 0 is blocked", Duration::from_secs(60), 1_020, || s.count("WHERE id >= 1000000"));
     assert_eq!(s.live(0).unwrap()["state"], "blocked");
     assert!(committed(&s, 0).unwrap_or(0) <= 10, "nothing committed past the failing record");
 
-    locker.query_drop("ROLLBACK").unwrap();
+    locker.release();
     wait_state(&s, 0, "flowing", Duration::from_secs(60));
     s.wait_rows(60 + 1_020, Duration::from_secs(60));
     let status = service.sigterm_and_wait(Duration::from_secs(30));
@@ -147,16 +140,12 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
     ));
     let text = std::fs::read_to_string(&s.config).unwrap().replace("k2m@", &format!("{user}@"));
     std::fs::write(&s.config, text).unwrap();
-    for p in 0..2 {
-        produce_json(&s.topic, p, &orders(p, 0, 20));
-    }
+    s.produce_orders(0..2, 0, 20);
     let mut service = Service::start_with_env(&["run", "--config", s.config_arg()], &[("MYSQL_PASSWORD", password)]);
     s.wait_rows(40, Duration::from_secs(60));
 
     root_sql(&format!("REVOKE INSERT ON kafka2mysql.`{}` FROM '{user}'@'127.0.0.1'", s.table));
-    for p in 0..2 {
-        produce_json(&s.topic, p, &orders(p, 20, 30));
-    }
+    s.produce_orders(0..2, 20, 30);
     for p in 0..2 {
         let b = wait_state(&s, p, "blocked", Duration::from_secs(60));
         assert!(b["last_error"].as_str().unwrap_or("").contains("1142"), "{b}");

@@ -53,9 +53,7 @@ fn service_pids(config: &Path) -> Vec<u32> {
 #[test]
 fn run_sh_starts_once_reports_status_and_stops_with_everything_committed() {
     let s = Setup::new("ops_runsh", 3, ORDERS, "[log]\nfile = \"../logs/service.log\"\nlevel = \"info\"");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 300));
-    }
+    s.produce_orders(0..3, 0, 300);
     let status = run_sh(&["status"], &s.config, true);
     assert_eq!(status.status.code(), Some(3), "not running yet: {}", text(&status));
 
@@ -159,9 +157,7 @@ fn the_password_is_in_no_command_line_and_no_log_line() {
     assert!(!text(&refused).contains(SECRET));
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
-    for p in 0..2 {
-        produce_json(&s.topic, p, &orders(p, 0, 100));
-    }
+    s.produce_orders(0..2, 0, 100);
     let start = run_sh(&["start"], &s.config, false);
     assert_eq!(start.status.code(), Some(0), "{}", text(&start));
     s.wait_rows(200, Duration::from_secs(60));

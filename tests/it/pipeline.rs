@@ -13,9 +13,7 @@ use crate::setup::{orders, sigterm_clean, Setup, ORDERS};
 #[test]
 fn twenty_thousand_records_on_four_partitions_land_and_are_committed() {
     let s = Setup::new("pipeline_20k", 4, ORDERS, "[commit]\nevery_messages = 1000\ninterval_ms = 1000");
-    for p in 0..4 {
-        produce_json(&s.topic, p, &orders(p, 0, 5_000));
-    }
+    s.produce_orders(0..4, 0, 5_000);
     let mut service = s.start();
     s.wait_rows(20_000, Duration::from_secs(120));
     // Every row carries the values that were produced for its id.
@@ -134,18 +132,14 @@ fn commits_advance_in_steps_and_never_pass_what_is_in_mysql() {
 #[test]
 fn a_stored_offset_below_the_log_start_restarts_that_partition_at_earliest() {
     let s = Setup::new("pipeline_oor_start", 3, ORDERS, "");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 100));
-    }
+    s.produce_orders(0..3, 0, 100);
     let mut service = s.start();
     s.wait_rows(300, Duration::from_secs(60));
     sigterm_clean(&mut service);
 
     // While stopped: 100 more records per partition, and partition 0 loses
     // its records below 150 (the stored offset, 100, falls below the log start).
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 100, 100));
-    }
+    s.produce_orders(0..3, 100, 100);
     delete_records(&s.topic, 0, 150);
     assert_eq!(log_start_offsets(&s.topic).get(&0), Some(&150));
 
@@ -165,19 +159,13 @@ fn a_stored_offset_below_the_log_start_restarts_that_partition_at_earliest() {
 #[test]
 fn offset_out_of_range_while_running_costs_the_other_partitions_nothing() {
     let s = Setup::new("pipeline_oor_run", 3, ORDERS, "[worker]\nqueue_batches = 1");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 10));
-    }
+    s.produce_orders(0..3, 0, 10);
     let mut service = s.start();
     s.wait_rows(30, Duration::from_secs(60));
 
     // Block partition 0's worker on a row lock: its next record's id is held
     // by an open transaction of ours.
-    let mut locker = mysql_conn();
-    use mysql::prelude::Queryable;
-    locker.query_drop("SET SESSION innodb_lock_wait_timeout = 120").unwrap();
-    locker.query_drop("START TRANSACTION").unwrap();
-    locker.query_drop(format!("INSERT INTO `{}` (id, name) VALUES (10, 'lock')", s.table)).unwrap();
+    let locker = s.hold_row_lock(10);
 
     // Feed partition 0 until its worker's queue is full and the coordinator
     // stops fetching it: the fetch position then stays behind the log end.
@@ -199,13 +187,9 @@ fn offset_out_of_range_while_running_costs_the_other_partitions_nothing() {
     // below the log start.
     delete_records(&s.topic, 0, next);
     produce_json(&s.topic, 0, &orders(0, next, 20));
-    for p in 1..3 {
-        produce_json(&s.topic, p, &orders(p, 10, 500));
-    }
-    locker.query_drop("ROLLBACK").unwrap();
-    for p in 1..3 {
-        produce_json(&s.topic, p, &orders(p, 510, 500));
-    }
+    s.produce_orders(1..3, 10, 500);
+    locker.release();
+    s.produce_orders(1..3, 510, 500);
 
     let expected_p0 = stalled_at + 20;
     s.wait_rows(expected_p0 + 2 * 1_010, Duration::from_secs(90));
@@ -319,11 +303,7 @@ fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
     produce_json(&s.topic, 0, &[json!({"id": 1, "name": "first"})]);
     let mut service = s.start();
     s.wait_rows(1, Duration::from_secs(60));
-    let mut locker = mysql_conn();
-    use mysql::prelude::Queryable;
-    locker.query_drop("SET SESSION innodb_lock_wait_timeout = 300").unwrap();
-    locker.query_drop("START TRANSACTION").unwrap();
-    locker.query_drop(format!("INSERT INTO `{}` (id, name) VALUES (2, 'lock')", s.table)).unwrap();
+    let locker = s.hold_row_lock(2);
 
     let payload = "p".repeat(1_000);
     let batch = |first: i64, n: i64| -> Vec<serde_json::Value> {
@@ -345,7 +325,7 @@ fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
         peak < baseline + 40 * 1024,
         "resident memory grew from {baseline} KiB to {peak} KiB while 60 MB arrived for a blocked partition"
     );
-    locker.query_drop("ROLLBACK").unwrap();
+    locker.release();
     s.wait_rows(1 + 62_000, Duration::from_secs(180));
     sigterm_clean(&mut service);
 }

@@ -68,6 +68,23 @@ impl Setup {
         assert_eq!(group_offsets(&self.group, &self.topic), expected, "committed offsets (Kafka's tool) vs log end offsets");
     }
 
+    /// Produces `orders(p, first, count)` to each partition in `partitions`.
+    pub fn produce_orders(&self, partitions: std::ops::Range<i32>, first: i64, count: i64) {
+        for p in partitions {
+            produce_json(&self.topic, p, &orders(p, first, count));
+        }
+    }
+
+    /// Inserts row `id` in a transaction left open: a worker writing that id
+    /// waits on the row lock until `RowLock::release`.
+    pub fn hold_row_lock(&self, id: i64) -> RowLock {
+        use mysql::prelude::Queryable;
+        let mut conn = mysql_conn();
+        conn.query_drop("START TRANSACTION").unwrap();
+        conn.query_drop(format!("INSERT INTO `{}` (id, name) VALUES ({id}, 'lock')", self.table)).unwrap();
+        RowLock(conn)
+    }
+
     /// The running service's view of one partition, from its status file.
     pub fn live(&self, partition: i32) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.status_file()).ok()?;
@@ -92,4 +109,15 @@ pub fn orders(partition: i32, first: i64, count: i64) -> Vec<serde_json::Value> 
 pub fn sigterm_clean(service: &mut Service) {
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM should stop the service with exit 0, got {status:?}\n{}", service.log_text());
+}
+
+/// A row lock held by an open transaction (see `Setup::hold_row_lock`).
+pub struct RowLock(mysql::Conn);
+
+impl RowLock {
+    /// Rolls the transaction back: the row is gone and the waiter goes on.
+    pub fn release(mut self) {
+        use mysql::prelude::Queryable;
+        self.0.query_drop("ROLLBACK").unwrap();
+    }
 }

@@ -38,9 +38,7 @@ fn wait_for_leaders(topic: &str, partitions: usize) {
 fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = Setup::new("outage_mariadb", 3, ORDERS, "[retry]\nbackoff_max_ms = 1000");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 200));
-    }
+    s.produce_orders(0..3, 0, 200);
     let mut service = s.start();
     s.wait_rows(600, Duration::from_secs(60));
 
@@ -77,9 +75,7 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
 fn broker_down_for_20_seconds_then_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = Setup::new("outage_broker", 3, ORDERS, "");
-    for p in 0..3 {
-        produce_json(&s.topic, p, &orders(p, 0, 200));
-    }
+    s.produce_orders(0..3, 0, 200);
     let mut service = s.start();
     s.wait_rows(600, Duration::from_secs(60));
 
