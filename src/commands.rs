@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::broker::Broker;
+use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::error::{classify, Class, Error};
 use crate::mysql_sink;
@@ -22,25 +22,32 @@ fn exit_for(error: &Error, config: &Config) -> ExitCode {
     }
 }
 
-/// `check`: the config is valid (already, to get here), the broker answers,
-/// the topic and configured partitions exist, the database answers, the table
-/// and its key columns exist. Any failure is a setup problem: exit 2.
+/// `check`: the config is valid (already, to get here), the broker answers
+/// every call `run` makes (metadata, list offsets, the group's offsets, a
+/// fetch), the topic and configured partitions exist, the database answers,
+/// the table and its key columns exist. Any failure is a setup problem:
+/// exit 2.
 pub fn check(config: &Config) -> ExitCode {
     println!("config: ok");
-    let broker = match Broker::connect(&config.kafka).and_then(|b| b.partitions().map(|p| (b, p))) {
-        Ok((_, partitions)) => partitions,
+    let partitions = match check_kafka(config) {
+        Ok(partitions) => partitions,
         Err(e) => {
-            eprintln!("kafka: {e} (brokers {:?}, kafka.topic {:?})", config.kafka.brokers, config.kafka.topic);
+            eprintln!(
+                "kafka: {e} (brokers {:?}, kafka.topic {:?})",
+                config.kafka.brokers, config.kafka.topic
+            );
             return ExitCode::from(2);
         }
     };
     for p in &config.kafka.partitions {
-        if !broker.contains(p) {
-            eprintln!("kafka.partitions: topic {} has no partition {p} (it has {broker:?})", config.kafka.topic);
+        if !partitions.contains(p) {
+            eprintln!(
+                "kafka.partitions: topic {} has no partition {p} (it has {partitions:?})",
+                config.kafka.topic
+            );
             return ExitCode::from(2);
         }
     }
-    println!("kafka: topic {} has partitions {broker:?}", config.kafka.topic);
     let mut conn = match mysql_sink::connect(&config.mysql_opts()) {
         Ok(c) => c,
         Err(e) => {
@@ -51,7 +58,11 @@ pub fn check(config: &Config) -> ExitCode {
     match mysql_sink::load_schema(&mut conn, config) {
         Ok(schema) => {
             let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-            println!("mysql: table {}.{} has columns {names:?}", config.database(), schema.table);
+            println!(
+                "mysql: table {}.{} has columns {names:?}",
+                config.database(),
+                schema.table
+            );
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -60,6 +71,65 @@ pub fn check(config: &Config) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The Kafka half of `check`: each call `run` makes, once. Returns the
+/// topic's partitions.
+fn check_kafka(config: &Config) -> Result<Vec<i32>, Error> {
+    let mut broker = broker::connect(config)?;
+    let partitions = broker.partitions()?;
+    println!(
+        "kafka: topic {} has partitions {partitions:?}",
+        config.kafka.topic
+    );
+    let bounds = broker.log_bounds()?;
+    println!(
+        "kafka: log bounds (earliest..latest) {:?}",
+        bounds_text(&bounds)
+    );
+    let committed = broker.committed_offsets()?;
+    let known = committed.values().filter(|o| o.is_some()).count();
+    println!(
+        "kafka: group {} has committed offsets for {known} of {} partitions",
+        config.kafka.group,
+        partitions.len()
+    );
+    let probe =
+        partitions
+            .iter()
+            .find_map(|p| match (bounds.earliest.get(p), bounds.latest.get(p)) {
+                (Some(&e), Some(&l)) if e < l => Some((*p, e)),
+                _ => None,
+            });
+    match probe {
+        Some((p, offset)) => match broker.probe_fetch(p, offset)? {
+            Some(read) => println!("kafka: fetched partition {p} at offset {read}"),
+            None => {
+                println!("kafka: fetched partition {p} from offset {offset}: nothing to read there")
+            }
+        },
+        None => println!("kafka: every partition is empty; fetching was not tried"),
+    }
+    Ok(partitions)
+}
+
+fn bounds_text(bounds: &broker::LogBounds) -> BTreeMap<i32, String> {
+    bounds
+        .earliest
+        .iter()
+        .map(|(p, e)| {
+            (
+                *p,
+                format!(
+                    "{e}..{}",
+                    bounds
+                        .latest
+                        .get(p)
+                        .map_or("?".to_string(), |l| l.to_string())
+                ),
+            )
+        })
+        .collect()
 }
 
 /// One row of `status`.
@@ -95,7 +165,10 @@ pub fn status(config: &Config, json: bool) -> ExitCode {
     match status_report(config) {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
             } else {
                 print_status(&report);
             }
@@ -115,10 +188,14 @@ fn status_report(config: &Config) -> Result<StatusReport, Error> {
         (Some(p), Some(_)) => ServiceStatus::read(&p.status_file),
         _ => None,
     };
-    let mut broker = Broker::connect(&config.kafka)?;
+    let mut broker = broker::connect(config)?;
     let partitions = selected(config, broker.partitions()?);
     let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-    let Offsets { earliest, latest, stored: committed } = read_offsets(config, &mut broker, Some(&mut conn))?;
+    let Offsets {
+        earliest,
+        latest,
+        stored: committed,
+    } = read_offsets(config, broker.as_mut(), Some(&mut conn))?;
     let dead_letters = match mysql_sink::dead_letter_counts(&mut conn, config) {
         Ok(d) => d,
         // The table is created by the first run.
@@ -163,7 +240,10 @@ fn print_status(r: &StatusReport) {
         Some(pid) => format!("running (pid {pid})"),
         None => "not running".to_string(),
     };
-    println!("topic {}  group {}  {}  delivery {}", r.topic, r.group, running, r.delivery);
+    println!(
+        "topic {}  group {}  {}  delivery {}",
+        r.topic, r.group, running, r.delivery
+    );
     println!(
         "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  blocked since / last error",
         "partition", "committed", "earliest", "latest", "lag", "state", "dead_letters"
@@ -201,9 +281,13 @@ struct Offsets {
 
 /// Reads the log bounds and the stored offsets; `conn` is needed in
 /// exactly-once mode only.
-fn read_offsets(config: &Config, broker: &mut Broker, conn: Option<&mut mysql::Conn>) -> Result<Offsets, Error> {
-    let earliest = broker.earliest_offsets()?;
-    let latest = broker.latest_offsets()?;
+fn read_offsets(
+    config: &Config,
+    broker: &mut dyn Broker,
+    conn: Option<&mut mysql::Conn>,
+) -> Result<Offsets, Error> {
+    let bounds = broker.log_bounds()?;
+    let (earliest, latest) = (bounds.earliest, bounds.latest);
     let mut stored = broker.committed_offsets()?;
     if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
         mysql_sink::create_offset_table(conn, &config.mysql.offset_table)?;
@@ -211,14 +295,20 @@ fn read_offsets(config: &Config, broker: &mut Broker, conn: Option<&mut mysql::C
             stored.insert(p, Some(o));
         }
     }
-    Ok(Offsets { earliest, latest, stored })
+    Ok(Offsets {
+        earliest,
+        latest,
+        stored,
+    })
 }
 
 fn selected(config: &Config, all: Vec<i32>) -> Vec<i32> {
     if config.kafka.partitions.is_empty() {
         all
     } else {
-        all.into_iter().filter(|p| config.kafka.partitions.contains(p)).collect()
+        all.into_iter()
+            .filter(|p| config.kafka.partitions.contains(p))
+            .collect()
     }
 }
 
@@ -266,11 +356,16 @@ pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> Exi
 }
 
 fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Error> {
-    let mut broker = Broker::connect(&config.kafka)?;
+    let mut broker = broker::connect(config)?;
     let all = selected(config, broker.partitions()?);
     let partitions: Vec<i32> = match only {
         Some(p) if all.contains(&p) => vec![p],
-        Some(p) => return Err(Error::Setup(format!("--partition {p}: not a partition of {} ({all:?})", config.kafka.topic))),
+        Some(p) => {
+            return Err(Error::Setup(format!(
+                "--partition {p}: not a partition of {} ({all:?})",
+                config.kafka.topic
+            )))
+        }
         None => all,
     };
     // Only exactly-once needs the database: the offset table is reset too.
@@ -278,16 +373,25 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
         Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
         Delivery::AtLeastOnce => None,
     };
-    let Offsets { earliest, latest, stored: old } = read_offsets(config, &mut broker, conn.as_mut())?;
+    let Offsets {
+        earliest,
+        latest,
+        stored: old,
+    } = read_offsets(config, broker.as_mut(), conn.as_mut())?;
     let mut new = Vec::new();
     for &p in &partitions {
-        let (e, l) = (earliest.get(&p).copied().unwrap_or(0), latest.get(&p).copied().unwrap_or(0));
+        let (e, l) = (
+            earliest.get(&p).copied().unwrap_or(0),
+            latest.get(&p).copied().unwrap_or(0),
+        );
         let offset = match to {
             ResetTarget::Earliest => e,
             ResetTarget::Latest => l,
             ResetTarget::Offset(o) if o >= e && o <= l => o,
             ResetTarget::Offset(o) => {
-                return Err(Error::Setup(format!("partition {p}: offset {o} is outside [{e}, {l}]")));
+                return Err(Error::Setup(format!(
+                    "partition {p}: offset {o} is outside [{e}, {l}]"
+                )));
             }
         };
         new.push((p, offset));
@@ -300,7 +404,11 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     broker.commit(&new)?;
     println!("{:>9} {:>12} {:>12}", "partition", "old", "new");
     for (p, o) in new {
-        let before = old.get(&p).copied().flatten().map_or("-".to_string(), |v| v.to_string());
+        let before = old
+            .get(&p)
+            .copied()
+            .flatten()
+            .map_or("-".to_string(), |v| v.to_string());
         println!("{p:>9} {before:>12} {o:>12}");
     }
     Ok(())

@@ -86,8 +86,68 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// Which Kafka client the service uses (`kafka.client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// librdkafka: Kafka 0.11 to 4.x, TLS, SASL, every codec, read committed.
+    Librdkafka,
+    /// The pure-Rust `kafka` crate: Kafka 0.10 to 3.9, plaintext only.
+    KafkaRust,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// librdkafka's name for it (`security.protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// SASL credentials; the password comes from `kafka.sasl_password_file` or
+/// the environment variable `KAFKA_SASL_PASSWORD`, never from the file.
+#[derive(Debug, Clone)]
+pub struct Sasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: Password,
+}
+
+/// How the service reaches the brokers (librdkafka only).
+#[derive(Debug, Clone)]
+pub struct KafkaSecurity {
+    pub protocol: SecurityProtocol,
+    pub sasl: Option<Sasl>,
+    pub ssl_ca_location: Option<PathBuf>,
+    pub ssl_certificate_location: Option<PathBuf>,
+    pub ssl_key_location: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
+    pub client: ClientKind,
+    pub security: KafkaSecurity,
+    /// Other librdkafka properties, passed through (`[kafka.properties]`).
+    pub properties: std::collections::BTreeMap<String, String>,
     pub brokers: Vec<String>,
     pub topic: String,
     /// Empty means every partition of the topic.
@@ -204,6 +264,15 @@ struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKafka {
+    client: Option<String>,
+    security_protocol: Option<String>,
+    sasl_mechanism: Option<String>,
+    sasl_username: Option<String>,
+    sasl_password_file: Option<String>,
+    ssl_ca_location: Option<String>,
+    ssl_certificate_location: Option<String>,
+    ssl_key_location: Option<String>,
+    properties: Option<std::collections::BTreeMap<String, toml::Value>>,
     brokers: Option<Vec<String>>,
     topic: Option<String>,
     partitions: Option<Vec<i64>>,
@@ -267,6 +336,52 @@ struct RawLog {
 
 /// Where the password comes from when the file names no `password_file`.
 pub const PASSWORD_ENV: &str = "MYSQL_PASSWORD";
+/// Where the SASL password comes from when the file names no `sasl_password_file`.
+pub const SASL_PASSWORD_ENV: &str = "KAFKA_SASL_PASSWORD";
+
+/// librdkafka properties the service sets itself: the pass-through table
+/// must not change them (`[kafka.properties]`).
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("group.id", "kafka.group"),
+    ("bootstrap.servers", "kafka.brokers"),
+    ("metadata.broker.list", "kafka.brokers"),
+    ("client.id", "kafka.client_id"),
+    (
+        "enable.auto.commit",
+        "offsets are committed only after the rows are in MySQL",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are committed only after the rows are in MySQL",
+    ),
+    ("auto.offset.reset", "kafka.offset_reset"),
+    (
+        "isolation.level",
+        "the service reads committed records only",
+    ),
+    (
+        "enable.partition.eof",
+        "the service uses it to pass transaction markers",
+    ),
+    ("group.instance.id", "the service does not join the group"),
+    ("security.protocol", "kafka.security_protocol"),
+    ("sasl.mechanism", "kafka.sasl_mechanism"),
+    ("sasl.mechanisms", "kafka.sasl_mechanism"),
+    ("sasl.username", "kafka.sasl_username"),
+    ("ssl.ca.location", "kafka.ssl_ca_location"),
+    ("ssl.certificate.location", "kafka.ssl_certificate_location"),
+    ("ssl.key.location", "kafka.ssl_key_location"),
+];
+
+/// The secrets the environment provides (passed in so that tests do not
+/// touch the process environment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSecrets<'a> {
+    /// `MYSQL_PASSWORD`
+    pub mysql_password: Option<&'a str>,
+    /// `KAFKA_SASL_PASSWORD`
+    pub sasl_password: Option<&'a str>,
+}
 
 impl Config {
     /// Reads and validates the file; the password is taken from the
@@ -275,11 +390,19 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
         })?;
-        let env_password = std::env::var(PASSWORD_ENV).ok();
+        let mysql_password = std::env::var(PASSWORD_ENV).ok();
+        let sasl_password = std::env::var(SASL_PASSWORD_ENV).ok();
+        let secrets = EnvSecrets {
+            mysql_password: mysql_password.as_deref(),
+            sasl_password: sasl_password.as_deref(),
+        };
         // Relative paths in the file (log.file, mysql.password_file) are
         // relative to its directory, whatever the working directory.
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut config = Config::parse_in(&text, env_password.as_deref(), dir)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut config = Config::parse_with(&text, secrets, dir)?;
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -291,7 +414,27 @@ impl Config {
     }
 
     /// Like `parse`, with relative paths taken from `dir`.
-    pub fn parse_in(text: &str, env_password: Option<&str>, dir: &Path) -> Result<Config, ConfigError> {
+    pub fn parse_in(
+        text: &str,
+        env_password: Option<&str>,
+        dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        Config::parse_with(
+            text,
+            EnvSecrets {
+                mysql_password: env_password,
+                sasl_password: None,
+            },
+            dir,
+        )
+    }
+
+    /// Like `parse_in`, with every secret the environment may provide.
+    pub fn parse_with(
+        text: &str,
+        secrets: EnvSecrets<'_>,
+        dir: &Path,
+    ) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -310,12 +453,15 @@ impl Config {
                 return ConfigError::new(key, "unknown key");
             }
             if path == "." || path.is_empty() {
-                ConfigError::new("config", format!("not valid TOML: {}", inner.to_string().trim()))
+                ConfigError::new(
+                    "config",
+                    format!("not valid TOML: {}", inner.to_string().trim()),
+                )
             } else {
                 ConfigError::new(path, message)
             }
         })?;
-        validate(raw, env_password, dir)
+        validate(raw, secrets, dir)
     }
 
     /// The MySQL connection options: the URL plus the password from the
@@ -352,7 +498,10 @@ fn required<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
 fn positive(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
     let v = value.unwrap_or(default);
     if v <= 0 {
-        return Err(ConfigError::new(key, format!("must be greater than 0, got {v}")));
+        return Err(ConfigError::new(
+            key,
+            format!("must be greater than 0, got {v}"),
+        ));
     }
     Ok(v)
 }
@@ -360,14 +509,20 @@ fn positive(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigEr
 fn non_negative(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
     let v = value.unwrap_or(default);
     if v < 0 {
-        return Err(ConfigError::new(key, format!("must not be negative, got {v}")));
+        return Err(ConfigError::new(
+            key,
+            format!("must not be negative, got {v}"),
+        ));
     }
     Ok(v)
 }
 
 fn in_range(v: i64, max: i64, key: &str) -> Result<i64, ConfigError> {
     if v > max {
-        return Err(ConfigError::new(key, format!("must be at most {max}, got {v}")));
+        return Err(ConfigError::new(
+            key,
+            format!("must be at most {max}, got {v}"),
+        ));
     }
     Ok(v)
 }
@@ -382,14 +537,19 @@ fn choice<T: Copy>(
     key: &str,
     options: &[(&str, T)],
 ) -> Result<T, ConfigError> {
-    let Some(text) = value else { return Ok(default) };
+    let Some(text) = value else {
+        return Ok(default);
+    };
     options
         .iter()
         .find(|(name, _)| *name == text)
         .map(|(_, v)| *v)
         .ok_or_else(|| {
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            ConfigError::new(key, format!("expected {}, got {:?}", names.join(" | "), text))
+            ConfigError::new(
+                key,
+                format!("expected {}, got {:?}", names.join(" | "), text),
+            )
         })
 }
 
@@ -400,7 +560,9 @@ pub fn is_plain_identifier(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
 fn identifier(value: String, key: &str) -> Result<String, ConfigError> {
@@ -429,9 +591,8 @@ fn kafka_name(value: String, key: &str) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-fn read_password_file(path: &Path) -> Result<Password, ConfigError> {
+fn read_password_file(path: &Path, key: &str) -> Result<Password, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let key = "mysql.password_file";
     let meta = std::fs::metadata(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read {path:?}: {e}")))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -442,17 +603,23 @@ fn read_password_file(path: &Path) -> Result<Password, ConfigError> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read {path:?}: {e}")))?;
-    Ok(Password::new(text.trim_end_matches(['\r', '\n']).to_string()))
+    Ok(Password::new(
+        text.trim_end_matches(['\r', '\n']).to_string(),
+    ))
 }
 
-fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Config, ConfigError> {
+    let env_password = secrets.mysql_password;
     let kafka = required(raw.kafka, "kafka")?;
     let mysql = required(raw.mysql, "mysql")?;
 
     // [kafka]
     let brokers = required(kafka.brokers, "kafka.brokers")?;
     if brokers.is_empty() {
-        return Err(ConfigError::new("kafka.brokers", "needs at least one host:port"));
+        return Err(ConfigError::new(
+            "kafka.brokers",
+            "needs at least one host:port",
+        ));
     }
     for b in &brokers {
         let ok = b
@@ -460,7 +627,10 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
             .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
             .unwrap_or(false);
         if !ok {
-            return Err(ConfigError::new("kafka.brokers", format!("{b:?} is not host:port")));
+            return Err(ConfigError::new(
+                "kafka.brokers",
+                format!("{b:?} is not host:port"),
+            ));
         }
     }
     let topic = kafka_name(required(kafka.topic, "kafka.topic")?, "kafka.topic")?;
@@ -468,10 +638,16 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
     let mut partitions = Vec::new();
     for p in kafka.partitions.unwrap_or_default() {
         if !(0..=i32::MAX as i64).contains(&p) {
-            return Err(ConfigError::new("kafka.partitions", format!("{p} is not a partition number")));
+            return Err(ConfigError::new(
+                "kafka.partitions",
+                format!("{p} is not a partition number"),
+            ));
         }
         if partitions.contains(&(p as i32)) {
-            return Err(ConfigError::new("kafka.partitions", format!("partition {p} is listed twice")));
+            return Err(ConfigError::new(
+                "kafka.partitions",
+                format!("partition {p} is listed twice"),
+            ));
         }
         partitions.push(p as i32);
     }
@@ -489,12 +665,148 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
             ("fail", OffsetReset::Fail),
         ],
     )?;
-    let fetch_max_bytes = positive(kafka.fetch_max_bytes_per_partition, 1_048_576, "kafka.fetch_max_bytes_per_partition")?;
-    let fetch_max_bytes = in_range(fetch_max_bytes, 256 * 1024 * 1024, "kafka.fetch_max_bytes_per_partition")?;
+    let fetch_max_bytes = positive(
+        kafka.fetch_max_bytes_per_partition,
+        1_048_576,
+        "kafka.fetch_max_bytes_per_partition",
+    )?;
+    let fetch_max_bytes = in_range(
+        fetch_max_bytes,
+        256 * 1024 * 1024,
+        "kafka.fetch_max_bytes_per_partition",
+    )?;
     let fetch_max_wait = non_negative(kafka.fetch_max_wait_ms, 100, "kafka.fetch_max_wait_ms")?;
     let fetch_max_wait = in_range(fetch_max_wait, 10_000, "kafka.fetch_max_wait_ms")?;
     let fetch_min_bytes = positive(kafka.fetch_min_bytes, 1, "kafka.fetch_min_bytes")?;
     let fetch_min_bytes = in_range(fetch_min_bytes, i32::MAX as i64, "kafka.fetch_min_bytes")?;
+    let client = choice(
+        kafka.client,
+        ClientKind::Librdkafka,
+        "kafka.client",
+        &[
+            ("librdkafka", ClientKind::Librdkafka),
+            ("kafka-rust", ClientKind::KafkaRust),
+        ],
+    )?;
+    let path_key = |value: Option<String>| value.filter(|v| !v.is_empty()).map(|v| dir.join(v));
+    let protocol = choice(
+        kafka.security_protocol,
+        SecurityProtocol::Plaintext,
+        "kafka.security_protocol",
+        &[
+            ("plaintext", SecurityProtocol::Plaintext),
+            ("ssl", SecurityProtocol::Ssl),
+            ("sasl_plaintext", SecurityProtocol::SaslPlaintext),
+            ("sasl_ssl", SecurityProtocol::SaslSsl),
+        ],
+    )?;
+    let sasl = if protocol.uses_sasl() {
+        let mechanism = choice(
+            kafka.sasl_mechanism,
+            "",
+            "kafka.sasl_mechanism",
+            &[
+                ("PLAIN", "PLAIN"),
+                ("SCRAM-SHA-256", "SCRAM-SHA-256"),
+                ("SCRAM-SHA-512", "SCRAM-SHA-512"),
+            ],
+        )?;
+        if mechanism.is_empty() {
+            return Err(ConfigError::new(
+                "kafka.sasl_mechanism",
+                "required with a sasl_* security_protocol",
+            ));
+        }
+        let username = required(
+            kafka.sasl_username.filter(|u| !u.is_empty()),
+            "kafka.sasl_username",
+        )?;
+        let password = match kafka.sasl_password_file.as_deref() {
+            Some(path) if !path.is_empty() => read_password_file(&dir.join(path), "kafka.sasl_password_file")?,
+            _ => match secrets.sasl_password {
+                Some(p) if !p.is_empty() => Password::new(p.to_string()),
+                _ => {
+                    return Err(ConfigError::new(
+                        "kafka.sasl_password_file",
+                        format!("a SASL password is needed: set kafka.sasl_password_file or {SASL_PASSWORD_ENV}"),
+                    ))
+                }
+            },
+        };
+        Some(Sasl {
+            mechanism: mechanism.to_string(),
+            username,
+            password,
+        })
+    } else {
+        for (value, key) in [
+            (&kafka.sasl_mechanism, "kafka.sasl_mechanism"),
+            (&kafka.sasl_username, "kafka.sasl_username"),
+            (&kafka.sasl_password_file, "kafka.sasl_password_file"),
+        ] {
+            if value.as_deref().is_some_and(|v| !v.is_empty()) {
+                return Err(ConfigError::new(
+                    key,
+                    "needs security_protocol = \"sasl_plaintext\" or \"sasl_ssl\"",
+                ));
+            }
+        }
+        None
+    };
+    let security = KafkaSecurity {
+        protocol,
+        sasl,
+        ssl_ca_location: path_key(kafka.ssl_ca_location),
+        ssl_certificate_location: path_key(kafka.ssl_certificate_location),
+        ssl_key_location: path_key(kafka.ssl_key_location),
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    for (name, value) in kafka.properties.unwrap_or_default() {
+        let key = format!("kafka.properties.{name}");
+        if let Some((_, owner)) = OWNED_PROPERTIES.iter().find(|(owned, _)| *owned == name) {
+            return Err(ConfigError::new(
+                key,
+                format!("is set by the service ({owner})"),
+            ));
+        }
+        if name.contains("password") || name.contains("secret") {
+            return Err(ConfigError::new(
+                key,
+                "secrets are never taken from the file",
+            ));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::new(
+                    key,
+                    "must be a string, a number or a boolean",
+                ))
+            }
+        };
+        properties.insert(name, text);
+    }
+    if client == ClientKind::KafkaRust {
+        if protocol != SecurityProtocol::Plaintext
+            || security.ssl_ca_location.is_some()
+            || security.ssl_certificate_location.is_some()
+            || security.ssl_key_location.is_some()
+        {
+            return Err(ConfigError::new(
+                "kafka.client",
+                "\"kafka-rust\" speaks plaintext only; use client = \"librdkafka\" for TLS and SASL",
+            ));
+        }
+        if !properties.is_empty() {
+            return Err(ConfigError::new(
+                "kafka.properties",
+                "are librdkafka properties; client = \"kafka-rust\" takes none",
+            ));
+        }
+    }
 
     // [mysql]
     let url = required(mysql.url, "mysql.url")?;
@@ -507,10 +819,15 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
         ));
     }
     if opts.get_db_name().map(str::is_empty).unwrap_or(true) {
-        return Err(ConfigError::new("mysql.url", "must name the database (mysql://user@host:port/DATABASE)"));
+        return Err(ConfigError::new(
+            "mysql.url",
+            "must name the database (mysql://user@host:port/DATABASE)",
+        ));
     }
     let password = match mysql.password_file.as_deref() {
-        Some(path) if !path.is_empty() => read_password_file(&dir.join(path))?,
+        Some(path) if !path.is_empty() => {
+            read_password_file(&dir.join(path), "mysql.password_file")?
+        }
         _ => Password::new(env_password.unwrap_or("").to_string()),
     };
     let table = identifier(required(mysql.table, "mysql.table")?, "mysql.table")?;
@@ -526,7 +843,10 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
     )?;
     let delete_on_tombstone = mysql.delete_on_tombstone.unwrap_or(true);
     if key_columns.is_empty() && write_mode == WriteMode::Upsert {
-        return Err(ConfigError::new("mysql.key_columns", "required when write_mode = \"upsert\""));
+        return Err(ConfigError::new(
+            "mysql.key_columns",
+            "required when write_mode = \"upsert\"",
+        ));
     }
     if key_columns.is_empty() && delete_on_tombstone {
         return Err(ConfigError::new(
@@ -538,24 +858,37 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
         mysql.unknown_fields,
         UnknownFields::Ignore,
         "mysql.unknown_fields",
-        &[("ignore", UnknownFields::Ignore), ("dead_letter", UnknownFields::DeadLetter)],
+        &[
+            ("ignore", UnknownFields::Ignore),
+            ("dead_letter", UnknownFields::DeadLetter),
+        ],
     )?;
     let dead_letter_table = identifier(
-        mysql.dead_letter_table.unwrap_or_else(|| "kafka2mysql_dead_letters".to_string()),
+        mysql
+            .dead_letter_table
+            .unwrap_or_else(|| "kafka2mysql_dead_letters".to_string()),
         "mysql.dead_letter_table",
     )?;
     let delivery = choice(
         mysql.delivery,
         Delivery::AtLeastOnce,
         "mysql.delivery",
-        &[("at_least_once", Delivery::AtLeastOnce), ("exactly_once", Delivery::ExactlyOnce)],
+        &[
+            ("at_least_once", Delivery::AtLeastOnce),
+            ("exactly_once", Delivery::ExactlyOnce),
+        ],
     )?;
     let offset_table = identifier(
-        mysql.offset_table.unwrap_or_else(|| "kafka2mysql_offsets".to_string()),
+        mysql
+            .offset_table
+            .unwrap_or_else(|| "kafka2mysql_offsets".to_string()),
         "mysql.offset_table",
     )?;
     if dead_letter_table == table || offset_table == table {
-        return Err(ConfigError::new("mysql.table", "must differ from dead_letter_table and offset_table"));
+        return Err(ConfigError::new(
+            "mysql.table",
+            "must differ from dead_letter_table and offset_table",
+        ));
     }
 
     // [commit]
@@ -571,14 +904,24 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
     let backoff_initial = positive(r.backoff_initial_ms, 200, "retry.backoff_initial_ms")?;
     let backoff_max = positive(r.backoff_max_ms, 30_000, "retry.backoff_max_ms")?;
     if backoff_max < backoff_initial {
-        return Err(ConfigError::new("retry.backoff_max_ms", "must not be less than retry.backoff_initial_ms"));
+        return Err(ConfigError::new(
+            "retry.backoff_max_ms",
+            "must not be less than retry.backoff_initial_ms",
+        ));
     }
     let dead_letter_burst = positive(r.dead_letter_burst, 1000, "retry.dead_letter_burst")?;
-    let dead_letter_burst = in_range(dead_letter_burst, u32::MAX as i64, "retry.dead_letter_burst")?;
+    let dead_letter_burst = in_range(
+        dead_letter_burst,
+        u32::MAX as i64,
+        "retry.dead_letter_burst",
+    )?;
     let mut extra_technical_codes = Vec::new();
     for code in r.extra_technical_codes.unwrap_or_default() {
         if !(1..=65535).contains(&code) {
-            return Err(ConfigError::new("retry.extra_technical_codes", format!("{code} is not a MySQL error code")));
+            return Err(ConfigError::new(
+                "retry.extra_technical_codes",
+                format!("{code} is not a MySQL error code"),
+            ));
         }
         extra_technical_codes.push(code as u16);
     }
@@ -590,7 +933,11 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
     let max_batch_rows = positive(w.max_batch_rows, 500, "worker.max_batch_rows")?;
     let max_batch_rows = in_range(max_batch_rows, 65_535, "worker.max_batch_rows")?;
     let max_record_bytes = positive(w.max_record_bytes, 1_048_576, "worker.max_record_bytes")?;
-    let max_record_bytes = in_range(max_record_bytes, 256 * 1024 * 1024, "worker.max_record_bytes")?;
+    let max_record_bytes = in_range(
+        max_record_bytes,
+        256 * 1024 * 1024,
+        "worker.max_record_bytes",
+    )?;
     let shutdown_timeout = positive(w.shutdown_timeout_ms, 30_000, "worker.shutdown_timeout_ms")?;
 
     // [log]
@@ -612,6 +959,9 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
 
     Ok(Config {
         kafka: KafkaConfig {
+            client,
+            security,
+            properties,
             brokers,
             topic,
             partitions,
@@ -664,7 +1014,9 @@ fn validate(raw: RawConfig, env_password: Option<&str>, dir: &Path) -> Result<Co
 /// `mysql://user:secret@host/db`: a colon in the user-info part means a
 /// password, even an empty one.
 fn url_has_password(url: &str) -> bool {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else { return false };
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
     let authority = rest.split('/').next().unwrap_or("");
     match authority.rsplit_once('@') {
         Some((userinfo, _)) => userinfo.contains(':'),
@@ -720,17 +1072,44 @@ key_columns = ["id"]
         let cases: &[(&str, &str)] = &[
             ("not toml [", "config"),
             (&MINIMAL.replace("topic = \"orders\"\n", ""), "kafka.topic"),
-            (&MINIMAL.replace("[kafka]\n", "[kafka]\nbrokerz = [\"a:1\"]\n"), "kafka.brokerz"),
-            (&format!("{MINIMAL}\n[commit]\nevery_messages = \"many\"\n"), "commit.every_messages"),
-            (&format!("{MINIMAL}\nwrite_mode = \"merge\"\n"), "mysql.write_mode"),
+            (
+                &MINIMAL.replace("[kafka]\n", "[kafka]\nbrokerz = [\"a:1\"]\n"),
+                "kafka.brokerz",
+            ),
+            (
+                &format!("{MINIMAL}\n[commit]\nevery_messages = \"many\"\n"),
+                "commit.every_messages",
+            ),
+            (
+                &format!("{MINIMAL}\nwrite_mode = \"merge\"\n"),
+                "mysql.write_mode",
+            ),
             (&MINIMAL.replace("app@", "app:secret@"), "mysql.url"),
-            (&MINIMAL.replace("table = \"orders\"", "table = \"orders; drop\""), "mysql.table"),
-            (&format!("{MINIMAL}\n[worker]\nqueue_batches = 0\n"), "worker.queue_batches"),
+            (
+                &MINIMAL.replace("table = \"orders\"", "table = \"orders; drop\""),
+                "mysql.table",
+            ),
+            (
+                &format!("{MINIMAL}\n[worker]\nqueue_batches = 0\n"),
+                "worker.queue_batches",
+            ),
             (&format!("{MINIMAL}\n[bogus]\nx = 1\n"), "bogus"),
-            (&MINIMAL.replace("key_columns = [\"id\"]", ""), "mysql.key_columns"),
-            (&MINIMAL.replace("\"127.0.0.1:9092\"", "\"nohost\""), "kafka.brokers"),
-            (&format!("{MINIMAL}\n[retry]\nbackoff_initial_ms = 10\nbackoff_max_ms = 5\n"), "retry.backoff_max_ms"),
-            (&format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"), "log.level"),
+            (
+                &MINIMAL.replace("key_columns = [\"id\"]", ""),
+                "mysql.key_columns",
+            ),
+            (
+                &MINIMAL.replace("\"127.0.0.1:9092\"", "\"nohost\""),
+                "kafka.brokers",
+            ),
+            (
+                &format!("{MINIMAL}\n[retry]\nbackoff_initial_ms = 10\nbackoff_max_ms = 5\n"),
+                "retry.backoff_max_ms",
+            ),
+            (
+                &format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"),
+                "log.level",
+            ),
         ];
         for (text, key) in cases {
             let e = err(text);
@@ -754,7 +1133,10 @@ key_columns = ["id"]
         let file = dir.join("pw");
         std::fs::write(&file, "from-file\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let text = MINIMAL.replace("[mysql]\n", &format!("[mysql]\npassword_file = {:?}\n", file));
+        let text = MINIMAL.replace(
+            "[mysql]\n",
+            &format!("[mysql]\npassword_file = {:?}\n", file),
+        );
         assert_eq!(err(&text).key, "mysql.password_file");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = Config::parse(&text, Some("from-env")).unwrap();

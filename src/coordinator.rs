@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
-use crate::broker::{Broker, FetchOutcome, FetchRequest};
+use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::Config;
 use crate::offsets::{out_of_range_position, reset_name, OffsetBook};
 use crate::record::Record;
@@ -54,7 +54,6 @@ pub enum Ending {
 
 struct PartitionState {
     fetch_offset: i64,
-    max_bytes: i32,
     retry_at: Option<Instant>,
     failures: u32,
     high_watermark: Option<i64>,
@@ -65,7 +64,7 @@ struct PartitionState {
 
 pub struct Coordinator {
     config: Arc<Config>,
-    broker: Option<Broker>,
+    broker: Option<Box<dyn Broker>>,
     broker_failures: u32,
     broker_retry_at: Instant,
     partitions: BTreeMap<i32, PartitionState>,
@@ -86,7 +85,7 @@ pub struct Coordinator {
 /// Everything the coordinator is started with.
 pub struct CoordinatorParts {
     pub config: Arc<Config>,
-    pub broker: Broker,
+    pub broker: Box<dyn Broker>,
     /// Start offset and committed group offset per partition.
     pub starts: BTreeMap<i32, (i64, Option<i64>)>,
     pub workers: BTreeMap<i32, WorkerHandle>,
@@ -109,7 +108,6 @@ impl Coordinator {
                 p,
                 PartitionState {
                     fetch_offset: start,
-                    max_bytes: config.kafka.fetch_max_bytes_per_partition,
                     retry_at: None,
                     failures: 0,
                     high_watermark: None,
@@ -185,11 +183,17 @@ impl Coordinator {
     }
 
     fn shutdown_requested(&self) -> bool {
-        matches!(self.shutdown.try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected) | Ok(()))
+        matches!(
+            self.shutdown.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected) | Ok(())
+        )
     }
 
     fn dead_worker(&self) -> Option<i32> {
-        self.workers.iter().find(|(_, w)| w.thread.is_finished()).map(|(&p, _)| p)
+        self.workers
+            .iter()
+            .find(|(_, w)| w.thread.is_finished())
+            .map(|(&p, _)| p)
     }
 
     /// Waits for a worker event, the shutdown signal or a short timeout.
@@ -211,10 +215,20 @@ impl Coordinator {
 
     fn handle_event(&mut self, event: WorkerEvent) {
         match event {
-            WorkerEvent::Applied { partition, next_offset, records } => {
+            WorkerEvent::Applied {
+                partition,
+                next_offset,
+                records,
+            } => {
                 self.book.applied(partition, next_offset, records);
             }
-            WorkerEvent::Blocked { partition, offset, since, error, .. } => {
+            WorkerEvent::Blocked {
+                partition,
+                offset,
+                since,
+                error,
+                ..
+            } => {
                 if let Some(p) = self.partitions.get_mut(&partition) {
                     p.blocked = Some((since, offset, error));
                 }
@@ -242,7 +256,10 @@ impl Coordinator {
                     .get(p)
                     .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
             })
-            .map(|(&partition, s)| FetchRequest { partition, offset: s.fetch_offset, max_bytes: s.max_bytes })
+            .map(|(&partition, s)| FetchRequest {
+                partition,
+                offset: s.fetch_offset,
+            })
             .collect()
     }
 
@@ -259,13 +276,33 @@ impl Coordinator {
         let mut reload_metadata = false;
         for fetch in fetches {
             match fetch.outcome {
-                FetchOutcome::Records { records, high_watermark } => {
-                    self.deliver(fetch.partition, records, high_watermark);
+                FetchOutcome::Records {
+                    records,
+                    next_offset,
+                    high_watermark,
+                } => {
+                    self.deliver(fetch.partition, records, next_offset, high_watermark);
                 }
                 FetchOutcome::OffsetOutOfRange => self.offset_out_of_range(fetch.partition),
+                FetchOutcome::Unreadable(reason) => {
+                    let topic = &self.config.kafka.topic;
+                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
+                        continue;
+                    };
+                    if !s.halted {
+                        error!(
+                            "topic {topic} partition {} offset {}: {reason}",
+                            fetch.partition, s.fetch_offset
+                        );
+                        s.halted = true;
+                        s.blocked = Some((SystemTime::now(), s.fetch_offset, reason));
+                    }
+                }
                 FetchOutcome::Retry(reason) => {
                     reload_metadata = true;
-                    let Some(s) = self.partitions.get_mut(&fetch.partition) else { continue };
+                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
+                        continue;
+                    };
                     s.failures += 1;
                     let wait = self.kafka_backoff.delay(s.failures);
                     s.retry_at = Some(Instant::now() + wait);
@@ -283,46 +320,55 @@ impl Coordinator {
         }
     }
 
-    /// Copies a partition's records into a batch for its worker.
-    fn deliver(&mut self, partition: i32, records: Vec<Record>, high_watermark: i64) {
-        let default_bytes = self.config.kafka.fetch_max_bytes_per_partition;
-        let largest_allowed = self.config.worker.max_record_bytes.max(default_bytes as usize);
-        let topic = &self.config.kafka.topic;
-        let Some(s) = self.partitions.get_mut(&partition) else { return };
+    /// Hands a partition's records to its worker as one batch. A position
+    /// that moved past what is not a record (transaction markers, aborted
+    /// records) with no record to carry it goes to the worker as an empty
+    /// batch, so that the committed offset reaches the log end.
+    fn deliver(
+        &mut self,
+        partition: i32,
+        records: Vec<Record>,
+        next_offset: i64,
+        high_watermark: Option<i64>,
+    ) {
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
         s.failures = 0;
         s.retry_at = None;
-        s.high_watermark = Some(high_watermark);
-        let records = if records.is_empty() {
-            if high_watermark <= s.fetch_offset {
-                return;
+        if high_watermark.is_some() {
+            s.high_watermark = high_watermark;
+        }
+        if records.is_empty() {
+            if next_offset > s.fetch_offset {
+                s.fetch_offset = next_offset;
+                self.send(
+                    partition,
+                    Batch {
+                        records,
+                        reset_to: Some(next_offset),
+                    },
+                );
             }
-            // Data is there but no whole record came back: the record at
-            // fetch_offset is larger than max_bytes. Grow the fetch up to a
-            // cap; past it the record is dead-lettered without its content.
-            let cap = (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize) as i32;
-            if s.max_bytes < cap {
-                s.max_bytes = s.max_bytes.saturating_mul(2).min(cap);
-                debug!("topic {topic} partition {partition} offset {}: record larger than the fetch size, fetching up to {} bytes", s.fetch_offset, s.max_bytes);
-                return;
-            }
-            warn!(
-                "topic {topic} partition {partition} offset {}: record larger than {cap} bytes cannot be fetched; it is dead-lettered without its content",
-                s.fetch_offset
-            );
-            vec![Record::oversized(s.fetch_offset)]
-        } else {
-            records
-        };
-        s.max_bytes = default_bytes;
-        s.fetch_offset = records.last().expect("not empty").offset + 1;
+            return;
+        }
+        s.fetch_offset = next_offset;
         self.stats
             .records_fetched
             .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.send(partition, Batch { records, reset_to: None });
+        self.send(
+            partition,
+            Batch {
+                records,
+                reset_to: None,
+            },
+        );
     }
 
     fn send(&mut self, partition: i32, batch: Batch) {
-        let Some(w) = self.workers.get(&partition) else { return };
+        let Some(w) = self.workers.get(&partition) else {
+            return;
+        };
         // Only this thread sends, and the queue had room when the partition was
         // chosen, so this does not block.
         if w.sender.send(batch).is_err() {
@@ -336,8 +382,10 @@ impl Coordinator {
         let reset = self.config.kafka.offset_reset;
         let topic = self.config.kafka.topic.clone();
         let broker = self.broker.as_mut().expect("connected");
-        let bounds = broker.earliest_offsets().and_then(|e| broker.latest_offsets().map(|l| (e, l)));
-        let Some(s) = self.partitions.get_mut(&partition) else { return };
+        let bounds = broker.log_bounds().map(|b| (b.earliest, b.latest));
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
         let requested = s.fetch_offset;
         let (earliest, latest) = match bounds {
             Ok((e, l)) => match (e.get(&partition), l.get(&partition)) {
@@ -361,10 +409,17 @@ impl Coordinator {
                      reader recreated at {new_offset} (offset_reset = {}), {skipped} offsets skipped",
                     reset_name(reset)
                 );
-                self.stats.offset_resets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .offset_resets
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 s.fetch_offset = new_offset;
-                s.max_bytes = self.config.kafka.fetch_max_bytes_per_partition;
-                self.send(partition, Batch { records: Vec::new(), reset_to: Some(new_offset) });
+                self.send(
+                    partition,
+                    Batch {
+                        records: Vec::new(),
+                        reset_to: Some(new_offset),
+                    },
+                );
             }
             None => {
                 let message = format!(
@@ -394,7 +449,7 @@ impl Coordinator {
         if Instant::now() < self.broker_retry_at {
             return false;
         }
-        match Broker::connect(&self.config.kafka) {
+        match broker::connect(&self.config) {
             Ok(b) => {
                 info!("kafka: connected again to {:?}", self.config.kafka.brokers);
                 self.broker = Some(b);
@@ -471,7 +526,9 @@ impl Coordinator {
     }
 
     fn write_status(&mut self) {
-        let Some(path) = self.status_file.clone() else { return };
+        let Some(path) = self.status_file.clone() else {
+            return;
+        };
         self.status.updated_at = unix_seconds(SystemTime::now());
         self.status.stats = self.stats.snapshot();
         self.status.partitions = self
@@ -481,7 +538,12 @@ impl Coordinator {
                 let offsets = self.book.get(p);
                 let status = PartitionStatus {
                     partition: p,
-                    state: if s.blocked.is_some() { "blocked" } else { "flowing" }.to_string(),
+                    state: if s.blocked.is_some() {
+                        "blocked"
+                    } else {
+                        "flowing"
+                    }
+                    .to_string(),
                     blocked_since: s.blocked.as_ref().map(|(t, _, _)| unix_seconds(*t)),
                     blocked_at_offset: s.blocked.as_ref().map(|(_, o, _)| *o),
                     last_error: s.blocked.as_ref().map(|(_, _, e)| e.clone()),
@@ -514,12 +576,15 @@ impl Coordinator {
                 warn!("shutdown timeout: workers of partitions {running:?} did not finish; their unfinished work is not committed and will be applied again");
                 break;
             }
-            match self.events.recv_timeout(left.min(Duration::from_millis(200))) {
+            match self
+                .events
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(WorkerEvent::Exited { partition }) => running.retain(|&p| p != partition),
                 Ok(e) => self.handle_event(e),
-                Err(_) => running.retain(|p| {
-                    !threads.iter().any(|(tp, t)| tp == p && t.is_finished())
-                }),
+                Err(_) => {
+                    running.retain(|p| !threads.iter().any(|(tp, t)| tp == p && t.is_finished()))
+                }
             }
         }
         self.drain_events();

@@ -107,6 +107,9 @@ pub enum Error {
     Mysql(#[from] mysql::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] kafka::Error),
+    /// A librdkafka request that failed (timed out, broker unreachable).
+    #[error("kafka: {0}")]
+    Librdkafka(String),
     #[error("{0}")]
     Record(#[from] RecordError),
     #[error("{0}")]
@@ -123,7 +126,9 @@ pub enum Error {
 /// rather than the driver's debug-like form.
 fn mysql_text(e: &mysql::Error) -> String {
     match e {
-        mysql::Error::MySqlError(m) => format!("mysql error {} ({}): {}", m.code, m.state, m.message),
+        mysql::Error::MySqlError(m) => {
+            format!("mysql error {} ({}): {}", m.code, m.state, m.message)
+        }
         other => format!("mysql: {other}"),
     }
 }
@@ -143,7 +148,7 @@ impl Error {
 pub fn classify(error: &Error, extra_technical: &[u16]) -> Class {
     match error {
         Error::Mysql(e) => classify_mysql(e, extra_technical),
-        Error::Kafka(_) | Error::Io(_) => Class::Technical,
+        Error::Kafka(_) | Error::Librdkafka(_) | Error::Io(_) => Class::Technical,
         Error::Record(_) => Class::Business,
         Error::Config(_) | Error::Setup(_) => Class::Fatal,
     }
@@ -242,7 +247,11 @@ mod tests {
             (9999, Class::Technical),
         ];
         for &(code, class) in table {
-            assert_eq!(classify(&server_error(code), &[]), class, "MySQL code {code}");
+            assert_eq!(
+                classify(&server_error(code), &[]),
+                class,
+                "MySQL code {code}"
+            );
         }
     }
 
@@ -257,23 +266,59 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let cases: Vec<(Error, Class)> = vec![
             (Error::Mysql(mysql::Error::IoError(io)), Class::Technical),
-            (Error::Mysql(mysql::Error::DriverError(mysql::DriverError::ConnectTimeout)), Class::Technical),
             (
-                Error::Mysql(mysql::Error::DriverError(mysql::DriverError::CouldNotConnect(None))),
+                Error::Mysql(mysql::Error::DriverError(
+                    mysql::DriverError::ConnectTimeout,
+                )),
                 Class::Technical,
             ),
-            (Error::Mysql(mysql::Error::DriverError(mysql::DriverError::PacketTooLarge)), Class::Business),
+            (
+                Error::Mysql(mysql::Error::DriverError(
+                    mysql::DriverError::CouldNotConnect(None),
+                )),
+                Class::Technical,
+            ),
+            (
+                Error::Mysql(mysql::Error::DriverError(
+                    mysql::DriverError::PacketTooLarge,
+                )),
+                Class::Business,
+            ),
             (Error::Record(RecordError::NotUtf8(3)), Class::Business),
-            (Error::Record(RecordError::NotJson("eof".into())), Class::Business),
+            (
+                Error::Record(RecordError::NotJson("eof".into())),
+                Class::Business,
+            ),
             (Error::Record(RecordError::NotObject), Class::Business),
-            (Error::Record(RecordError::MissingKey("id".into())), Class::Business),
-            (Error::Record(RecordError::TooLarge { size: 10, limit: 5 }), Class::Business),
+            (
+                Error::Record(RecordError::MissingKey("id".into())),
+                Class::Business,
+            ),
+            (
+                Error::Record(RecordError::TooLarge { size: 10, limit: 5 }),
+                Class::Business,
+            ),
             (Error::Setup("no table".into()), Class::Fatal),
-            (Error::Kafka(kafka::Error::NoHostReachable), Class::Technical),
-            (Error::Kafka(kafka::Error::Kafka(KafkaCode::NotLeaderForPartition)), Class::Technical),
-            (Error::Kafka(kafka::Error::Kafka(KafkaCode::LeaderNotAvailable)), Class::Technical),
-            (Error::Kafka(kafka::Error::Kafka(KafkaCode::UnknownTopicOrPartition)), Class::Technical),
-            (Error::Kafka(kafka::Error::Kafka(KafkaCode::RequestTimedOut)), Class::Technical),
+            (
+                Error::Kafka(kafka::Error::NoHostReachable),
+                Class::Technical,
+            ),
+            (
+                Error::Kafka(kafka::Error::Kafka(KafkaCode::NotLeaderForPartition)),
+                Class::Technical,
+            ),
+            (
+                Error::Kafka(kafka::Error::Kafka(KafkaCode::LeaderNotAvailable)),
+                Class::Technical,
+            ),
+            (
+                Error::Kafka(kafka::Error::Kafka(KafkaCode::UnknownTopicOrPartition)),
+                Class::Technical,
+            ),
+            (
+                Error::Kafka(kafka::Error::Kafka(KafkaCode::RequestTimedOut)),
+                Class::Technical,
+            ),
         ];
         for (error, class) in cases {
             assert_eq!(classify(&error, &[]), class, "{error}");
@@ -282,7 +327,11 @@ mod tests {
 
     #[test]
     fn offset_out_of_range_is_recognised() {
-        assert!(is_offset_out_of_range(&kafka::Error::Kafka(KafkaCode::OffsetOutOfRange)));
-        assert!(!is_offset_out_of_range(&kafka::Error::Kafka(KafkaCode::RequestTimedOut)));
+        assert!(is_offset_out_of_range(&kafka::Error::Kafka(
+            KafkaCode::OffsetOutOfRange
+        )));
+        assert!(!is_offset_out_of_range(&kafka::Error::Kafka(
+            KafkaCode::RequestTimedOut
+        )));
     }
 }

@@ -40,7 +40,10 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Write for ReopenableFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).write(buf)
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -12,7 +12,11 @@ use kafka2mysql::logging;
 use kafka2mysql::service::{self, RunOutcome};
 
 #[derive(Parser)]
-#[command(name = "kafka2mysql", version, about = "Moves the records of one Kafka topic into one MySQL table")]
+#[command(
+    name = "kafka2mysql",
+    version,
+    about = "Moves the records of one Kafka topic into one MySQL table"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref()) {
+            if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref())
+            {
                 eprintln!("kafka2mysql: cannot open log file (log.file): {e}");
                 return ExitCode::from(2);
             }
@@ -99,7 +104,11 @@ fn main() -> ExitCode {
             Ok(c) => commands::status(&c, json),
             Err(code) => code,
         },
-        Command::ResetOffsets { config, to, partition } => match load(&config) {
+        Command::ResetOffsets {
+            config,
+            to,
+            partition,
+        } => match load(&config) {
             Ok(c) => commands::reset_offsets(&c, to, partition),
             Err(code) => code,
         },

@@ -144,10 +144,20 @@ pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, 
 
 /// Sets the stored next offset of one partition (reset-offsets, and the
 /// coordinator when OffsetOutOfRange moves a partition).
-pub fn store_offset(conn: &mut impl Queryable, config: &Config, partition: i32, next_offset: i64) -> Result<(), Error> {
+pub fn store_offset(
+    conn: &mut impl Queryable,
+    config: &Config,
+    partition: i32,
+    next_offset: i64,
+) -> Result<(), Error> {
     conn.exec_drop(
         offset_upsert_sql(&config.mysql.offset_table),
-        (&config.kafka.group, &config.kafka.topic, partition, next_offset),
+        (
+            &config.kafka.group,
+            &config.kafka.topic,
+            partition,
+            next_offset,
+        ),
     )?;
     Ok(())
 }
@@ -263,7 +273,10 @@ impl MysqlSink {
     fn stored_next_offset(&mut self, partition: i32) -> Result<Option<i64>, Error> {
         self.connection()?;
         let conn = self.conn.as_mut().expect("connected above");
-        Ok(conn.exec_first(&self.offset_select_sql, (&self.group, &self.topic, partition))?)
+        Ok(conn.exec_first(
+            &self.offset_select_sql,
+            (&self.group, &self.topic, partition),
+        )?)
     }
 
     fn apply_inner(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
@@ -271,7 +284,10 @@ impl MysqlSink {
             // The last attempt failed, possibly after the server committed it
             // (a connection lost during COMMIT). The offset stored with the
             // rows tells: if it already covers this write set, it is applied.
-            if self.stored_next_offset(write.partition)?.is_some_and(|o| o >= write.next_offset) {
+            if self
+                .stored_next_offset(write.partition)?
+                .is_some_and(|o| o >= write.next_offset)
+            {
                 self.verify_before_write = false;
                 return Ok(());
             }
@@ -286,21 +302,34 @@ impl MysqlSink {
         // Each statement's parameters are built when it is sent, so that at
         // most one statement's copy of the values is held at a time.
         for statement in &plan {
-            let rows = write.rows[statement.rows.clone()].iter().filter_map(|(_, op)| values_of(op));
+            let rows = write.rows[statement.rows.clone()]
+                .iter()
+                .filter_map(|(_, op)| values_of(op));
             match statement.shape {
                 // MariaDB's bulk path: one single-row statement, prepared once,
                 // executed for every row in one round trip. The server spends
                 // about a fifth less per row than on a multi-row INSERT with
                 // the same values (measured, issue 7).
-                Shape::Write(_) if bulk => tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?,
-                _ => tx.exec_drop(&statement.sql, rows.flatten().cloned().collect::<Vec<Value>>())?,
+                Shape::Write(_) if bulk => {
+                    tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?
+                }
+                _ => tx.exec_drop(
+                    &statement.sql,
+                    rows.flatten().cloned().collect::<Vec<Value>>(),
+                )?,
             }
         }
         for dl in write.dead_letters {
-            tx.exec_drop(&self.dead_letter_sql, dead_letter_params(dl, &self.topic, write.partition, budget))?;
+            tx.exec_drop(
+                &self.dead_letter_sql,
+                dead_letter_params(dl, &self.topic, write.partition, budget),
+            )?;
         }
         if self.delivery == Delivery::ExactlyOnce {
-            tx.exec_drop(&self.offset_upsert_sql, (&self.group, &self.topic, write.partition, write.next_offset))?;
+            tx.exec_drop(
+                &self.offset_upsert_sql,
+                (&self.group, &self.topic, write.partition, write.next_offset),
+            )?;
         }
         tx.commit()?;
         self.verify_before_write = false;
@@ -310,12 +339,21 @@ impl MysqlSink {
     /// The statements of a write set with their parameters, as
     /// `apply_inner` sends them without the bulk path.
     #[cfg(test)]
-    fn statements(&self, rows: &[(i64, RowOp)], budget: usize) -> Result<Vec<(String, Vec<Value>)>, Error> {
+    fn statements(
+        &self,
+        rows: &[(i64, RowOp)],
+        budget: usize,
+    ) -> Result<Vec<(String, Vec<Value>)>, Error> {
         Ok(self
             .plan(rows, budget, false)?
             .into_iter()
             .map(|p| {
-                let params = rows[p.rows].iter().filter_map(|(_, op)| values_of(op)).flatten().cloned().collect();
+                let params = rows[p.rows]
+                    .iter()
+                    .filter_map(|(_, op)| values_of(op))
+                    .flatten()
+                    .cloned()
+                    .collect();
                 (p.sql, params)
             })
             .collect())
@@ -327,7 +365,12 @@ impl MysqlSink {
     /// For the bulk path, where a run of rows goes with one statement of one
     /// row, a run is also cut where a column's parameter type changes (see
     /// `ParamKind`).
-    fn plan<'r>(&self, rows: &'r [(i64, RowOp)], budget: usize, bulk: bool) -> Result<Vec<Planned<'r>>, Error> {
+    fn plan<'r>(
+        &self,
+        rows: &'r [(i64, RowOp)],
+        budget: usize,
+        bulk: bool,
+    ) -> Result<Vec<Planned<'r>>, Error> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < rows.len() {
@@ -345,7 +388,11 @@ impl MysqlSink {
             } else {
                 self.max_batch_rows.min(65_535 / width.max(1)).max(1)
             };
-            let mut kinds: Vec<Option<ParamKind>> = if bulk_write { vec![None; width] } else { Vec::new() };
+            let mut kinds: Vec<Option<ParamKind>> = if bulk_write {
+                vec![None; width]
+            } else {
+                Vec::new()
+            };
             let start = i;
             let mut bytes = 0;
             let mut n = 0;
@@ -356,14 +403,19 @@ impl MysqlSink {
                         i += 1;
                         continue;
                     }
-                    (RowOp::Write { columns: c, values }, Shape::Write(cols)) if c == cols => values,
+                    (RowOp::Write { columns: c, values }, Shape::Write(cols)) if c == cols => {
+                        values
+                    }
                     (RowOp::Delete { key_values }, Shape::Delete) => key_values,
                     _ => break,
                 };
                 let size: usize = values.iter().map(value_size).sum();
                 if size > budget {
                     if n == 0 {
-                        return Err(Error::Record(RecordError::TooLarge { size, limit: budget }));
+                        return Err(Error::Record(RecordError::TooLarge {
+                            size,
+                            limit: budget,
+                        }));
                     }
                     break;
                 }
@@ -381,13 +433,20 @@ impl MysqlSink {
                 Shape::Write(cols) => self.insert_sql(cols, if bulk_write { 1 } else { n }),
                 Shape::Delete => self.delete_sql(n),
             };
-            out.push(Planned { shape, sql, rows: start..i });
+            out.push(Planned {
+                shape,
+                sql,
+                rows: start..i,
+            });
         }
         Ok(out)
     }
 
     fn insert_sql(&self, columns: &[usize], rows: usize) -> String {
-        let names: Vec<String> = columns.iter().map(|&c| quote(&self.schema.columns[c].name)).collect();
+        let names: Vec<String> = columns
+            .iter()
+            .map(|&c| quote(&self.schema.columns[c].name))
+            .collect();
         let one = format!("({})", vec!["?"; columns.len()].join(","));
         let mut sql = format!(
             "INSERT INTO {} ({}) VALUES {}",
@@ -425,7 +484,12 @@ impl MysqlSink {
             .map(|&c| quote(&self.schema.columns[c].name))
             .collect();
         if keys.len() == 1 {
-            format!("DELETE FROM {} WHERE {} IN ({})", self.table, keys[0], vec!["?"; rows].join(","))
+            format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                self.table,
+                keys[0],
+                vec!["?"; rows].join(",")
+            )
         } else {
             let one = format!("({})", vec!["?"; keys.len()].join(","));
             format!(
@@ -446,7 +510,9 @@ fn supports_bulk_execute(version: &str) -> bool {
     if !version.contains("MariaDB") {
         return false;
     }
-    let mut numbers = version.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    let mut numbers = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
     let major = numbers.next().unwrap_or(0);
     let minor = numbers.next().unwrap_or(0);
     (major, minor) >= (10, 2)
@@ -509,10 +575,9 @@ impl ParamKind {
     /// Adds a row's kinds to a run's; false (and the run unchanged) when
     /// one of them differs.
     fn fit(kinds: &mut [Option<ParamKind>], values: &[Value]) -> bool {
-        let agrees = kinds
-            .iter()
-            .zip(values)
-            .all(|(k, v)| matches!((k, ParamKind::of(v)), (None, _) | (_, None)) || *k == ParamKind::of(v));
+        let agrees = kinds.iter().zip(values).all(|(k, v)| {
+            matches!((k, ParamKind::of(v)), (None, _) | (_, None)) || *k == ParamKind::of(v)
+        });
         if agrees {
             for (k, v) in kinds.iter_mut().zip(values) {
                 if k.is_none() {
@@ -531,7 +596,10 @@ fn dead_letter_params(dl: &DeadLetter, topic: &str, partition: i32, budget: usiz
     let mut error = dl.error.clone();
     let mut cut = |bytes: &[u8], what: &str| -> Vec<u8> {
         if bytes.len() > room {
-            error.push_str(&format!(" ({what} truncated to {room} of {} bytes)", bytes.len()));
+            error.push_str(&format!(
+                " ({what} truncated to {room} of {} bytes)",
+                bytes.len()
+            ));
             bytes[..room].to_vec()
         } else {
             bytes.to_vec()
@@ -546,7 +614,9 @@ fn dead_letter_params(dl: &DeadLetter, topic: &str, partition: i32, budget: usiz
         Value::Bytes(key),
         value.map(Value::Bytes).unwrap_or(Value::NULL),
         Value::from(dl.class.as_str()),
-        dl.code.map(|c| Value::from(c as i64)).unwrap_or(Value::NULL),
+        dl.code
+            .map(|c| Value::from(c as i64))
+            .unwrap_or(Value::NULL),
         Value::from(error),
         Value::from(dl.attempts),
     ]
@@ -559,7 +629,8 @@ impl Sink for MysqlSink {
             self.verify_before_write = true;
             // A server error leaves the connection usable (the transaction was
             // rolled back when dropped); anything else may have broken it.
-            if e.mysql_code().is_none() || matches!(e.mysql_code(), Some(1927 | 2006 | 2013 | 1053)) {
+            if e.mysql_code().is_none() || matches!(e.mysql_code(), Some(1927 | 2006 | 2013 | 1053))
+            {
                 self.conn = None;
             }
         }
@@ -587,14 +658,24 @@ delete_on_tombstone = {}
 [worker]
 max_batch_rows = {max_batch_rows}
 "#,
-            keys.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(","),
-            if write_mode == WriteMode::Upsert { "upsert" } else { "insert" },
+            keys.iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            if write_mode == WriteMode::Upsert {
+                "upsert"
+            } else {
+                "insert"
+            },
             !keys.is_empty(),
         );
         let config = Config::parse(&text, None).unwrap();
         let columns = ["id", "region", "name"]
             .iter()
-            .map(|n| Column { name: n.to_string(), data_type: "x".into() })
+            .map(|n| Column {
+                name: n.to_string(),
+                data_type: "x".into(),
+            })
             .collect();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         MysqlSink::new(&config, TableSchema::new("orders", columns, &keys).unwrap())
@@ -614,9 +695,19 @@ max_batch_rows = {max_batch_rows}
             (0, write(&[0, 2], 1)),
             (1, write(&[0, 2], 2)),
             (2, write(&[0, 2], 3)),
-            (3, RowOp::Delete { key_values: vec![Value::Int(1)] }),
+            (
+                3,
+                RowOp::Delete {
+                    key_values: vec![Value::Int(1)],
+                },
+            ),
             (4, RowOp::Skip),
-            (5, RowOp::Delete { key_values: vec![Value::Int(2)] }),
+            (
+                5,
+                RowOp::Delete {
+                    key_values: vec![Value::Int(2)],
+                },
+            ),
             (6, write(&[0], 4)),
         ];
         let st = s.statements(&rows, 1 << 20).unwrap();
@@ -630,7 +721,10 @@ max_batch_rows = {max_batch_rows}
                 "INSERT INTO `orders` (`id`) VALUES (?) ON DUPLICATE KEY UPDATE `id`=`id`",
             ]
         );
-        assert_eq!(st[0].1, vec![Value::Int(1), Value::Int(1), Value::Int(2), Value::Int(2)]);
+        assert_eq!(
+            st[0].1,
+            vec![Value::Int(1), Value::Int(1), Value::Int(2), Value::Int(2)]
+        );
         assert_eq!(st[2].1, vec![Value::Int(1), Value::Int(2)]);
     }
 
@@ -638,14 +732,30 @@ max_batch_rows = {max_batch_rows}
     fn insert_mode_and_compound_keys() {
         let s = sink(WriteMode::Insert, &[], 10);
         let st = s.statements(&[(0, write(&[1, 2], 1))], 1 << 20).unwrap();
-        assert_eq!(st[0].0, "INSERT INTO `orders` (`region`,`name`) VALUES (?,?)");
+        assert_eq!(
+            st[0].0,
+            "INSERT INTO `orders` (`region`,`name`) VALUES (?,?)"
+        );
         let s = sink(WriteMode::Upsert, &["id", "region"], 10);
         let rows = vec![
-            (0, RowOp::Delete { key_values: vec![Value::Int(1), Value::Int(2)] }),
-            (1, RowOp::Delete { key_values: vec![Value::Int(3), Value::Int(4)] }),
+            (
+                0,
+                RowOp::Delete {
+                    key_values: vec![Value::Int(1), Value::Int(2)],
+                },
+            ),
+            (
+                1,
+                RowOp::Delete {
+                    key_values: vec![Value::Int(3), Value::Int(4)],
+                },
+            ),
         ];
         let st = s.statements(&rows, 1 << 20).unwrap();
-        assert_eq!(st[0].0, "DELETE FROM `orders` WHERE (`id`,`region`) IN ((?,?),(?,?))");
+        assert_eq!(
+            st[0].0,
+            "DELETE FROM `orders` WHERE (`id`,`region`) IN ((?,?),(?,?))"
+        );
     }
 
     #[test]
@@ -657,16 +767,32 @@ max_batch_rows = {max_batch_rows}
         };
         let rows: Vec<(i64, RowOp)> = (0..10).map(|i| (i, big(i))).collect();
         let st = s.statements(&rows, 1000).unwrap();
-        assert_eq!(st.len(), 5, "two rows of ~424 bytes per 1000-byte statement");
-        let huge = vec![(0, RowOp::Write { columns: vec![0, 2], values: vec![Value::Int(1), Value::Bytes(vec![0; 5000])] })];
+        assert_eq!(
+            st.len(),
+            5,
+            "two rows of ~424 bytes per 1000-byte statement"
+        );
+        let huge = vec![(
+            0,
+            RowOp::Write {
+                columns: vec![0, 2],
+                values: vec![Value::Int(1), Value::Bytes(vec![0; 5000])],
+            },
+        )];
         let err = s.statements(&huge, 1000).unwrap_err();
-        assert!(matches!(err, Error::Record(RecordError::TooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, Error::Record(RecordError::TooLarge { .. })),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_bulk_path_sends_one_row_statements_and_never_mixes_parameter_types() {
         let s = sink(WriteMode::Upsert, &["id"], 3);
-        let row = |id: i64, name: Value| RowOp::Write { columns: vec![0, 2], values: vec![Value::Int(id), name] };
+        let row = |id: i64, name: Value| RowOp::Write {
+            columns: vec![0, 2],
+            values: vec![Value::Int(id), name],
+        };
         let text = |t: &str| Value::Bytes(t.as_bytes().to_vec());
         let rows = vec![
             (0, row(1, text("a"))),
@@ -676,11 +802,25 @@ max_batch_rows = {max_batch_rows}
             (4, row(4, text("d"))),
             (5, row(5, Value::Int(5))),
             (6, row(6, Value::NULL)),
-            (7, RowOp::Write { columns: vec![0, 2], values: vec![Value::UInt(u64::MAX), Value::Int(7)] }),
-            (8, RowOp::Delete { key_values: vec![Value::Int(1)] }),
+            (
+                7,
+                RowOp::Write {
+                    columns: vec![0, 2],
+                    values: vec![Value::UInt(u64::MAX), Value::Int(7)],
+                },
+            ),
+            (
+                8,
+                RowOp::Delete {
+                    key_values: vec![Value::Int(1)],
+                },
+            ),
         ];
         let plan = s.plan(&rows, 1 << 20, true).unwrap();
-        let runs: Vec<(std::ops::Range<usize>, &str)> = plan.iter().map(|p| (p.rows.clone(), p.sql.as_str())).collect();
+        let runs: Vec<(std::ops::Range<usize>, &str)> = plan
+            .iter()
+            .map(|p| (p.rows.clone(), p.sql.as_str()))
+            .collect();
         let one_row = "INSERT INTO `orders` (`id`,`name`) VALUES (?,?) ON DUPLICATE KEY UPDATE `name`=VALUES(`name`)";
         assert_eq!(
             runs,
@@ -695,7 +835,17 @@ max_batch_rows = {max_batch_rows}
         // Without the bulk path the same rows make multi-row statements.
         let st = s.statements(&rows, 1 << 20).unwrap();
         assert_eq!(st.len(), 4);
-        assert_eq!(st[0].1, vec![Value::Int(1), text("a"), Value::Int(2), Value::NULL, Value::Int(3), text("c")]);
+        assert_eq!(
+            st[0].1,
+            vec![
+                Value::Int(1),
+                text("a"),
+                Value::Int(2),
+                Value::NULL,
+                Value::Int(3),
+                text("c")
+            ]
+        );
     }
 
     #[test]

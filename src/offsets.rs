@@ -25,7 +25,9 @@ impl std::fmt::Display for StartReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartReason::Stored => f.write_str("stored offset"),
-            StartReason::NoStoredOffset(r) => write!(f, "no stored offset, offset_reset = {}", reset_name(*r)),
+            StartReason::NoStoredOffset(r) => {
+                write!(f, "no stored offset, offset_reset = {}", reset_name(*r))
+            }
             StartReason::StoredOutOfRange { stored, reset } => write!(
                 f,
                 "stored offset {stored} is out of range, offset_reset = {}",
@@ -67,7 +69,12 @@ pub fn start_position(
 /// `Some((new_offset, skipped))`, or `None` when `offset_reset = fail`.
 /// `skipped` counts the offsets between the requested and the new position
 /// that will never be read (0 when the new position is behind the request).
-pub fn out_of_range_position(requested: i64, earliest: i64, latest: i64, reset: OffsetReset) -> Option<(i64, i64)> {
+pub fn out_of_range_position(
+    requested: i64,
+    earliest: i64,
+    latest: i64,
+    reset: OffsetReset,
+) -> Option<(i64, i64)> {
     let new = match reset {
         OffsetReset::Earliest => {
             // Records were deleted below `earliest`; a request past the end
@@ -114,7 +121,13 @@ impl OffsetBook {
     /// Registers a partition at its start offset, with the group's committed
     /// value (which may differ from the start when it was out of range).
     pub fn start(&mut self, partition: i32, start: i64, committed: Option<i64>) {
-        self.partitions.insert(partition, PartitionOffsets { applied: start, committed });
+        self.partitions.insert(
+            partition,
+            PartitionOffsets {
+                applied: start,
+                committed,
+            },
+        );
     }
 
     /// A worker applied everything below `next_offset`.
@@ -140,10 +153,15 @@ impl OffsetBook {
 
     pub fn commit_due(&self, now: Instant) -> bool {
         // Called on every turn of the coordinator's loop: no allocation here.
-        if self.partitions.values().all(|p| p.committed == Some(p.applied)) {
+        if self
+            .partitions
+            .values()
+            .all(|p| p.committed == Some(p.applied))
+        {
             return false;
         }
-        self.records_since_commit >= self.every_messages || now.duration_since(self.last_commit) >= self.interval
+        self.records_since_commit >= self.every_messages
+            || now.duration_since(self.last_commit) >= self.interval
     }
 
     /// When the interval commit will be due (for the coordinator's waits).
@@ -175,27 +193,60 @@ mod tests {
     #[test]
     fn start_positions() {
         use OffsetReset::*;
-        assert_eq!(start_position(Some(5), 0, 10, Earliest), Ok((5, StartReason::Stored)));
-        assert_eq!(start_position(Some(10), 0, 10, Fail), Ok((10, StartReason::Stored)));
-        assert_eq!(start_position(None, 3, 10, Earliest), Ok((3, StartReason::NoStoredOffset(Earliest))));
-        assert_eq!(start_position(None, 3, 10, Latest), Ok((10, StartReason::NoStoredOffset(Latest))));
+        assert_eq!(
+            start_position(Some(5), 0, 10, Earliest),
+            Ok((5, StartReason::Stored))
+        );
+        assert_eq!(
+            start_position(Some(10), 0, 10, Fail),
+            Ok((10, StartReason::Stored))
+        );
+        assert_eq!(
+            start_position(None, 3, 10, Earliest),
+            Ok((3, StartReason::NoStoredOffset(Earliest)))
+        );
+        assert_eq!(
+            start_position(None, 3, 10, Latest),
+            Ok((10, StartReason::NoStoredOffset(Latest)))
+        );
         assert_eq!(
             start_position(Some(1), 3, 10, Earliest),
-            Ok((3, StartReason::StoredOutOfRange { stored: 1, reset: Earliest }))
+            Ok((
+                3,
+                StartReason::StoredOutOfRange {
+                    stored: 1,
+                    reset: Earliest
+                }
+            ))
         );
         assert_eq!(
             start_position(Some(11), 3, 10, Latest),
-            Ok((10, StartReason::StoredOutOfRange { stored: 11, reset: Latest }))
+            Ok((
+                10,
+                StartReason::StoredOutOfRange {
+                    stored: 11,
+                    reset: Latest
+                }
+            ))
         );
-        assert_eq!(start_position(None, 0, 0, Fail), Err(StartReason::NoStoredOffset(Fail)));
+        assert_eq!(
+            start_position(None, 0, 0, Fail),
+            Err(StartReason::NoStoredOffset(Fail))
+        );
     }
 
     #[test]
     fn out_of_range_moves_and_counts_skipped() {
         use OffsetReset::*;
-        assert_eq!(out_of_range_position(100, 150, 300, Earliest), Some((150, 50)));
+        assert_eq!(
+            out_of_range_position(100, 150, 300, Earliest),
+            Some((150, 50))
+        );
         assert_eq!(out_of_range_position(400, 0, 10, Earliest), Some((0, 0)));
-        assert_eq!(out_of_range_position(100, 150, 300, Latest), Some((300, 200)));
+        assert_eq!(
+            out_of_range_position(100, 150, 300, Latest),
+            Some((300, 200))
+        );
         assert_eq!(out_of_range_position(100, 150, 300, Fail), None);
     }
 
@@ -207,7 +258,10 @@ mod tests {
         book.start(1, 0, None);
         assert_eq!(book.pending(), vec![(1, 0)]);
         book.committed(&book.pending(), t0);
-        assert!(!book.commit_due(t0 + Duration::from_secs(60)), "nothing new");
+        assert!(
+            !book.commit_due(t0 + Duration::from_secs(60)),
+            "nothing new"
+        );
 
         book.applied(0, 60, 50);
         assert!(!book.commit_due(t0));

@@ -61,7 +61,10 @@ impl Record {
 
     /// The stand-in for a record too large to fetch: no key, no value.
     pub fn oversized(offset: i64) -> Record {
-        Record { oversized: true, ..Record::new(offset, b"", b"") }
+        Record {
+            oversized: true,
+            ..Record::new(offset, b"", b"")
+        }
     }
 
     pub fn key(&self) -> &[u8] {
@@ -109,7 +112,11 @@ pub struct TableSchema {
 impl TableSchema {
     /// Builds the schema; fails naming the first configured key column that is
     /// not a column of the table.
-    pub fn new(table: &str, columns: Vec<Column>, key_columns: &[String]) -> Result<TableSchema, String> {
+    pub fn new(
+        table: &str,
+        columns: Vec<Column>,
+        key_columns: &[String],
+    ) -> Result<TableSchema, String> {
         let by_name: HashMap<String, usize> = columns
             .iter()
             .enumerate()
@@ -119,7 +126,11 @@ impl TableSchema {
         for k in key_columns {
             match by_name.get(&k.to_ascii_lowercase()) {
                 Some(&i) => keys.push(i),
-                None => return Err(format!("table {table} has no column {k:?} (mysql.key_columns)")),
+                None => {
+                    return Err(format!(
+                        "table {table} has no column {k:?} (mysql.key_columns)"
+                    ))
+                }
             }
         }
         Ok(TableSchema {
@@ -133,7 +144,10 @@ impl TableSchema {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         // A short scan beats hashing the name for the usual table (profiled).
         if self.columns.len() <= 16 {
-            return self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name));
+            return self
+                .columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(name));
         }
         if let Some(&i) = self.by_name.get(name) {
             return Some(i);
@@ -148,7 +162,10 @@ pub enum RowOp {
     /// Insert (or upsert) a row. `columns` are indexes into the schema's
     /// columns, ascending, so records with the same fields have equal lists and
     /// share one multi-row statement.
-    Write { columns: Vec<usize>, values: Vec<Value> },
+    Write {
+        columns: Vec<usize>,
+        values: Vec<Value>,
+    },
     /// Delete the row whose key columns equal these values (schema key order).
     Delete { key_values: Vec<Value> },
     /// A tombstone while `delete_on_tombstone = false`.
@@ -194,9 +211,14 @@ impl Mapper {
     /// ("id", "ID") the bytewise smaller one wins; with `unknown_fields =
     /// dead_letter` the bytewise smallest unknown name is reported.
     fn map_value(&self, value: &[u8]) -> Result<RowOp, RecordError> {
-        let top = TopLevelSeed { schema: &self.schema, keep_unknown_name: self.unknown_fields == UnknownFields::DeadLetter };
+        let top = TopLevelSeed {
+            schema: &self.schema,
+            keep_unknown_name: self.unknown_fields == UnknownFields::DeadLetter,
+        };
         let mut deserializer = serde_json::Deserializer::from_slice(value);
-        let parsed = top.deserialize(&mut deserializer).and_then(|fields| deserializer.end().map(|()| fields));
+        let parsed = top
+            .deserialize(&mut deserializer)
+            .and_then(|fields| deserializer.end().map(|()| fields));
         let fields = match parsed {
             Ok(Some(fields)) => fields,
             Ok(None) => return Err(RecordError::NotObject),
@@ -240,8 +262,9 @@ impl Mapper {
         if key.is_empty() {
             return Err(RecordError::BadTombstoneKey("the record has no key".into()));
         }
-        let text = std::str::from_utf8(key)
-            .map_err(|e| RecordError::BadTombstoneKey(format!("key is not UTF-8 (byte {})", e.valid_up_to())))?;
+        let text = std::str::from_utf8(key).map_err(|e| {
+            RecordError::BadTombstoneKey(format!("key is not UTF-8 (byte {})", e.valid_up_to()))
+        })?;
         let parsed: Option<Json> = serde_json::from_str(text).ok();
         let key_values = match parsed {
             Some(Json::Object(mut fields)) => {
@@ -308,7 +331,10 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = ObjectFields { pairs: Vec::with_capacity(self.schema.columns.len().min(64)), smallest_unknown: None };
+        let mut fields = ObjectFields {
+            pairs: Vec::with_capacity(self.schema.columns.len().min(64)),
+            smallest_unknown: None,
+        };
         // Columns below 128 already seen, so that only a repeated column is
         // looked for in `pairs`.
         let mut seen: u128 = 0;
@@ -324,7 +350,12 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
                 // Read as a value (not skipped): a broken record is then
                 // reported with the parser's same words as before.
                 map.next_value::<Json>()?;
-                if self.keep_unknown_name && fields.smallest_unknown.as_deref().is_none_or(|s| name.as_ref() < s) {
+                if self.keep_unknown_name
+                    && fields
+                        .smallest_unknown
+                        .as_deref()
+                        .is_none_or(|s| name.as_ref() < s)
+                {
                     fields.smallest_unknown = Some(name.into_owned());
                 }
                 continue;
@@ -415,7 +446,8 @@ impl<'de> Visitor<'de> for ColumnValue {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         // As serde_json keeps it: a float number, or null if not finite.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::NULL, |n| Value::Bytes(n.to_string().into_bytes())))
+        Ok(serde_json::Number::from_f64(v)
+            .map_or(Value::NULL, |n| Value::Bytes(n.to_string().into_bytes())))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -520,7 +552,10 @@ mod tests {
     fn schema(keys: &[&str]) -> TableSchema {
         let columns = ["id", "name", "amount", "tags", "region"]
             .iter()
-            .map(|n| Column { name: n.to_string(), data_type: "varchar".into() })
+            .map(|n| Column {
+                name: n.to_string(),
+                data_type: "varchar".into(),
+            })
             .collect();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         TableSchema::new("orders", columns, &keys).unwrap()
@@ -543,7 +578,12 @@ mod tests {
     #[test]
     fn object_fields_become_columns_in_table_order() {
         let m = mapper(&["id"]);
-        let op = map(&m, "", r#"{"amount": 12.50, "id": 3, "name": "x", "tags": [1,2], "other": 1}"#).unwrap();
+        let op = map(
+            &m,
+            "",
+            r#"{"amount": 12.50, "id": 3, "name": "x", "tags": [1,2], "other": 1}"#,
+        )
+        .unwrap();
         assert_eq!(
             op,
             RowOp::Write {
@@ -564,7 +604,10 @@ mod tests {
         let op = map(&m, "", r#"{"ID": 1, "Name": null, "region": true}"#).unwrap();
         assert_eq!(
             op,
-            RowOp::Write { columns: vec![0, 1, 4], values: vec![Value::Int(1), Value::NULL, Value::Int(1)] }
+            RowOp::Write {
+                columns: vec![0, 1, 4],
+                values: vec![Value::Int(1), Value::NULL, Value::Int(1)]
+            }
         );
     }
 
@@ -575,28 +618,47 @@ mod tests {
             (b"\xff\xfe{}", RecordError::NotUtf8(0)),
             (b"[1,2]", RecordError::NotObject),
             (b"\"text\"", RecordError::NotObject),
-            (br#"{"name": "no key"}"#, RecordError::MissingKey("id".into())),
-            (br#"{"id": null, "name": "x"}"#, RecordError::MissingKey("id".into())),
+            (
+                br#"{"name": "no key"}"#,
+                RecordError::MissingKey("id".into()),
+            ),
+            (
+                br#"{"id": null, "name": "x"}"#,
+                RecordError::MissingKey("id".into()),
+            ),
             (br#"{"nothing": 1}"#, RecordError::NoColumns),
         ];
         for (value, expected) in cases {
-            assert_eq!(&m.map(&Record::new(1, b"", value)).unwrap_err(), expected, "{value:?}");
+            assert_eq!(
+                &m.map(&Record::new(1, b"", value)).unwrap_err(),
+                expected,
+                "{value:?}"
+            );
         }
-        assert!(matches!(map(&m, "", "{not json"), Err(RecordError::NotJson(_))));
+        assert!(matches!(
+            map(&m, "", "{not json"),
+            Err(RecordError::NotJson(_))
+        ));
     }
 
     #[test]
     fn unknown_fields_can_be_dead_lettered() {
         let mut m = mapper(&["id"]);
         m.unknown_fields = UnknownFields::DeadLetter;
-        assert_eq!(map(&m, "", r#"{"id": 1, "colour": "red"}"#), Err(RecordError::UnknownField("colour".into())));
+        assert_eq!(
+            map(&m, "", r#"{"id": 1, "colour": "red"}"#),
+            Err(RecordError::UnknownField("colour".into()))
+        );
     }
 
     #[test]
     fn records_over_the_limit_are_too_large() {
         let m = mapper(&["id"]);
         let big = format!(r#"{{"id": 1, "name": "{}"}}"#, "x".repeat(1000));
-        assert!(matches!(map(&m, "", &big), Err(RecordError::TooLarge { limit: 1000, .. })));
+        assert!(matches!(
+            map(&m, "", &big),
+            Err(RecordError::TooLarge { limit: 1000, .. })
+        ));
         let mut r = Record::new(1, b"k", b"");
         r.oversized = true;
         assert!(matches!(m.map(&r), Err(RecordError::TooLarge { .. })));
@@ -605,18 +667,44 @@ mod tests {
     #[test]
     fn tombstones_delete_by_key() {
         let m = mapper(&["id"]);
-        assert_eq!(map(&m, "42", ""), Ok(RowOp::Delete { key_values: vec![Value::Int(42)] }));
-        assert_eq!(map(&m, "abc", ""), Ok(RowOp::Delete { key_values: vec![Value::Bytes(b"abc".to_vec())] }));
-        assert_eq!(map(&m, r#"{"id": 5}"#, ""), Ok(RowOp::Delete { key_values: vec![Value::Int(5)] }));
-        assert!(matches!(map(&m, "", ""), Err(RecordError::BadTombstoneKey(_))));
+        assert_eq!(
+            map(&m, "42", ""),
+            Ok(RowOp::Delete {
+                key_values: vec![Value::Int(42)]
+            })
+        );
+        assert_eq!(
+            map(&m, "abc", ""),
+            Ok(RowOp::Delete {
+                key_values: vec![Value::Bytes(b"abc".to_vec())]
+            })
+        );
+        assert_eq!(
+            map(&m, r#"{"id": 5}"#, ""),
+            Ok(RowOp::Delete {
+                key_values: vec![Value::Int(5)]
+            })
+        );
+        assert!(matches!(
+            map(&m, "", ""),
+            Err(RecordError::BadTombstoneKey(_))
+        ));
 
         let two = mapper(&["id", "region"]);
         assert_eq!(
             map(&two, r#"{"region": "eu", "id": 5}"#, ""),
-            Ok(RowOp::Delete { key_values: vec![Value::Int(5), Value::Bytes(b"eu".to_vec())] })
+            Ok(RowOp::Delete {
+                key_values: vec![Value::Int(5), Value::Bytes(b"eu".to_vec())]
+            })
         );
-        assert!(matches!(map(&two, "5", ""), Err(RecordError::BadTombstoneKey(_))));
-        assert_eq!(map(&two, r#"{"id": 5}"#, ""), Err(RecordError::MissingKey("region".into())));
+        assert!(matches!(
+            map(&two, "5", ""),
+            Err(RecordError::BadTombstoneKey(_))
+        ));
+        assert_eq!(
+            map(&two, r#"{"id": 5}"#, ""),
+            Err(RecordError::MissingKey("region".into()))
+        );
 
         let mut keep = mapper(&["id"]);
         keep.delete_on_tombstone = false;
@@ -625,7 +713,10 @@ mod tests {
 
     #[test]
     fn missing_key_column_in_schema_is_named() {
-        let columns = vec![Column { name: "id".into(), data_type: "int".into() }];
+        let columns = vec![Column {
+            name: "id".into(),
+            data_type: "int".into(),
+        }];
         let err = TableSchema::new("t", columns, &["idd".to_string()]).unwrap_err();
         assert!(err.contains("\"idd\""), "{err}");
     }
@@ -638,7 +729,8 @@ mod tests {
         if let Err(e) = std::str::from_utf8(value) {
             return Err(RecordError::NotUtf8(e.valid_up_to()));
         }
-        let json: Json = serde_json::from_slice(value).map_err(|e| RecordError::NotJson(e.to_string()))?;
+        let json: Json =
+            serde_json::from_slice(value).map_err(|e| RecordError::NotJson(e.to_string()))?;
         let Json::Object(fields) = json else {
             return Err(RecordError::NotObject);
         };
@@ -673,8 +765,22 @@ mod tests {
     /// of value; sometimes not an object, sometimes cut short or broken.
     fn random_json(rng: &mut impl rand::Rng) -> Vec<u8> {
         const NAMES: &[&str] = &[
-            "id", "ID", "Id", "name", "NAME", "amount", "tags", "region", "Region", "colour", "other", "zz",
-            "i\\u0064", "n\\u0061me", "\\u00e9t\\u00e9", "",
+            "id",
+            "ID",
+            "Id",
+            "name",
+            "NAME",
+            "amount",
+            "tags",
+            "region",
+            "Region",
+            "colour",
+            "other",
+            "zz",
+            "i\\u0064",
+            "n\\u0061me",
+            "\\u00e9t\\u00e9",
+            "",
         ];
         fn scalar(rng: &mut impl rand::Rng) -> String {
             match rng.gen_range(0..12) {
@@ -695,7 +801,11 @@ mod tests {
         fn value(rng: &mut impl rand::Rng, depth: u32) -> String {
             match rng.gen_range(0..10) {
                 0 if depth < 3 => format!("[{}, {}]", value(rng, depth + 1), scalar(rng)),
-                1 if depth < 3 => format!("{{\"b\": {}, \"a\": {}, \"b\": 1}}", value(rng, depth + 1), scalar(rng)),
+                1 if depth < 3 => format!(
+                    "{{\"b\": {}, \"a\": {}, \"b\": 1}}",
+                    value(rng, depth + 1),
+                    scalar(rng)
+                ),
                 _ => scalar(rng),
             }
         }
@@ -704,7 +814,13 @@ mod tests {
             1 => "[1, 2]".into(),
             _ => {
                 let fields: Vec<String> = (0..rng.gen_range(0..9))
-                    .map(|_| format!("\"{}\": {}", NAMES[rng.gen_range(0..NAMES.len())], value(rng, 0)))
+                    .map(|_| {
+                        format!(
+                            "\"{}\": {}",
+                            NAMES[rng.gen_range(0..NAMES.len())],
+                            value(rng, 0)
+                        )
+                    })
                     .collect();
                 format!(" {{{}}} ", fields.join(", "))
             }
@@ -719,7 +835,8 @@ mod tests {
         // Bytes that are not UTF-8, inside or outside a string.
         if rng.gen_range(0..8) == 0 {
             let at = rng.gen_range(0..=bytes.len());
-            let bad: &[u8] = [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xe2\x82"][rng.gen_range(0..4)];
+            let bad: &[u8] =
+                [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xe2\x82"][rng.gen_range(0..4)];
             bytes.splice(at..at, bad.iter().copied());
         }
         bytes
@@ -742,8 +859,17 @@ mod tests {
             let text = random_json(&mut rng);
             for m in &mappers {
                 let record = Record::new(1, b"", &text);
-                let expected = if text.is_empty() { m.map(&record) } else { map_value_reference(m, &text) };
-                assert_eq!(m.map(&record), expected, "{}", String::from_utf8_lossy(&text));
+                let expected = if text.is_empty() {
+                    m.map(&record)
+                } else {
+                    map_value_reference(m, &text)
+                };
+                assert_eq!(
+                    m.map(&record),
+                    expected,
+                    "{}",
+                    String::from_utf8_lossy(&text)
+                );
             }
         }
     }

@@ -24,7 +24,9 @@ impl Backoff {
     /// The wait after failed attempt number `attempt` (1-based):
     /// initial, 2 x initial, 4 x initial, ... never above `max`.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use log::{info, warn};
 
-use crate::broker::Broker;
+use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
@@ -75,19 +75,31 @@ pub fn run(config: Config, shutdown: Receiver<()>) -> RunOutcome {
                     p.pid_file.display()
                 ))
             }
-            Err(Err(e)) => return RunOutcome::Failed(format!("cannot lock {}: {e}", p.pid_file.display())),
+            Err(Err(e)) => {
+                return RunOutcome::Failed(format!("cannot lock {}: {e}", p.pid_file.display()))
+            }
         },
         None => None,
     };
-    info!("kafka2mysql {} starting with {:?}", env!("CARGO_PKG_VERSION"), config);
-    let sinks = |schema: &TableSchema| -> Box<dyn Sink> { Box::new(MysqlSink::new(&config, schema.clone())) };
+    info!(
+        "kafka2mysql {} starting with {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config
+    );
+    let sinks = |schema: &TableSchema| -> Box<dyn Sink> {
+        Box::new(MysqlSink::new(&config, schema.clone()))
+    };
     match run_pipeline(&config, shutdown, paths.map(|p| p.status_file), &sinks) {
         Ok(Some(Ending::Clean)) | Ok(None) => {
             info!("stopped");
             RunOutcome::Stopped
         }
-        Ok(Some(Ending::WorkerDied)) => RunOutcome::Failed("a worker thread ended unexpectedly".into()),
-        Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => RunOutcome::Setup(e.to_string()),
+        Ok(Some(Ending::WorkerDied)) => {
+            RunOutcome::Failed("a worker thread ended unexpectedly".into())
+        }
+        Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => {
+            RunOutcome::Setup(e.to_string())
+        }
         Err(e) => RunOutcome::Failed(e.to_string()),
     }
 }
@@ -100,17 +112,24 @@ fn until_ready<T>(
     shutdown: &Receiver<()>,
     mut attempt: impl FnMut() -> Result<T, Error>,
 ) -> Result<Option<T>, Error> {
-    let backoff = Backoff { initial: config.retry.backoff_initial, max: config.retry.backoff_max.min(Duration::from_secs(10)) };
+    let backoff = Backoff {
+        initial: config.retry.backoff_initial,
+        max: config.retry.backoff_max.min(Duration::from_secs(10)),
+    };
     let mut failures = 0;
     loop {
         match attempt() {
             Ok(v) => return Ok(Some(v)),
-            Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => return Err(e),
+            Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => {
+                return Err(e)
+            }
             Err(e) => {
                 failures += 1;
                 let wait = backoff.delay(failures);
                 warn!("{what}: {e}; retrying in {wait:?} (attempt {failures})");
-                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = shutdown.recv_timeout(wait) {
+                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                    shutdown.recv_timeout(wait)
+                {
                     return Ok(None);
                 }
             }
@@ -132,7 +151,7 @@ pub fn run_pipeline(
     sinks: &dyn Fn(&TableSchema) -> Box<dyn Sink>,
 ) -> Result<Option<Ending>, Error> {
     let Some((broker, partitions)) = until_ready("kafka", config, &shutdown, || {
-        let broker = Broker::connect(&config.kafka)?;
+        let mut broker = broker::connect(config)?;
         let all = broker.partitions()?;
         Ok((broker, all))
     })?
@@ -164,7 +183,7 @@ pub fn run_pipeline(
 
     let mut broker = broker;
     let Some(starts) = until_ready("kafka offsets", config, &shutdown, || {
-        start_positions(config, &mut broker, &partitions, &stored_in_mysql)
+        start_positions(config, broker.as_mut(), &partitions, &stored_in_mysql)
     })?
     else {
         return Ok(None);
@@ -196,7 +215,10 @@ pub fn run_pipeline(
         workers.insert(partition, handle);
     }
     drop(event_sender);
-    info!("running: topic {} partitions {:?} -> table {}", config.kafka.topic, partitions, schema.table);
+    info!(
+        "running: topic {} partitions {:?} -> table {}",
+        config.kafka.topic, partitions, schema.table
+    );
     let coordinator = Coordinator::new(CoordinatorParts {
         config: config.clone(),
         broker,
@@ -233,17 +255,19 @@ fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Err
 /// reason.
 fn start_positions(
     config: &Config,
-    broker: &mut Broker,
+    broker: &mut dyn Broker,
     partitions: &[i32],
     stored_in_mysql: &BTreeMap<i32, i64>,
 ) -> Result<Starts, Error> {
-    let earliest = broker.earliest_offsets()?;
-    let latest = broker.latest_offsets()?;
+    let bounds = broker.log_bounds()?;
+    let (earliest, latest) = (bounds.earliest, bounds.latest);
     let committed = broker.committed_offsets()?;
     let mut starts = BTreeMap::new();
     for &p in partitions {
         let (Some(&e), Some(&l)) = (earliest.get(&p), latest.get(&p)) else {
-            return Err(Error::Kafka(kafka::Error::Kafka(kafka::error::KafkaCode::LeaderNotAvailable)));
+            return Err(Error::Librdkafka(format!(
+                "partition {p}: no log bounds (no leader?)"
+            )));
         };
         let group = committed.get(&p).copied().flatten();
         let (stored, source) = match config.mysql.delivery {

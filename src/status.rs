@@ -26,9 +26,11 @@ pub struct Stats {
 
 impl Stats {
     pub fn add_applied(&self, records: usize, rows: usize, dead_letters: usize) {
-        self.records_applied.fetch_add(records as u64, Ordering::Relaxed);
+        self.records_applied
+            .fetch_add(records as u64, Ordering::Relaxed);
         self.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
-        self.dead_letters.fetch_add(dead_letters as u64, Ordering::Relaxed);
+        self.dead_letters
+            .fetch_add(dead_letters as u64, Ordering::Relaxed);
     }
 
     pub fn add_retry(&self) {
@@ -99,7 +101,9 @@ pub struct ServiceStatus {
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl ServiceStatus {
@@ -129,9 +133,16 @@ pub struct Paths {
 
 impl Paths {
     pub fn for_config(config_file: &Path) -> Paths {
-        let absolute = std::fs::canonicalize(config_file).unwrap_or_else(|_| config_file.to_path_buf());
-        let dir = absolute.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let run_dir = dir.parent().map(|p| p.join("run")).unwrap_or_else(|| dir.join("run"));
+        let absolute =
+            std::fs::canonicalize(config_file).unwrap_or_else(|_| config_file.to_path_buf());
+        let dir = absolute
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let run_dir = dir
+            .parent()
+            .map(|p| p.join("run"))
+            .unwrap_or_else(|| dir.join("run"));
         let stem = absolute
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -177,7 +188,10 @@ impl PidLock {
         file.set_len(0).map_err(Err)?;
         writeln!(file, "{}", std::process::id()).map_err(Err)?;
         file.flush().map_err(Err)?;
-        Ok(PidLock { _file: file, path: path.to_path_buf() })
+        Ok(PidLock {
+            _file: file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The pid of the process holding the lock, if one does.
@@ -213,7 +227,10 @@ mod tests {
     fn paths_sit_in_run_beside_conf() {
         let p = Paths::for_config(Path::new("/opt/k2m/conf/orders.toml"));
         assert_eq!(p.pid_file, PathBuf::from("/opt/k2m/run/orders.pid"));
-        assert_eq!(p.status_file, PathBuf::from("/opt/k2m/run/orders.status.json"));
+        assert_eq!(
+            p.status_file,
+            PathBuf::from("/opt/k2m/run/orders.status.json")
+        );
     }
 
     #[test]
@@ -221,8 +238,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("k2m-status-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.status.json");
-        let mut s = ServiceStatus { pid: 7, topic: "t".into(), ..Default::default() };
-        s.partitions.insert(1, PartitionStatus { partition: 1, state: "blocked".into(), ..Default::default() });
+        let mut s = ServiceStatus {
+            pid: 7,
+            topic: "t".into(),
+            ..Default::default()
+        };
+        s.partitions.insert(
+            1,
+            PartitionStatus {
+                partition: 1,
+                state: "blocked".into(),
+                ..Default::default()
+            },
+        );
         s.write(&path).unwrap();
         assert_eq!(ServiceStatus::read(&path), Some(s));
         std::fs::remove_dir_all(&dir).unwrap();

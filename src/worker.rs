@@ -48,12 +48,26 @@ pub struct Batch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerEvent {
     /// Everything below `next_offset` is in MySQL (as a row or a dead letter).
-    Applied { partition: i32, next_offset: i64, records: u64 },
+    Applied {
+        partition: i32,
+        next_offset: i64,
+        records: u64,
+    },
     /// The partition stopped making progress at `offset`.
-    Blocked { partition: i32, offset: i64, since: SystemTime, class: Class, error: String },
+    Blocked {
+        partition: i32,
+        offset: i64,
+        since: SystemTime,
+        class: Class,
+        error: String,
+    },
     /// The partition makes progress again.
-    Flowing { partition: i32 },
-    Exited { partition: i32 },
+    Flowing {
+        partition: i32,
+    },
+    Exited {
+        partition: i32,
+    },
 }
 
 /// The settings a worker needs, taken from `Config`.
@@ -117,7 +131,11 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name(format!("partition-{partition}"))
         .spawn(move || worker.run(receiver))?;
-    Ok(WorkerHandle { partition, sender, thread })
+    Ok(WorkerHandle {
+        partition,
+        sender,
+        thread,
+    })
 }
 
 /// Why a retry loop gave up.
@@ -152,7 +170,9 @@ impl Worker {
                 break;
             }
         }
-        let _ = self.events.send(WorkerEvent::Exited { partition: self.partition });
+        let _ = self.events.send(WorkerEvent::Exited {
+            partition: self.partition,
+        });
     }
 
     fn stopping(&self) -> bool {
@@ -181,7 +201,12 @@ impl Worker {
         if let Some(offset) = batch.reset_to {
             self.next_offset = offset;
             if batch.records.is_empty() {
-                let write = WriteSet { partition: self.partition, rows: &[], dead_letters: &[], next_offset: offset };
+                let write = WriteSet {
+                    partition: self.partition,
+                    rows: &[],
+                    dead_letters: &[],
+                    next_offset: offset,
+                };
                 return match self.write_with_retry(write, offset) {
                     Ok(()) => {
                         self.report(offset, 0);
@@ -189,15 +214,24 @@ impl Worker {
                     }
                     Err(Abandon::Stopped) => Err(()),
                     Err(Abandon::Business(e)) => {
-                        error!("partition {}: cannot store position {offset}: {e}", self.partition);
+                        error!(
+                            "partition {}: cannot store position {offset}: {e}",
+                            self.partition
+                        );
                         Ok(())
                     }
                 };
             }
         }
         let floor = self.next_offset;
-        let records: Vec<Record> = batch.records.into_iter().filter(|r| r.offset >= floor).collect();
-        let Some(last) = records.last() else { return Ok(()) };
+        let records: Vec<Record> = batch
+            .records
+            .into_iter()
+            .filter(|r| r.offset >= floor)
+            .collect();
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
         let next_offset = last.offset + 1;
 
         // Fast path: map every record; records that cannot be mapped are
@@ -224,7 +258,12 @@ impl Worker {
             }
         }
         if fast {
-            let write = WriteSet { partition: self.partition, rows: &rows, dead_letters: &dead_letters, next_offset };
+            let write = WriteSet {
+                partition: self.partition,
+                rows: &rows,
+                dead_letters: &dead_letters,
+                next_offset,
+            };
             match self.write_with_retry(write, records[0].offset) {
                 Ok(()) => {
                     for dl in &dead_letters {
@@ -276,7 +315,12 @@ impl Worker {
                 Err(e) => Err(Abandon::Business(Error::Record(e))),
                 Ok(op) => {
                     let rows = [(record.offset, op)];
-                    let write = WriteSet { partition: self.partition, rows: &rows, dead_letters: &[], next_offset: record.offset + 1 };
+                    let write = WriteSet {
+                        partition: self.partition,
+                        rows: &rows,
+                        dead_letters: &[],
+                        next_offset: record.offset + 1,
+                    };
                     self.write_with_retry(write, record.offset).map(|()| rows)
                 }
             };
@@ -295,7 +339,9 @@ impl Worker {
             };
             if attempts < attempts_allowed {
                 self.stats.add_retry();
-                if !matches!(error, Error::Record(_)) && self.sleep(self.settings.backoff.delay(attempts)).is_err() {
+                if !matches!(error, Error::Record(_))
+                    && self.sleep(self.settings.backoff.delay(attempts)).is_err()
+                {
                     return Err(());
                 }
                 continue;
@@ -317,7 +363,12 @@ impl Worker {
             }
             let dl = self.dead_letter(record, &error, attempts);
             let dead_letters = [dl];
-            let write = WriteSet { partition: self.partition, rows: &[], dead_letters: &dead_letters, next_offset: record.offset + 1 };
+            let write = WriteSet {
+                partition: self.partition,
+                rows: &[],
+                dead_letters: &dead_letters,
+                next_offset: record.offset + 1,
+            };
             match self.write_with_retry(write, record.offset) {
                 Ok(()) => {
                     self.log_dead_letter(&dead_letters[0]);
@@ -331,7 +382,12 @@ impl Worker {
                     // The dead-letter table itself refuses the record: block
                     // rather than skip it.
                     let since = *burst_blocked_since.get_or_insert_with(SystemTime::now);
-                    self.block(record.offset, since, Class::Fatal, &format!("cannot write dead letter: {e}"));
+                    self.block(
+                        record.offset,
+                        since,
+                        Class::Fatal,
+                        &format!("cannot write dead letter: {e}"),
+                    );
                     if self.sleep(self.settings.backoff.max).is_err() {
                         return Err(());
                     }
@@ -370,12 +426,19 @@ impl Worker {
                 wait
             } else {
                 let since = *blocked_since.get_or_insert_with(SystemTime::now);
-                let advice = if class == Class::Fatal { " (the operator must fix this)" } else { "" };
+                let advice = if class == Class::Fatal {
+                    " (the operator must fix this)"
+                } else {
+                    ""
+                };
                 self.block(
                     first_offset,
                     since,
                     class,
-                    &format!("{error}{advice}; blocked for {}s", started.elapsed().as_secs()),
+                    &format!(
+                        "{error}{advice}; blocked for {}s",
+                        started.elapsed().as_secs()
+                    ),
                 );
                 self.settings.backoff.max
             };
@@ -410,8 +473,13 @@ impl Worker {
         if self.blocked {
             self.blocked = false;
             self.stats.partition_unblocked();
-            info!("topic {} partition {}: resumed", self.settings.topic, self.partition);
-            let _ = self.events.send(WorkerEvent::Flowing { partition: self.partition });
+            info!(
+                "topic {} partition {}: resumed",
+                self.settings.topic, self.partition
+            );
+            let _ = self.events.send(WorkerEvent::Flowing {
+                partition: self.partition,
+            });
         }
     }
 
@@ -439,8 +507,12 @@ impl Worker {
     }
 
     fn count_applied(&self, rows: &[(i64, RowOp)], dead_letters: usize) {
-        let written = rows.iter().filter(|(_, op)| !matches!(op, RowOp::Skip)).count();
-        self.stats.add_applied(rows.len() + dead_letters, written, dead_letters);
+        let written = rows
+            .iter()
+            .filter(|(_, op)| !matches!(op, RowOp::Skip))
+            .count();
+        self.stats
+            .add_applied(rows.len() + dead_letters, written, dead_letters);
     }
 }
 
@@ -469,7 +541,11 @@ mod tests {
     struct MemorySink(Arc<Mutex<Memory>>);
 
     fn server_error(code: u16) -> Error {
-        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError { state: "HY000".into(), message: "x".into(), code }))
+        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: "x".into(),
+            code,
+        }))
     }
 
     impl Sink for MemorySink {
@@ -482,7 +558,9 @@ mod tests {
             let mut staged = m.rows.clone();
             for (_, op) in write.rows {
                 if let RowOp::Write { values, .. } = op {
-                    let mysql::Value::Int(id) = values[0] else { panic!("id") };
+                    let mysql::Value::Int(id) = values[0] else {
+                        panic!("id")
+                    };
                     if m.poison_ids.contains(&id) {
                         return Err(server_error(1406));
                     }
@@ -499,8 +577,14 @@ mod tests {
 
     fn mapper() -> Arc<Mapper> {
         let columns = vec![
-            Column { name: "id".into(), data_type: "int".into() },
-            Column { name: "name".into(), data_type: "varchar".into() },
+            Column {
+                name: "id".into(),
+                data_type: "int".into(),
+            },
+            Column {
+                name: "name".into(),
+                data_type: "varchar".into(),
+            },
         ];
         Arc::new(Mapper {
             schema: TableSchema::new("t", columns, &["id".to_string()]).unwrap(),
@@ -516,7 +600,10 @@ mod tests {
             topic: "t".into(),
             technical_attempts: 2,
             business_attempts: 3,
-            backoff: Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(5) },
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
             dead_letter_burst: 1000,
             extra_technical_codes: vec![],
         }
@@ -544,15 +631,27 @@ mod tests {
             Arc::new(Stats::default()),
         )
         .unwrap();
-        Harness { handle, events, stop: Some(stop), sink }
+        Harness {
+            handle,
+            events,
+            stop: Some(stop),
+            sink,
+        }
     }
 
     fn good(offset: i64) -> Record {
-        Record::new(offset, b"", format!(r#"{{"id": {offset}, "name": "n{offset}"}}"#).as_bytes())
+        Record::new(
+            offset,
+            b"",
+            format!(r#"{{"id": {offset}, "name": "n{offset}"}}"#).as_bytes(),
+        )
     }
 
     fn batch(records: Vec<Record>) -> Batch {
-        Batch { records, reset_to: None }
+        Batch {
+            records,
+            reset_to: None,
+        }
     }
 
     impl Harness {
@@ -565,8 +664,12 @@ mod tests {
         fn until_applied(&self, next_offset: i64) -> Vec<WorkerEvent> {
             let mut seen = Vec::new();
             loop {
-                let e = self.events.recv_timeout(Duration::from_secs(10)).expect("worker event");
-                let done = matches!(e, WorkerEvent::Applied { next_offset: n, .. } if n == next_offset);
+                let e = self
+                    .events
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("worker event");
+                let done =
+                    matches!(e, WorkerEvent::Applied { next_offset: n, .. } if n == next_offset);
                 seen.push(e);
                 if done {
                     return seen;
@@ -587,7 +690,14 @@ mod tests {
         let h = start(MemorySink::default(), settings());
         h.send((0..10).map(good).collect());
         let events = h.until_applied(10);
-        assert_eq!(events, vec![WorkerEvent::Applied { partition: 0, next_offset: 10, records: 10 }]);
+        assert_eq!(
+            events,
+            vec![WorkerEvent::Applied {
+                partition: 0,
+                next_offset: 10,
+                records: 10
+            }]
+        );
         let m = h.finish();
         assert_eq!(m.rows.len(), 10);
         assert_eq!(m.applies, 1);
@@ -600,8 +710,23 @@ mod tests {
         let h = start(sink, settings());
         h.send((0..3).map(good).collect());
         let events = h.until_applied(3);
-        assert!(events.iter().any(|e| matches!(e, WorkerEvent::Blocked { offset: 0, class: Class::Technical, .. })), "{events:?}");
-        assert!(events.iter().any(|e| matches!(e, WorkerEvent::Flowing { .. })), "{events:?}");
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                WorkerEvent::Blocked {
+                    offset: 0,
+                    class: Class::Technical,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, WorkerEvent::Flowing { .. })),
+            "{events:?}"
+        );
         let m = h.finish();
         assert_eq!(m.rows.len(), 3);
         assert_eq!(m.applies, 7);
@@ -618,9 +743,15 @@ mod tests {
         h.until_applied(6);
         let m = h.finish();
         assert_eq!(m.rows.keys().copied().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
-        assert_eq!(m.dead_letters.keys().copied().collect::<Vec<_>>(), vec![2, 5]);
+        assert_eq!(
+            m.dead_letters.keys().copied().collect::<Vec<_>>(),
+            vec![2, 5]
+        );
         let dl = &m.dead_letters[&2];
-        assert_eq!((dl.class, dl.code, dl.attempts), (Class::Business, Some(1406), 3));
+        assert_eq!(
+            (dl.class, dl.code, dl.attempts),
+            (Class::Business, Some(1406), 3)
+        );
         let dl = &m.dead_letters[&5];
         assert_eq!((dl.class, dl.code, dl.attempts), (Class::Business, None, 3));
     }
@@ -645,7 +776,10 @@ mod tests {
         h.send((0..6).map(|o| Record::new(o, b"", b"nope")).collect());
         let mut blocked = false;
         while !blocked {
-            let e = h.events.recv_timeout(Duration::from_secs(10)).expect("event");
+            let e = h
+                .events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("event");
             if let WorkerEvent::Blocked { offset, error, .. } = e {
                 assert_eq!(offset, 3);
                 assert!(error.contains("dead_letter_burst"), "{error}");
@@ -664,7 +798,9 @@ mod tests {
         let h = start(sink, settings());
         h.send(vec![good(0)]);
         loop {
-            if let WorkerEvent::Blocked { class, .. } = h.events.recv_timeout(Duration::from_secs(10)).unwrap() {
+            if let WorkerEvent::Blocked { class, .. } =
+                h.events.recv_timeout(Duration::from_secs(10)).unwrap()
+            {
                 assert_eq!(class, Class::Fatal);
                 break;
             }
@@ -673,7 +809,12 @@ mod tests {
         let m = h.finish();
         assert!(m.rows.is_empty());
         let rest: Vec<WorkerEvent> = events.try_iter().collect();
-        assert!(!rest.iter().any(|e| matches!(e, WorkerEvent::Applied { .. })), "{rest:?}");
+        assert!(
+            !rest
+                .iter()
+                .any(|e| matches!(e, WorkerEvent::Applied { .. })),
+            "{rest:?}"
+        );
         assert!(rest.contains(&WorkerEvent::Exited { partition: 0 }));
     }
 
@@ -684,8 +825,21 @@ mod tests {
         h.until_applied(3);
         h.send((1..5).map(good).collect());
         let events = h.until_applied(5);
-        assert_eq!(events, vec![WorkerEvent::Applied { partition: 0, next_offset: 5, records: 2 }]);
-        h.handle.sender.send(Batch { records: vec![], reset_to: Some(100) }).unwrap();
+        assert_eq!(
+            events,
+            vec![WorkerEvent::Applied {
+                partition: 0,
+                next_offset: 5,
+                records: 2
+            }]
+        );
+        h.handle
+            .sender
+            .send(Batch {
+                records: vec![],
+                reset_to: Some(100),
+            })
+            .unwrap();
         h.until_applied(100);
         let m = h.finish();
         assert_eq!(m.rows.len(), 5);

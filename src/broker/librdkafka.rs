@@ -1,0 +1,682 @@
+//! librdkafka (through `rdkafka`), the default client: Kafka 0.11 to 4.x,
+//! TLS and SASL, every codec, transactional topics read committed.
+//!
+//! One `BaseConsumer`, driven by the coordinator thread alone: no async
+//! runtime, no group membership. Partitions are assigned explicitly at the
+//! offsets the coordinator asks for; offsets are committed only by `commit`
+//! (`enable.auto.commit=false`), synchronously, to the consumer group, so that
+//! Kafka's own lag tools keep working.
+//!
+//! Each partition's messages come through a queue of its own
+//! (`rd_kafka_queue_get_partition`), so every error stays tied to its
+//! partition: with `auto.offset.reset=error`, an offset out of range arrives
+//! on that partition's queue alone and the coordinator decides where the
+//! partition goes, exactly as for the other client. A partition the
+//! coordinator does not fetch (its worker's queue is full) is not read;
+//! librdkafka then stops prefetching it once `queued.max.messages.kbytes` is
+//! queued, which bounds the client's memory per partition.
+//!
+//! `enable.partition.eof` tells where a partition's log ends as librdkafka
+//! read it: past transaction markers and aborted records, which are not
+//! records, so the committed offset reaches the log end.
+//!
+//! The partition queues use librdkafka's C API directly (`rdkafka::bindings`):
+//! `rdkafka`'s own partition queue reports an error without its offset and
+//! an end of partition without where it is.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_void, CStr, CString};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use rdkafka::bindings as rdsys;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Broker, FetchOutcome, FetchRequest, LogBounds, PartitionFetch};
+use crate::config::Config;
+use crate::error::Error;
+use crate::record::Record;
+
+/// How long a metadata, offsets or commit request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages taken from a partition queue in one call.
+const CONSUME_BATCH: usize = 512;
+/// The same librdkafka error is logged again after this long at the earliest.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Receives librdkafka's log lines and errors: logged through `log`, an
+/// error repeated no more than once a minute, and the last one kept so that
+/// a failed connect can say why.
+#[derive(Default)]
+pub struct Context {
+    last_error: Mutex<Option<(RDKafkaErrorCode, String, Instant)>>,
+}
+
+impl Context {
+    fn last_error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.last_error
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(|(c, r, _)| (*c, r.clone()))
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                warn!("librdkafka {facility}: {message}")
+            }
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                info!("librdkafka {facility}: {message}")
+            }
+            RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+                debug!("librdkafka {facility}: {message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        let Ok(mut last) = self.last_error.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let repeated = last.as_ref().is_some_and(|(c, r, at)| {
+            *c == code && r == reason && now.duration_since(*at) < ERROR_LOG_INTERVAL
+        });
+        if !repeated {
+            warn!("kafka: {reason}");
+            *last = Some((code, reason.to_string(), now));
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// What was taken from a partition queue, in log order.
+enum Item {
+    Record(Record),
+    /// The end of the partition's readable log, as librdkafka fetched it.
+    End(i64),
+    Error {
+        code: RDKafkaErrorCode,
+        text: String,
+    },
+}
+
+/// A partition's own queue (`rd_kafka_queue_get_partition`, no longer
+/// forwarded to the consumer's queue), with a callback that wakes the
+/// fetching thread when it stops being empty.
+struct PartitionQueue {
+    queue: *mut rdsys::rd_kafka_queue_t,
+    /// Kept alive for the callback; freed after the callback is removed.
+    wakeup: *mut Sender<()>,
+}
+
+// SAFETY: librdkafka queues are thread-safe; the coordinator thread alone
+// uses this one, and the callback only reads the `Sender`, which is `Sync`.
+unsafe impl Send for PartitionQueue {}
+
+unsafe extern "C" fn wake(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Box<Sender<()>>` of a live `PartitionQueue`;
+    // the callback is removed before that box is freed.
+    let sender = unsafe { &*(opaque as *const Sender<()>) };
+    let _ = sender.try_send(());
+}
+
+impl PartitionQueue {
+    fn new(
+        rk: *mut rdsys::rd_kafka_t,
+        topic: &CStr,
+        partition: i32,
+        wakeup: Sender<()>,
+    ) -> Option<PartitionQueue> {
+        // SAFETY: `rk` is a live consumer handle and `topic` a C string.
+        let queue = unsafe { rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition) };
+        if queue.is_null() {
+            return None;
+        }
+        let wakeup = Box::into_raw(Box::new(wakeup));
+        // SAFETY: `queue` was just returned by librdkafka; `wakeup` lives
+        // until `drop` removes the callback.
+        unsafe {
+            rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_cb_event_enable(queue, Some(wake), wakeup as *mut c_void);
+        }
+        Some(PartitionQueue { queue, wakeup })
+    }
+
+    /// Takes what is queued now (at most `CONSUME_BATCH` messages), without
+    /// waiting.
+    fn take(&mut self, into: &mut VecDeque<Item>) -> usize {
+        let mut messages: [*mut rdsys::rd_kafka_message_t; CONSUME_BATCH] =
+            [std::ptr::null_mut(); CONSUME_BATCH];
+        // SAFETY: the array has room for CONSUME_BATCH pointers.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, messages.as_mut_ptr(), CONSUME_BATCH)
+        };
+        let n = n.max(0) as usize;
+        for &message in &messages[..n] {
+            // SAFETY: librdkafka returned `n` valid messages, each destroyed
+            // once, right after it is copied.
+            unsafe {
+                into.push_back(item_of(&*message));
+                rdsys::rd_kafka_message_destroy(message);
+            }
+        }
+        n
+    }
+}
+
+/// Copies a message out of librdkafka's buffers.
+///
+/// # Safety
+/// `m` must be a message returned by librdkafka and not yet destroyed.
+unsafe fn item_of(m: &rdsys::rd_kafka_message_t) -> Item {
+    let bytes = |ptr: *mut c_void, len: usize| -> &[u8] {
+        if ptr.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: librdkafka guarantees `len` readable bytes at `ptr`.
+            unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
+        }
+    };
+    match m.err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => Item::Record(Record::new(
+            m.offset,
+            bytes(m.key, m.key_len),
+            bytes(m.payload, m.len),
+        )),
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => Item::End(m.offset),
+        err => {
+            // SAFETY: the error string lives as long as the message.
+            let text = unsafe { CStr::from_ptr(rdsys::rd_kafka_message_errstr(m)) }
+                .to_string_lossy()
+                .into_owned();
+            Item::Error {
+                code: err.into(),
+                text,
+            }
+        }
+    }
+}
+
+impl Drop for PartitionQueue {
+    fn drop(&mut self) {
+        // SAFETY: the callback goes first, so that it can no longer run when
+        // its `Sender` is freed; the queue is destroyed once.
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(self.queue);
+            drop(Box::from_raw(self.wakeup));
+        }
+    }
+}
+
+/// One assigned partition.
+struct Reader {
+    queue: PartitionQueue,
+    /// Where the next item taken from `carry` or the queue is in the log: the
+    /// coordinator asks for this offset unless it moved the partition.
+    position: i64,
+    /// Taken from the queue, not yet handed out (an error stops a fetch; what
+    /// came after it waits here).
+    carry: VecDeque<Item>,
+    /// An offset out of range stops librdkafka's fetcher: the next request
+    /// seeks even to the same offset.
+    must_seek: bool,
+}
+
+pub struct Librdkafka {
+    /// Declared before `consumer`: the queues must go before the consumer.
+    readers: BTreeMap<i32, Reader>,
+    consumer: BaseConsumer<Context>,
+    topic: String,
+    topic_c: CString,
+    fetch_wait: Duration,
+    max_bytes: usize,
+    wakeup_sender: Sender<()>,
+    wakeup: Receiver<()>,
+}
+
+impl Librdkafka {
+    pub fn connect(config: &Config) -> Result<Librdkafka, Error> {
+        let k = &config.kafka;
+        let mut client = ClientConfig::new();
+        for (name, value) in &k.properties {
+            client.set(name, value);
+        }
+        // Per partition, since each has its own queue: what librdkafka may
+        // prefetch for a partition the worker has not taken yet.
+        let queued_kbytes = (k.fetch_max_bytes_per_partition as usize * 2 / 1024).max(1024);
+        client
+            .set("bootstrap.servers", k.brokers.join(","))
+            .set("client.id", &k.client_id)
+            .set("group.id", &k.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "error")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .set("allow.auto.create.topics", "false")
+            .set(
+                "max.partition.fetch.bytes",
+                k.fetch_max_bytes_per_partition.to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                k.fetch_max_wait.as_millis().to_string(),
+            )
+            .set("fetch.min.bytes", k.fetch_min_bytes.to_string())
+            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            .set("fetch.queue.backoff.ms", "20")
+            .set("socket.connection.setup.timeout.ms", "10000")
+            .set("security.protocol", k.security.protocol.name());
+        if let Some(sasl) = &k.security.sasl {
+            client
+                .set("sasl.mechanisms", &sasl.mechanism)
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", sasl.password.expose());
+        }
+        for (name, path) in [
+            ("ssl.ca.location", &k.security.ssl_ca_location),
+            (
+                "ssl.certificate.location",
+                &k.security.ssl_certificate_location,
+            ),
+            ("ssl.key.location", &k.security.ssl_key_location),
+        ] {
+            if let Some(path) = path {
+                client.set(name, path.to_string_lossy());
+            }
+        }
+        client.set_log_level(RDKafkaLogLevel::Warning);
+        let consumer: BaseConsumer<Context> = client
+            .create_with_context(Context::default())
+            .map_err(|e| {
+                Error::Setup(format!("kafka: librdkafka refused the configuration: {e}"))
+            })?;
+        let (wakeup_sender, wakeup) = crossbeam_channel::bounded(1);
+        let mut broker = Librdkafka {
+            readers: BTreeMap::new(),
+            consumer,
+            topic: k.topic.clone(),
+            topic_c: CString::new(k.topic.clone()).expect("a topic name has no NUL"),
+            fetch_wait: k.fetch_max_wait,
+            max_bytes: k.fetch_max_bytes_per_partition as usize,
+            wakeup_sender,
+            wakeup,
+        };
+        broker
+            .partitions()
+            .map_err(|e| broker.explain(e, &k.brokers))?;
+        Ok(broker)
+    }
+
+    /// A failed request says little ("timed out"); librdkafka's last error
+    /// says why (refused credentials, a TLS failure). Those are setup errors.
+    fn explain(&self, error: Error, brokers: &[String]) -> Error {
+        let Some((code, reason)) = self.consumer.context().last_error() else {
+            return error;
+        };
+        let setup = matches!(
+            code,
+            RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        );
+        if setup {
+            Error::Setup(format!("kafka: brokers {brokers:?}: {reason}"))
+        } else {
+            Error::Librdkafka(format!(
+                "{error}; last error from the brokers {brokers:?}: {reason}"
+            ))
+        }
+    }
+
+    /// Serves the consumer's own queue (errors not tied to a partition are
+    /// logged by the context).
+    fn serve(&self) {
+        while let Some(result) = self.consumer.poll(Duration::ZERO) {
+            match result {
+                Ok(m) => debug!(
+                    "kafka: message of partition {} on the main queue, left out",
+                    rdkafka::Message::partition(&m)
+                ),
+                Err(e) => debug!("kafka: {e}"),
+            }
+        }
+    }
+
+    /// Assigns partitions not yet read and moves those the coordinator moved.
+    fn position(&mut self, requests: &[FetchRequest]) -> Result<(), Error> {
+        let rk = self.consumer.client().native_ptr();
+        let mut assign = TopicPartitionList::new();
+        for r in requests {
+            match self.readers.get_mut(&r.partition) {
+                None => {
+                    // The queue is split off before the partition is assigned,
+                    // so that none of its messages reach the consumer's queue.
+                    let queue = PartitionQueue::new(
+                        rk,
+                        &self.topic_c,
+                        r.partition,
+                        self.wakeup_sender.clone(),
+                    )
+                    .ok_or_else(|| {
+                        Error::Librdkafka(format!("no queue for partition {}", r.partition))
+                    })?;
+                    self.readers.insert(
+                        r.partition,
+                        Reader {
+                            queue,
+                            position: r.offset,
+                            carry: VecDeque::new(),
+                            must_seek: false,
+                        },
+                    );
+                    assign.add_partition_offset(
+                        &self.topic,
+                        r.partition,
+                        Offset::Offset(r.offset),
+                    )?;
+                }
+                Some(reader) if reader.position != r.offset || reader.must_seek => {
+                    debug!(
+                        "kafka: partition {} moves from {} to {}",
+                        r.partition, reader.position, r.offset
+                    );
+                    self.consumer.seek(
+                        &self.topic,
+                        r.partition,
+                        Offset::Offset(r.offset),
+                        REQUEST_TIMEOUT,
+                    )?;
+                    reader.position = r.offset;
+                    reader.carry.clear();
+                    reader.must_seek = false;
+                }
+                Some(_) => {}
+            }
+        }
+        if assign.count() > 0 {
+            self.consumer.incremental_assign(&assign)?;
+        }
+        Ok(())
+    }
+
+    /// Hands out what the partition has queued, up to the fetch size.
+    fn take(&mut self, request: &FetchRequest) -> FetchOutcome {
+        let max_bytes = self.max_bytes;
+        let reader = self
+            .readers
+            .get_mut(&request.partition)
+            .expect("positioned");
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut next = reader.position;
+        'fill: loop {
+            while let Some(item) = reader.carry.front() {
+                match item {
+                    Item::Record(r) => {
+                        if bytes >= max_bytes {
+                            break 'fill;
+                        }
+                        if r.offset >= next {
+                            bytes += r.size();
+                            next = r.offset + 1;
+                            if let Some(Item::Record(r)) = reader.carry.pop_front() {
+                                records.push(r);
+                            }
+                        } else {
+                            reader.carry.pop_front();
+                        }
+                    }
+                    // An end past the last record handed out goes alone, next
+                    // time: the worker then stores the position it moves to.
+                    Item::End(end) if !records.is_empty() && *end > next => break 'fill,
+                    Item::End(end) => {
+                        next = next.max(*end);
+                        reader.carry.pop_front();
+                    }
+                    Item::Error { .. } if !records.is_empty() || next != reader.position => {
+                        break 'fill
+                    }
+                    Item::Error { .. } => {
+                        let Some(Item::Error { code, text }) = reader.carry.pop_front() else {
+                            unreachable!()
+                        };
+                        return match code {
+                            RDKafkaErrorCode::OffsetOutOfRange
+                            | RDKafkaErrorCode::AutoOffsetReset => {
+                                reader.must_seek = true;
+                                reader.carry.clear();
+                                FetchOutcome::OffsetOutOfRange
+                            }
+                            _ => FetchOutcome::Retry(text),
+                        };
+                    }
+                }
+            }
+            if bytes >= max_bytes || reader.queue.take(&mut reader.carry) == 0 {
+                break;
+            }
+        }
+        reader.position = next;
+        let high_watermark = self.cached_high_watermark(request.partition);
+        FetchOutcome::Records {
+            records,
+            next_offset: next,
+            high_watermark,
+        }
+    }
+
+    /// The partition's log end as the last fetch response gave it, without
+    /// asking the broker.
+    fn cached_high_watermark(&self, partition: i32) -> Option<i64> {
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live handle, a C string and two out-parameters.
+        let err = unsafe {
+            rdsys::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                self.topic_c.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    }
+
+    fn partition_list(
+        &self,
+        partitions: &[i32],
+        offset: Offset,
+    ) -> Result<TopicPartitionList, Error> {
+        let mut list = TopicPartitionList::new();
+        for &p in partitions {
+            list.add_partition_offset(&self.topic, p, offset)?;
+        }
+        Ok(list)
+    }
+
+    /// ListOffsets for every partition at once: `Offset::Beginning` asks for
+    /// the earliest, `Offset::End` for the latest (the last stable offset,
+    /// as the consumer reads committed).
+    fn list_offsets(&self, partitions: &[i32], which: Offset) -> Result<BTreeMap<i32, i64>, Error> {
+        let query = self.partition_list(partitions, which)?;
+        let answer = self.consumer.offsets_for_times(query, REQUEST_TIMEOUT)?;
+        let mut offsets = BTreeMap::new();
+        for e in answer.elements() {
+            e.error()?;
+            match e.offset() {
+                Offset::Offset(o) => {
+                    offsets.insert(e.partition(), o);
+                }
+                other => {
+                    return Err(Error::Librdkafka(format!(
+                        "partition {}: no offset for {which:?} ({other:?})",
+                        e.partition()
+                    )))
+                }
+            }
+        }
+        Ok(offsets)
+    }
+}
+
+impl Broker for Librdkafka {
+    fn partitions(&mut self) -> Result<Vec<i32>, Error> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT)?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "topic {:?} does not exist (kafka.topic)",
+                    self.topic
+                ))
+            })?;
+        match topic.error() {
+            None => {}
+            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+                return Err(Error::Setup(format!(
+                    "topic {:?} does not exist (kafka.topic)",
+                    self.topic
+                )))
+            }
+            Some(e) => {
+                return Err(Error::Librdkafka(format!(
+                    "topic {:?}: {}",
+                    self.topic,
+                    RDKafkaErrorCode::from(e)
+                )))
+            }
+        }
+        let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+        if ids.is_empty() {
+            return Err(Error::Setup(format!(
+                "topic {:?} does not exist (kafka.topic)",
+                self.topic
+            )));
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// librdkafka refreshes its metadata by itself when a leader moves.
+    fn reload_metadata(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn log_bounds(&mut self) -> Result<LogBounds, Error> {
+        let partitions = self.partitions()?;
+        Ok(LogBounds {
+            earliest: self.list_offsets(&partitions, Offset::Beginning)?,
+            latest: self.list_offsets(&partitions, Offset::End)?,
+        })
+    }
+
+    fn committed_offsets(&mut self) -> Result<BTreeMap<i32, Option<i64>>, Error> {
+        let partitions = self.partitions()?;
+        let query = self.partition_list(&partitions, Offset::Invalid)?;
+        let answer = self.consumer.committed_offsets(query, REQUEST_TIMEOUT)?;
+        let mut offsets = BTreeMap::new();
+        for e in answer.elements() {
+            e.error()?;
+            let committed = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            };
+            offsets.insert(e.partition(), committed);
+        }
+        Ok(offsets)
+    }
+
+    fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::new();
+        for &(p, o) in offsets {
+            list.add_partition_offset(&self.topic, p, Offset::Offset(o))?;
+        }
+        self.consumer.commit(&list, CommitMode::Sync)?;
+        Ok(())
+    }
+
+    fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {
+        self.serve();
+        self.position(requests)?;
+        // A wake-up from before this point is for data taken below.
+        while self.wakeup.try_recv().is_ok() {}
+        let mut out: Vec<PartitionFetch> = requests
+            .iter()
+            .map(|r| PartitionFetch {
+                partition: r.partition,
+                outcome: self.take(r),
+            })
+            .collect();
+        let nothing = out.iter().all(|f| matches!(&f.outcome, FetchOutcome::Records { records, next_offset, .. } if records.is_empty() && requests.iter().any(|r| r.partition == f.partition && r.offset == *next_offset)));
+        if nothing && self.wakeup.recv_timeout(self.fetch_wait).is_ok() {
+            out = requests
+                .iter()
+                .map(|r| PartitionFetch {
+                    partition: r.partition,
+                    outcome: self.take(r),
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+
+    fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let request = FetchRequest { partition, offset };
+        loop {
+            let fetched = self.fetch(&[request])?;
+            match fetched.into_iter().next().map(|f| f.outcome) {
+                Some(FetchOutcome::Records { records, .. }) if !records.is_empty() => return Ok(Some(records[0].offset)),
+                Some(FetchOutcome::Records { next_offset, .. }) if next_offset > offset => return Ok(None),
+                Some(FetchOutcome::OffsetOutOfRange) => return Ok(None),
+                Some(FetchOutcome::Unreadable(reason) | FetchOutcome::Retry(reason)) => {
+                    return Err(Error::Setup(format!(
+                        "topic {} partition {partition}: fetch at offset {offset} failed: {reason}",
+                        self.topic
+                    )))
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(Error::Librdkafka(format!(
+                        "topic {} partition {partition}: no answer to a fetch at offset {offset} within {REQUEST_TIMEOUT:?}",
+                        self.topic
+                    )))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn topic_id(&mut self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+}
+
+impl From<KafkaError> for Error {
+    fn from(e: KafkaError) -> Error {
+        Error::Librdkafka(e.to_string())
+    }
+}

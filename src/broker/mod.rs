@@ -1,0 +1,115 @@
+//! Every Kafka call kafka2mysql makes, behind one small interface of our own
+//! types (`Broker`): fetch, earliest and latest offsets, the group's committed
+//! offsets, commit. Only the coordinator thread holds a `Broker`.
+//!
+//! Two clients implement it, chosen by `kafka.client`:
+//! - `librdkafka` (the default, `librdkafka.rs`): Kafka 0.11 to 4.x, TLS and
+//!   SASL, every codec, transactional topics read committed;
+//! - `kafka-rust` (`kafka_rust.rs`): the pure-Rust `kafka` crate, for Kafka
+//!   0.10 to 3.9 in plaintext. What it cannot read (LZ4 and ZSTD batches, a
+//!   broker that rejects its protocol versions) it reports as such instead
+//!   of losing records.
+//!
+//! The contract both keep: `fetch` returns an outcome for every requested
+//! partition on its own, so one partition's error never costs another
+//! partition a record; records come in offset order, at or after the
+//! requested offset; `next_offset` never passes a record that was not
+//! returned.
+
+mod kafka_rust;
+mod librdkafka;
+
+use std::collections::BTreeMap;
+
+use crate::config::{ClientKind, Config};
+use crate::error::Error;
+use crate::record::Record;
+
+/// One partition to fetch from, at the offset the coordinator wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What one partition's fetch gave.
+#[derive(Debug)]
+pub enum FetchOutcome {
+    /// Records at or after the requested offset, in offset order (possibly
+    /// none). `next_offset` is where reading goes on: one past the last
+    /// record, or further when the log holds only what is not a record there
+    /// (transaction markers, aborted transactions, compacted gaps), or the
+    /// requested offset when nothing came. `high_watermark` is the log end as
+    /// last seen, when known.
+    Records {
+        records: Vec<Record>,
+        next_offset: i64,
+        high_watermark: Option<i64>,
+    },
+    /// The requested offset is no longer (or not yet) in the log.
+    OffsetOutOfRange,
+    /// The client cannot read this partition's data and never will (a codec
+    /// it lacks): the partition is blocked with this message.
+    Unreadable(String),
+    /// Anything else (no leader, leader moved, timeout): retry after a
+    /// metadata reload.
+    Retry(String),
+}
+
+#[derive(Debug)]
+pub struct PartitionFetch {
+    pub partition: i32,
+    pub outcome: FetchOutcome,
+}
+
+/// The log bounds of every partition of the topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogBounds {
+    pub earliest: BTreeMap<i32, i64>,
+    pub latest: BTreeMap<i32, i64>,
+}
+
+/// The Kafka calls of the service. `Send` because the service connects on
+/// one thread and hands the broker to the coordinator thread.
+pub trait Broker: Send {
+    /// The topic's partitions, sorted; a setup error when the topic does not
+    /// exist. Never creates the topic.
+    fn partitions(&mut self) -> Result<Vec<i32>, Error>;
+
+    /// Forgets cached metadata after an error (leader moved, topic gone).
+    fn reload_metadata(&mut self) -> Result<(), Error>;
+
+    /// Earliest and latest offsets of every partition.
+    fn log_bounds(&mut self) -> Result<LogBounds, Error>;
+
+    /// The group's committed next offsets; `None` where nothing is committed.
+    fn committed_offsets(&mut self) -> Result<BTreeMap<i32, Option<i64>>, Error>;
+
+    /// Commits next offsets to the group.
+    fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error>;
+
+    /// Fetches the given partitions, waiting up to `kafka.fetch_max_wait`
+    /// when none has data. `Err` means the whole request failed (no broker
+    /// reachable); otherwise every requested partition has an outcome.
+    fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error>;
+
+    /// Reads one record at or after `offset` of a partition, to prove that
+    /// fetching works (`kafka2mysql check`); `None` when the partition has
+    /// nothing there yet.
+    fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error>;
+
+    /// The topic's identity where the client can tell it (Kafka's topic id),
+    /// so that a topic deleted and created again under the same name is seen
+    /// as a new log.
+    fn topic_id(&mut self) -> Result<Option<String>, Error>;
+}
+
+/// Connects with the client that `kafka.client` names, and loads the
+/// topic's metadata. Fails when no broker answers, when the credentials are
+/// refused (a setup error, exit 2), or when the topic does not exist.
+pub fn connect(config: &Config) -> Result<Box<dyn Broker>, Error> {
+    match config.kafka.client {
+        ClientKind::Librdkafka => Ok(Box::new(librdkafka::Librdkafka::connect(config)?)),
+        ClientKind::KafkaRust => Ok(Box::new(kafka_rust::KafkaRust::connect(config)?)),
+    }
+}
