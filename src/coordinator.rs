@@ -29,7 +29,8 @@ use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
-use crate::config::Config;
+use crate::config::{Config, OffsetReset};
+use crate::error::Error;
 use crate::offsets::{out_of_range_position, reset_name, OffsetBook};
 use crate::record::Record;
 use crate::retry::Backoff;
@@ -40,6 +41,9 @@ use crate::worker::{Batch, WorkerEvent, WorkerHandle};
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest the loop waits when nothing can be fetched.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How often the coordinator asks whether the topic was deleted and created
+/// again under the same name.
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Kafka-side retries are cheap; they back off no longer than this.
 const KAFKA_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
@@ -60,6 +64,12 @@ struct PartitionState {
     blocked: Option<(SystemTime, i64, String)>,
     /// OffsetOutOfRange with `offset_reset = fail`: fetch nothing more.
     halted: bool,
+    /// A new position (the topic was recreated) waiting for room in the
+    /// worker's queue; nothing is fetched meanwhile.
+    pending_reset: Option<i64>,
+    /// Nothing is committed for this partition until its worker has moved to
+    /// this position: what it applies before belongs to the old topic.
+    commit_hold: Option<i64>,
 }
 
 pub struct Coordinator {
@@ -80,6 +90,11 @@ pub struct Coordinator {
     last_status: Instant,
     last_stats: Instant,
     last_stats_snapshot: crate::status::StatsSnapshot,
+    last_topic_check: Instant,
+    /// The topic's id as last seen (librdkafka), and whether the topic was
+    /// missing at the last check.
+    topic_id: Option<String>,
+    topic_missing: bool,
 }
 
 /// Everything the coordinator is started with.
@@ -113,6 +128,8 @@ impl Coordinator {
                     high_watermark: None,
                     blocked: None,
                     halted: false,
+                    pending_reset: None,
+                    commit_hold: None,
                 },
             );
         }
@@ -144,6 +161,9 @@ impl Coordinator {
             last_status: now - STATUS_INTERVAL,
             last_stats: now,
             last_stats_snapshot: Default::default(),
+            last_topic_check: now,
+            topic_id: None,
+            topic_missing: false,
             config,
         }
     }
@@ -221,6 +241,11 @@ impl Coordinator {
                 records,
             } => {
                 self.book.applied(partition, next_offset, records);
+                if let Some(s) = self.partitions.get_mut(&partition) {
+                    if records == 0 && s.commit_hold == Some(next_offset) {
+                        s.commit_hold = None;
+                    }
+                }
             }
             WorkerEvent::Blocked {
                 partition,
@@ -250,7 +275,9 @@ impl Coordinator {
     fn fetchable(&self, now: Instant) -> Vec<FetchRequest> {
         self.partitions
             .iter()
-            .filter(|(_, s)| !s.halted && s.retry_at.is_none_or(|t| t <= now))
+            .filter(|(_, s)| {
+                !s.halted && s.pending_reset.is_none() && s.retry_at.is_none_or(|t| t <= now)
+            })
             .filter(|(p, _)| {
                 self.workers
                     .get(p)
@@ -433,6 +460,129 @@ impl Coordinator {
         }
     }
 
+    /// Notices a topic deleted and created again under the same name: a new
+    /// topic id, or a topic that was missing and is back. The new topic is a
+    /// new log: every partition starts over as `offset_reset` says, whatever
+    /// position the old one had reached.
+    fn check_topic(&mut self) {
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        let topic = self.config.kafka.topic.clone();
+        let recreated = match broker.topic_id() {
+            Ok(id) => {
+                let changed = match (&self.topic_id, &id) {
+                    (Some(old), Some(new)) => old != new,
+                    _ => false,
+                };
+                let back = self.topic_missing;
+                if id.is_some() {
+                    self.topic_id = id;
+                }
+                self.topic_missing = false;
+                changed || back
+            }
+            Err(Error::NoSuchTopic(_)) => {
+                if !self.topic_missing {
+                    warn!("topic {topic} no longer exists; waiting for it to come back (nothing is skipped meanwhile)");
+                }
+                self.topic_missing = true;
+                false
+            }
+            Err(e) => {
+                debug!("topic {topic}: cannot check its id: {e}");
+                false
+            }
+        };
+        if recreated {
+            self.topic_recreated();
+        }
+    }
+
+    fn topic_recreated(&mut self) {
+        let topic = self.config.kafka.topic.clone();
+        let reset = self.config.kafka.offset_reset;
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        let bounds = match broker.log_bounds() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(
+                    "topic {topic} was created again, and its log bounds cannot be read yet: {e}"
+                );
+                // Checked again at the next turn.
+                self.topic_missing = true;
+                return;
+            }
+        };
+        self.stats
+            .offset_resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (&p, s) in self.partitions.iter_mut() {
+            let (Some(&earliest), Some(&latest)) = (bounds.earliest.get(&p), bounds.latest.get(&p))
+            else {
+                warn!("topic {topic} was created again without partition {p}; it is retried until it exists");
+                continue;
+            };
+            let old = s.fetch_offset;
+            match reset {
+                OffsetReset::Fail => {
+                    let message = format!(
+                        "topic {topic} was deleted and created again (old position {old}, new log {earliest}..{latest}) \
+                         and offset_reset = fail; choose a position with: kafka2mysql reset-offsets --partition {p} --to earliest|latest|OFFSET"
+                    );
+                    error!("topic {topic} partition {p}: {message}");
+                    s.halted = true;
+                    s.blocked = Some((SystemTime::now(), old, message));
+                }
+                OffsetReset::Earliest | OffsetReset::Latest => {
+                    let new = if reset == OffsetReset::Earliest {
+                        earliest
+                    } else {
+                        latest
+                    };
+                    warn!(
+                        "topic {topic} partition {p}: the topic was deleted and created again; its new log {earliest}..{latest} \
+                         is read from {new} (offset_reset = {}), not from the old position {old}",
+                        reset_name(reset)
+                    );
+                    s.fetch_offset = new;
+                    s.pending_reset = Some(new);
+                    s.commit_hold = Some(new);
+                    s.retry_at = None;
+                }
+            }
+        }
+        self.send_pending_resets();
+    }
+
+    /// Hands new positions to the workers whose queue has room.
+    fn send_pending_resets(&mut self) {
+        let ready: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&p, s)| s.pending_reset.map(|o| (p, o)))
+            .filter(|(p, _)| {
+                self.workers
+                    .get(p)
+                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
+            })
+            .collect();
+        for (p, offset) in ready {
+            if let Some(s) = self.partitions.get_mut(&p) {
+                s.pending_reset = None;
+            }
+            self.send(
+                p,
+                Batch {
+                    records: Vec::new(),
+                    reset_to: Some(offset),
+                },
+            );
+        }
+    }
+
     fn broker_failed(&mut self, what: &str) {
         self.broker_failures += 1;
         let wait = self.kafka_backoff.delay(self.broker_failures);
@@ -456,6 +606,9 @@ impl Coordinator {
                 true
             }
             Err(e) => {
+                if matches!(e, Error::NoSuchTopic(_)) {
+                    self.topic_missing = true;
+                }
                 self.broker_failed(&format!("connect failed: {e}"));
                 false
             }
@@ -464,7 +617,12 @@ impl Coordinator {
 
     /// Commits the applied offsets to the Kafka group.
     fn commit(&mut self) {
-        let pending = self.book.pending();
+        let mut pending = self.book.pending();
+        pending.retain(|(p, _)| {
+            self.partitions
+                .get(p)
+                .is_none_or(|s| s.commit_hold.is_none())
+        });
         if pending.is_empty() {
             return;
         }
@@ -486,6 +644,13 @@ impl Coordinator {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if now.duration_since(self.last_topic_check) >= TOPIC_CHECK_INTERVAL
+            && self.broker.is_some()
+        {
+            self.last_topic_check = now;
+            self.check_topic();
+        }
+        self.send_pending_resets();
         if now.duration_since(self.last_stats) >= self.config.log.stats_interval {
             self.log_stats(now);
         }

@@ -107,6 +107,10 @@ pub enum Error {
     Mysql(#[from] mysql::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] kafka::Error),
+    /// The topic does not exist (a setup error at start; while running, the
+    /// topic was deleted and may come back).
+    #[error("topic {0:?} does not exist (kafka.topic)")]
+    NoSuchTopic(String),
     /// A librdkafka request that failed (timed out, broker unreachable).
     #[error("kafka: {0}")]
     Librdkafka(String),
@@ -150,7 +154,7 @@ pub fn classify(error: &Error, extra_technical: &[u16]) -> Class {
         Error::Mysql(e) => classify_mysql(e, extra_technical),
         Error::Kafka(_) | Error::Librdkafka(_) | Error::Io(_) => Class::Technical,
         Error::Record(_) => Class::Business,
-        Error::Config(_) | Error::Setup(_) => Class::Fatal,
+        Error::Config(_) | Error::Setup(_) | Error::NoSuchTopic(_) => Class::Fatal,
     }
 }
 

@@ -262,6 +262,7 @@ fn start_positions(
     let bounds = broker.log_bounds()?;
     let (earliest, latest) = (bounds.earliest, bounds.latest);
     let committed = broker.committed_offsets()?;
+    let stale = broker.stale_commits();
     let mut starts = BTreeMap::new();
     for &p in partitions {
         let (Some(&e), Some(&l)) = (earliest.get(&p), latest.get(&p)) else {
@@ -271,6 +272,9 @@ fn start_positions(
         };
         let group = committed.get(&p).copied().flatten();
         let (stored, source) = match config.mysql.delivery {
+            Delivery::ExactlyOnce if stale.contains(&p) => {
+                (None, "offset table, of a deleted topic of the same name")
+            }
             Delivery::ExactlyOnce => match stored_in_mysql.get(&p) {
                 Some(&o) => (Some(o), "offset table"),
                 None => (group, "kafka group"),

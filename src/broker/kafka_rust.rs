@@ -118,12 +118,7 @@ impl Broker for KafkaRust {
         let partitions = topics
             .partitions(&self.topic)
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| {
-                Error::Setup(format!(
-                    "topic {:?} does not exist (kafka.topic)",
-                    self.topic
-                ))
-            })?;
+            .ok_or_else(|| Error::NoSuchTopic(self.topic.clone()))?;
         let mut ids: Vec<i32> = partitions.iter().map(|p| p.id()).collect();
         ids.sort_unstable();
         Ok(ids)
@@ -267,8 +262,11 @@ impl Broker for KafkaRust {
         }
     }
 
-    /// Fetch v0 and Metadata v0 carry no topic id.
+    /// Metadata v0 carries no topic id: only a topic that is missing (and
+    /// later back) can be told.
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
+        self.reload_metadata()?;
+        self.partitions()?;
         Ok(None)
     }
 }

@@ -44,8 +44,14 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::record::Record;
 
-/// How long a metadata, offsets or commit request may take.
+/// How long a metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit may take: the coordinator waits for it, and a stop
+/// must not wait long on a broker that does not answer.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commit metadata that names the topic's id, so that offsets committed for
+/// a topic that was deleted since are not taken for the new topic's.
+const TOPIC_ID_PREFIX: &str = "kafka2mysql topic_id=";
 /// Messages taken from a partition queue in one call.
 const CONSUME_BATCH: usize = 512;
 /// The same librdkafka error is logged again after this long at the earliest.
@@ -57,6 +63,9 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Context {
     last_error: Mutex<Option<(RDKafkaErrorCode, String, Instant)>>,
+    /// Results of asynchronous commits: the offsets and whether they were
+    /// stored.
+    commits: Mutex<Vec<(BTreeMap<i32, i64>, Result<(), String>)>>,
 }
 
 impl Context {
@@ -103,7 +112,25 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let sent: BTreeMap<i32, i64> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        if let Ok(mut commits) = self.commits.lock() {
+            commits.push((sent, result.map_err(|e| e.to_string())));
+        }
+    }
+}
 
 /// What was taken from a partition queue, in log order.
 enum Item {
@@ -249,6 +276,10 @@ pub struct Librdkafka {
     max_bytes: usize,
     wakeup_sender: Sender<()>,
     wakeup: Receiver<()>,
+    /// The topic's id as last read, written into commits.
+    topic_id: Option<String>,
+    /// See `Broker::stale_commits`.
+    stale_commits: Vec<i32>,
 }
 
 impl Librdkafka {
@@ -318,10 +349,13 @@ impl Librdkafka {
             max_bytes: k.fetch_max_bytes_per_partition as usize,
             wakeup_sender,
             wakeup,
+            topic_id: None,
+            stale_commits: Vec::new(),
         };
         broker
             .partitions()
             .map_err(|e| broker.explain(e, &k.brokers))?;
+        broker.topic_id = broker.describe_topic_id()?;
         Ok(broker)
     }
 
@@ -502,6 +536,80 @@ impl Librdkafka {
         (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
+    /// The topic's id (Kafka 2.8 and later give one), from DescribeTopics.
+    fn describe_topic_id(&self) -> Result<Option<String>, Error> {
+        let rk = self.consumer.client().native_ptr();
+        let mut names = [self.topic_c.as_ptr()];
+        // SAFETY: every object created here is destroyed here, once; the
+        // event is read only before it is destroyed.
+        unsafe {
+            let topics = rdsys::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+            let options = rdsys::rd_kafka_AdminOptions_new(
+                rk,
+                rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            );
+            rdsys::rd_kafka_AdminOptions_set_request_timeout(
+                options,
+                REQUEST_TIMEOUT.as_millis() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+            let queue = rdsys::rd_kafka_queue_new(rk);
+            rdsys::rd_kafka_DescribeTopics(rk, topics, options, queue);
+            let event =
+                rdsys::rd_kafka_queue_poll(queue, (REQUEST_TIMEOUT.as_millis() + 1000) as i32);
+            let answer = if event.is_null() {
+                Err(Error::Librdkafka("DescribeTopics: no answer".into()))
+            } else if rdsys::rd_kafka_event_error(event)
+                != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                let text = CStr::from_ptr(rdsys::rd_kafka_event_error_string(event))
+                    .to_string_lossy()
+                    .into_owned();
+                Err(Error::Librdkafka(format!("DescribeTopics: {text}")))
+            } else {
+                let result = rdsys::rd_kafka_event_DescribeTopics_result(event);
+                let mut count = 0usize;
+                let descriptions = rdsys::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+                let mut id = Ok(None);
+                for i in 0..count {
+                    let description = *descriptions.add(i);
+                    let error = rdsys::rd_kafka_TopicDescription_error(description);
+                    if !error.is_null()
+                        && rdsys::rd_kafka_error_code(error)
+                            != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                    {
+                        let code: RDKafkaErrorCode = rdsys::rd_kafka_error_code(error).into();
+                        id = if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                            Err(Error::NoSuchTopic(self.topic.clone()))
+                        } else {
+                            Err(Error::Librdkafka(format!("DescribeTopics: {code}")))
+                        };
+                        continue;
+                    }
+                    let uuid = rdsys::rd_kafka_TopicDescription_topic_id(description);
+                    if !uuid.is_null() {
+                        let text = CStr::from_ptr(rdsys::rd_kafka_Uuid_base64str(uuid))
+                            .to_string_lossy()
+                            .into_owned();
+                        // Brokers without topic ids answer the zero id.
+                        if text != "AAAAAAAAAAAAAAAAAAAAAA" {
+                            id = Ok(Some(text));
+                        }
+                    }
+                }
+                id
+            };
+            if !event.is_null() {
+                rdsys::rd_kafka_event_destroy(event);
+            }
+            rdsys::rd_kafka_queue_destroy(queue);
+            rdsys::rd_kafka_AdminOptions_destroy(options);
+            rdsys::rd_kafka_TopicCollection_destroy(topics);
+            answer
+        }
+    }
+
     fn partition_list(
         &self,
         partitions: &[i32],
@@ -548,19 +656,11 @@ impl Broker for Librdkafka {
             .topics()
             .iter()
             .find(|t| t.name() == self.topic)
-            .ok_or_else(|| {
-                Error::Setup(format!(
-                    "topic {:?} does not exist (kafka.topic)",
-                    self.topic
-                ))
-            })?;
+            .ok_or_else(|| Error::NoSuchTopic(self.topic.clone()))?;
         match topic.error() {
             None => {}
             Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
-                return Err(Error::Setup(format!(
-                    "topic {:?} does not exist (kafka.topic)",
-                    self.topic
-                )))
+                return Err(Error::NoSuchTopic(self.topic.clone()))
             }
             Some(e) => {
                 return Err(Error::Librdkafka(format!(
@@ -572,10 +672,7 @@ impl Broker for Librdkafka {
         }
         let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
         if ids.is_empty() {
-            return Err(Error::Setup(format!(
-                "topic {:?} does not exist (kafka.topic)",
-                self.topic
-            )));
+            return Err(Error::NoSuchTopic(self.topic.clone()));
         }
         ids.sort_unstable();
         Ok(ids)
@@ -599,24 +696,82 @@ impl Broker for Librdkafka {
         let query = self.partition_list(&partitions, Offset::Invalid)?;
         let answer = self.consumer.committed_offsets(query, REQUEST_TIMEOUT)?;
         let mut offsets = BTreeMap::new();
+        self.stale_commits.clear();
         for e in answer.elements() {
             e.error()?;
-            let committed = match e.offset() {
+            let mut committed = match e.offset() {
                 Offset::Offset(o) if o >= 0 => Some(o),
                 _ => None,
             };
+            // An offset committed for an earlier topic of the same name is
+            // no position in this one.
+            let old_id = e.metadata().strip_prefix(TOPIC_ID_PREFIX);
+            if let (Some(old), Some(now), Some(offset)) =
+                (old_id, self.topic_id.as_deref(), committed)
+            {
+                if old != now {
+                    warn!(
+                        "topic {} partition {}: the committed offset {offset} belongs to a topic of the same name \
+                         that was deleted (topic id {old}, now {now}); it is not used",
+                        self.topic,
+                        e.partition()
+                    );
+                    committed = None;
+                    self.stale_commits.push(e.partition());
+                }
+            }
             offsets.insert(e.partition(), committed);
         }
         Ok(offsets)
     }
 
+    /// Commits asynchronously and waits for the answer up to
+    /// `COMMIT_TIMEOUT`, serving the consumer's queue meanwhile.
     fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        let metadata = self
+            .topic_id
+            .as_ref()
+            .map(|id| format!("{TOPIC_ID_PREFIX}{id}"));
         let mut list = TopicPartitionList::new();
         for &(p, o) in offsets {
             list.add_partition_offset(&self.topic, p, Offset::Offset(o))?;
+            if let (Some(metadata), Some(mut e)) = (&metadata, list.find_partition(&self.topic, p))
+            {
+                e.set_metadata(metadata.as_str());
+            }
         }
-        self.consumer.commit(&list, CommitMode::Sync)?;
-        Ok(())
+        let sent: BTreeMap<i32, i64> = offsets.iter().copied().collect();
+        if let Ok(mut commits) = self.consumer.context().commits.lock() {
+            commits.clear();
+        }
+        self.consumer.commit(&list, CommitMode::Async)?;
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            let done = self
+                .consumer
+                .context()
+                .commits
+                .lock()
+                .ok()
+                .and_then(|mut commits| {
+                    let i = commits.iter().position(|(offsets, _)| *offsets == sent)?;
+                    Some(commits.swap_remove(i).1)
+                });
+            match done {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(Error::Librdkafka(format!("commit failed: {e}"))),
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Librdkafka(format!(
+                    "commit not confirmed within {COMMIT_TIMEOUT:?}"
+                )));
+            }
+            if let Some(Err(e)) = self.consumer.poll(left.min(Duration::from_millis(100))) {
+                debug!("kafka: {e}");
+            }
+        }
     }
 
     fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {
@@ -670,8 +825,16 @@ impl Broker for Librdkafka {
         }
     }
 
+    fn stale_commits(&self) -> Vec<i32> {
+        self.stale_commits.clone()
+    }
+
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
-        Ok(None)
+        let id = self.describe_topic_id()?;
+        if id.is_some() {
+            self.topic_id = id.clone();
+        }
+        Ok(id)
     }
 }
 

@@ -102,6 +102,13 @@ pub trait Broker: Send {
     /// so that a topic deleted and created again under the same name is seen
     /// as a new log.
     fn topic_id(&mut self) -> Result<Option<String>, Error>;
+
+    /// Partitions whose committed offset, at the last `committed_offsets`,
+    /// was found to belong to an earlier topic of the same name: a position
+    /// stored elsewhere for them (the offset table) is stale too.
+    fn stale_commits(&self) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 /// Connects with the client that `kafka.client` names, and loads the
