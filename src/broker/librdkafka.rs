@@ -34,7 +34,7 @@ use log::{debug, info, warn};
 use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -63,9 +63,6 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Context {
     last_error: Mutex<Option<(RDKafkaErrorCode, String, Instant)>>,
-    /// Results of asynchronous commits: the offsets and whether they were
-    /// stored.
-    commits: Mutex<Vec<(BTreeMap<i32, i64>, Result<(), String>)>>,
 }
 
 impl Context {
@@ -112,25 +109,7 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        let sent: BTreeMap<i32, i64> = offsets
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect();
-        if let Ok(mut commits) = self.commits.lock() {
-            commits.push((sent, result.map_err(|e| e.to_string())));
-        }
-    }
-}
+impl ConsumerContext for Context {}
 
 /// What was taken from a partition queue, in log order.
 enum Item {
@@ -725,8 +704,9 @@ impl Broker for Librdkafka {
         Ok(offsets)
     }
 
-    /// Commits asynchronously and waits for the answer up to
-    /// `COMMIT_TIMEOUT`, serving the consumer's queue meanwhile.
+    /// Commits and waits for the answer up to `COMMIT_TIMEOUT`: the answer
+    /// comes on a queue of its own, so that a broker that does not answer
+    /// holds the coordinator no longer than that.
     fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
         let metadata = self
             .topic_id
@@ -740,37 +720,51 @@ impl Broker for Librdkafka {
                 e.set_metadata(metadata.as_str());
             }
         }
-        let sent: BTreeMap<i32, i64> = offsets.iter().copied().collect();
-        if let Ok(mut commits) = self.consumer.context().commits.lock() {
-            commits.clear();
-        }
-        self.consumer.commit(&list, CommitMode::Async)?;
-        let deadline = Instant::now() + COMMIT_TIMEOUT;
-        loop {
-            let done = self
-                .consumer
-                .context()
-                .commits
-                .lock()
-                .ok()
-                .and_then(|mut commits| {
-                    let i = commits.iter().position(|(offsets, _)| *offsets == sent)?;
-                    Some(commits.swap_remove(i).1)
-                });
-            match done {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => return Err(Error::Librdkafka(format!("commit failed: {e}"))),
-                None => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Librdkafka(format!(
-                    "commit not confirmed within {COMMIT_TIMEOUT:?}"
-                )));
-            }
-            if let Some(Err(e)) = self.consumer.poll(left.min(Duration::from_millis(100))) {
-                debug!("kafka: {e}");
-            }
+        let rk = self.consumer.client().native_ptr();
+        // SAFETY: the queue is ours and destroyed once (librdkafka keeps it
+        // alive for a late answer); the event is read before it is destroyed.
+        unsafe {
+            let queue = rdsys::rd_kafka_queue_new(rk);
+            let err =
+                rdsys::rd_kafka_commit_queue(rk, list.ptr(), queue, None, std::ptr::null_mut());
+            let answer = if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                Err(Error::Librdkafka(format!(
+                    "commit failed: {}",
+                    RDKafkaErrorCode::from(err)
+                )))
+            } else {
+                let event = rdsys::rd_kafka_queue_poll(queue, COMMIT_TIMEOUT.as_millis() as i32);
+                if event.is_null() {
+                    Err(Error::Librdkafka(format!(
+                        "commit not confirmed within {COMMIT_TIMEOUT:?}"
+                    )))
+                } else {
+                    let err = rdsys::rd_kafka_event_error(event);
+                    let partitions = rdsys::rd_kafka_event_topic_partition_list(event);
+                    let mut failed = None;
+                    if !partitions.is_null() {
+                        for i in 0..(*partitions).cnt.max(0) as usize {
+                            let e = &*(*partitions).elems.add(i);
+                            if e.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                                failed = Some((e.partition, RDKafkaErrorCode::from(e.err)));
+                            }
+                        }
+                    }
+                    rdsys::rd_kafka_event_destroy(event);
+                    match (err, failed) {
+                        (RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, None) => Ok(()),
+                        (_, Some((p, code))) => Err(Error::Librdkafka(format!(
+                            "commit failed for partition {p}: {code}"
+                        ))),
+                        (err, None) => Err(Error::Librdkafka(format!(
+                            "commit failed: {}",
+                            RDKafkaErrorCode::from(err)
+                        ))),
+                    }
+                }
+            };
+            rdsys::rd_kafka_queue_destroy(queue);
+            answer
         }
     }
 
