@@ -1145,6 +1145,83 @@ key_columns = ["id"]
     }
 
     #[test]
+    fn kafka_clients_and_security() {
+        let with = |extra: &str| MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{extra}\n"));
+        let sasl = "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"";
+        let secrets = EnvSecrets {
+            mysql_password: None,
+            sasl_password: Some("s3cret"),
+        };
+        let c = Config::parse_with(&with(sasl), secrets, Path::new(".")).expect("valid");
+        assert_eq!(c.kafka.client, ClientKind::Librdkafka);
+        let s = c.kafka.security.sasl.as_ref().expect("sasl");
+        assert_eq!(
+            (
+                s.mechanism.as_str(),
+                s.username.as_str(),
+                s.password.expose()
+            ),
+            ("SCRAM-SHA-512", "u", "s3cret")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let refused = |text: &str, secrets: EnvSecrets<'_>| {
+            Config::parse_with(text, secrets, Path::new("."))
+                .expect_err("must be refused")
+                .key
+        };
+        assert_eq!(
+            refused(&with(sasl), EnvSecrets::default()),
+            "kafka.sasl_password_file"
+        );
+        assert_eq!(
+            refused(&with("security_protocol = \"sasl_ssl\""), secrets),
+            "kafka.sasl_mechanism"
+        );
+        assert_eq!(
+            refused(&with("sasl_username = \"u\""), secrets),
+            "kafka.sasl_username"
+        );
+        assert_eq!(
+            refused(
+                &with("client = \"kafka-rust\"\nsecurity_protocol = \"ssl\""),
+                secrets
+            ),
+            "kafka.client"
+        );
+        assert_eq!(refused(&with("client = \"java\""), secrets), "kafka.client");
+        let props =
+            |p: &str| MINIMAL.replace("[mysql]", &format!("[kafka.properties]\n{p}\n\n[mysql]"));
+        assert_eq!(
+            refused(&props("\"enable.auto.commit\" = true"), secrets),
+            "kafka.properties.enable.auto.commit"
+        );
+        assert_eq!(
+            refused(
+                &props("\"isolation.level\" = \"read_uncommitted\""),
+                secrets
+            ),
+            "kafka.properties.isolation.level"
+        );
+        assert_eq!(
+            refused(&props("\"ssl.key.password\" = \"x\""), secrets),
+            "kafka.properties.ssl.key.password"
+        );
+        let c = Config::parse_with(
+            &props("\"socket.keepalive.enable\" = true"),
+            secrets,
+            Path::new("."),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.kafka
+                .properties
+                .get("socket.keepalive.enable")
+                .map(String::as_str),
+            Some("true")
+        );
+    }
+
+    #[test]
     fn url_password_detection() {
         assert!(url_has_password("mysql://a:b@h/db"));
         assert!(url_has_password("mysql://a:@h/db"));
