@@ -270,7 +270,7 @@ impl Librdkafka {
         }
         // Per partition, since each has its own queue: what librdkafka may
         // prefetch for a partition the worker has not taken yet.
-        let queued_kbytes = (k.fetch_max_bytes_per_partition as usize * 2 / 1024).max(1024);
+        let queued_kbytes = (k.fetch_max_bytes_per_partition as usize * 2 / 1024).max(64);
         client
             .set("bootstrap.servers", k.brokers.join(","))
             .set("client.id", &k.client_id)

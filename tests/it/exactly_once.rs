@@ -37,7 +37,7 @@ fn six_sigkills_apply_every_record_exactly_once() {
     // A trigger slows the inserts so that the kills land in the middle of the
     // load: at six random row counts, each in a new run of the service.
     mysql_exec(&format!(
-        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.0002)",
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.001)",
         t = s.table
     ));
     let count = format!("SELECT COUNT(*) FROM `{}`", s.table);
