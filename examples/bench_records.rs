@@ -21,7 +21,13 @@ use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const REGIONS: [&str; 5] = ["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-south-1"];
+const REGIONS: [&str; 5] = [
+    "eu-west-1",
+    "eu-central-1",
+    "us-east-1",
+    "us-west-2",
+    "ap-south-1",
+];
 const STATUSES: [&str; 6] = ["new", "paid", "packed", "shipped", "delivered", "returned"];
 const CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "CHF"];
 
@@ -42,7 +48,9 @@ impl Order {
     /// Order `id` of the data set: its fields come from the id through a
     /// fixed 64-bit generator, so the data set never changes.
     fn generated(id: u64, state: &mut u64) -> Order {
-        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let r = *state >> 33;
         let customer = format!("customer-{:07}", r % 1_000_000);
         let status = STATUSES[((r >> 4) % 6) as usize];
@@ -94,7 +102,15 @@ impl Order {
         writeln!(
             out,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            self.id, self.customer, self.region, self.status, self.amount, self.currency, self.items, self.produced_ms, self.note
+            self.id,
+            self.customer,
+            self.region,
+            self.status,
+            self.amount,
+            self.currency,
+            self.items,
+            self.produced_ms,
+            self.note
         )
     }
 }
@@ -123,7 +139,10 @@ fn paced(rate: u64, seconds: u64, first_id: u64) -> std::io::Result<()> {
         // record or two per turn, each stamped as it is handed to kcat.
         let due = (((start.elapsed().as_secs_f64() * rate as f64) as u64) + 1).min(total);
         if due > sent {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64;
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis() as u64;
             for id in first_id + sent..first_id + due {
                 Order::probe(id, now_ms).kv_line(&mut out)?;
             }
@@ -143,12 +162,20 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["data", n, kv, tsv] => number(n, "N").and_then(|n| data(n, kv, tsv).map_err(|e| e.to_string())),
+        ["data", n, kv, tsv] => {
+            number(n, "N").and_then(|n| data(n, kv, tsv).map_err(|e| e.to_string()))
+        }
         ["paced", rate, seconds, first] => (|| {
-            let (rate, seconds, first) = (number(rate, "RATE")?, number(seconds, "SECONDS")?, number(first, "FIRST_ID")?);
+            let (rate, seconds, first) = (
+                number(rate, "RATE")?,
+                number(seconds, "SECONDS")?,
+                number(first, "FIRST_ID")?,
+            );
             paced(rate, seconds, first).map_err(|e| e.to_string())
         })(),
-        _ => Err("usage: bench_records data N KV_FILE TSV_FILE | paced RATE SECONDS FIRST_ID".into()),
+        _ => {
+            Err("usage: bench_records data N KV_FILE TSV_FILE | paced RATE SECONDS FIRST_ID".into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

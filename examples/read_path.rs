@@ -56,7 +56,10 @@ fn parse_args() -> Result<Args, String> {
             "--config" => config = args.next().map(PathBuf::from),
             "--expect" => {
                 let text = args.next().ok_or("--expect needs a number")?;
-                expect = Some(text.parse::<u64>().map_err(|e| format!("--expect {text:?}: {e}"))?);
+                expect = Some(
+                    text.parse::<u64>()
+                        .map_err(|e| format!("--expect {text:?}: {e}"))?,
+                );
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -73,7 +76,10 @@ fn cpu_and_peak_rss() -> (f64, u64) {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_maxrss as u64)
+    (
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        usage.ru_maxrss as u64,
+    )
 }
 
 fn main() -> ExitCode {
@@ -91,7 +97,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = kafka2mysql::logging::init(config.log.level.to_filter(), config.log.file.as_deref()) {
+    if let Err(e) =
+        kafka2mysql::logging::init(config.log.level.to_filter(), config.log.file.as_deref())
+    {
         eprintln!("read_path: cannot open log file: {e}");
         return ExitCode::from(2);
     }
@@ -107,7 +115,9 @@ fn main() -> ExitCode {
         let pipeline_ended = pipeline_ended.clone();
         let expect = args.expect;
         std::thread::spawn(move || {
-            while records.load(Ordering::Relaxed) < expect && !pipeline_ended.load(Ordering::Relaxed) {
+            while records.load(Ordering::Relaxed) < expect
+                && !pipeline_ended.load(Ordering::Relaxed)
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let elapsed = started.elapsed();
@@ -116,7 +126,11 @@ fn main() -> ExitCode {
             (elapsed, cpu, rss)
         })
     };
-    let sinks = |_: &TableSchema| -> Box<dyn Sink> { Box::new(CountingSink { records: records.clone() }) };
+    let sinks = |_: &TableSchema| -> Box<dyn Sink> {
+        Box::new(CountingSink {
+            records: records.clone(),
+        })
+    };
     let outcome = run_pipeline(&config, shutdown, None, &sinks);
     pipeline_ended.store(true, Ordering::Relaxed);
     match outcome {
@@ -133,7 +147,10 @@ fn main() -> ExitCode {
     let (elapsed, cpu, rss) = watcher.join().expect("watcher thread");
     let n = records.load(Ordering::Relaxed);
     if n < args.expect {
-        eprintln!("read_path: the pipeline stopped after {n} of {} records", args.expect);
+        eprintln!(
+            "read_path: the pipeline stopped after {n} of {} records",
+            args.expect
+        );
         return ExitCode::from(1);
     }
     let seconds = elapsed.as_secs_f64();

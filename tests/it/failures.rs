@@ -22,10 +22,14 @@ fn committed(s: &Setup, partition: i32) -> Option<i64> {
 }
 
 fn wait_state(s: &Setup, partition: i32, state: &str, deadline: Duration) -> serde_json::Value {
-    wait_until(&format!("partition {partition} {state}"), deadline, || match s.live(partition) {
-        Some(p) if p["state"] == state => Ok(p),
-        other => Err(format!("{other:?}")),
-    })
+    wait_until(
+        &format!("partition {partition} {state}"),
+        deadline,
+        || match s.live(partition) {
+            Some(p) if p["state"] == state => Ok(p),
+            other => Err(format!("{other:?}")),
+        },
+    )
 }
 
 #[test]
@@ -41,11 +45,27 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
     let huge = "h".repeat(30_000);
     let bad: Vec<(Vec<u8>, &str, Option<u16>)> = vec![
         (b"{not json".to_vec(), "not JSON", None),
-        (b"{\"id\": 1, \"name\": \"\xff\xfe\"}".to_vec(), "UTF-8", None),
+        (
+            b"{\"id\": 1, \"name\": \"\xff\xfe\"}".to_vec(),
+            "UTF-8",
+            None,
+        ),
         (br#"{"name": "no key"}"#.to_vec(), "key column", None),
-        (br#"{"id": 5, "name": "this name is far too long for sixteen"}"#.to_vec(), "", Some(1406)),
-        (br#"{"id": 6, "amount": "not a number"}"#.to_vec(), "", Some(1366)),
-        (format!(r#"{{"id": 7, "name": "{huge}"}}"#).into_bytes(), "larger than", None),
+        (
+            br#"{"id": 5, "name": "this name is far too long for sixteen"}"#.to_vec(),
+            "",
+            Some(1406),
+        ),
+        (
+            br#"{"id": 6, "amount": "not a number"}"#.to_vec(),
+            "",
+            Some(1366),
+        ),
+        (
+            format!(r#"{{"id": 7, "name": "{huge}"}}"#).into_bytes(),
+            "larger than",
+            None,
+        ),
     ];
     let mut expected_dead = Vec::new();
     let mut good = 0;
@@ -53,7 +73,13 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
         let mut records: Vec<KeyValue> = Vec::new();
         for i in 0..1_500 {
             let id = 1_000 + p as i64 * 10_000 + i;
-            records.push((None, Some(serde_json::to_vec(&json!({"id": id, "name": format!("n{i}"), "amount": i})).unwrap())));
+            records.push((
+                None,
+                Some(
+                    serde_json::to_vec(&json!({"id": id, "name": format!("n{i}"), "amount": i}))
+                        .unwrap(),
+                ),
+            ));
             good += 1;
             if i % 100 == 50 {
                 let (value, _, _) = &bad[(i as usize / 100) % bad.len()];
@@ -62,7 +88,8 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
         }
         let offsets = produce(&s.topic, p, &records);
         for (offset, (_, value)) in offsets.iter().zip(&records) {
-            if let Some((_, needle, code)) = bad.iter().find(|(b, _, _)| Some(b) == value.as_ref()) {
+            if let Some((_, needle, code)) = bad.iter().find(|(b, _, _)| Some(b) == value.as_ref())
+            {
                 expected_dead.push((p, *offset, *needle, *code));
             }
         }
@@ -73,7 +100,12 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
     let log_end = log_end_offsets(&s.topic);
     for p in 0..2 {
         let end = log_end[&p];
-        wait_for_eq(&format!("partition {p} committed to its log end (lag 0)"), Duration::from_secs(60), Some(end), || committed(&s, p));
+        wait_for_eq(
+            &format!("partition {p} committed to its log end (lag 0)"),
+            Duration::from_secs(60),
+            Some(end),
+            || committed(&s, p),
+        );
     }
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success());
@@ -84,10 +116,17 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
     assert_eq!(rows.len(), expected_dead.len(), "dead letters: {rows:?}");
     for (row, (p, offset, needle, code)) in rows.iter().zip(&expected_dead) {
         let cell = |i: usize| row[i].clone().unwrap_or_default();
-        assert_eq!((cell(0), cell(1)), (p.to_string(), offset.to_string()), "{row:?}");
+        assert_eq!(
+            (cell(0), cell(1)),
+            (p.to_string(), offset.to_string()),
+            "{row:?}"
+        );
         assert_eq!(cell(2), "business", "{row:?}");
         assert_eq!(row[3].clone(), code.map(|c| c.to_string()), "{row:?}");
-        assert!(cell(4).contains(needle), "error text should mention {needle:?}: {row:?}");
+        assert!(
+            cell(4).contains(needle),
+            "error text should mention {needle:?}: {row:?}"
+        );
         assert_eq!(cell(5), "3", "attempts = business_attempts: {row:?}");
     }
     assert_eq!(s.count("WHERE name LIKE 'n%'"), 3_000);
@@ -97,7 +136,12 @@ fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
 fn a_locked_row_blocks_only_its_partition_until_released() {
     // Lock waits end after 3 s with MySQL error 1205, a technical error.
     root_sql("SET GLOBAL innodb_lock_wait_timeout = 3");
-    let s = Setup::new("failures_lock", 3, ORDERS, "[retry]\ntechnical_attempts = 2");
+    let s = Setup::new(
+        "failures_lock",
+        3,
+        ORDERS,
+        "[retry]\ntechnical_attempts = 2",
+    );
     s.produce_orders(0..3, 0, 10);
     let mut service = s.start();
     s.wait_rows(30, Duration::from_secs(60));
@@ -105,22 +149,43 @@ fn a_locked_row_blocks_only_its_partition_until_released() {
     let locker = s.hold_row_lock(10);
     produce_json(&s.topic, 0, &orders(0, 10, 50));
     let blocked = wait_state(&s, 0, "blocked", Duration::from_secs(60));
-    assert!(blocked["last_error"].as_str().unwrap_or("").contains("1205"), "{blocked}");
+    assert!(
+        blocked["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1205"),
+        "{blocked}"
+    );
     assert_eq!(blocked["blocked_at_offset"], 10);
 
     // While partition 0 is blocked, the others keep landing their records.
     s.produce_orders(1..3, 10, 500);
-    wait_for_eq("partitions 1 and 2 land while 0 is blocked", Duration::from_secs(60), 1_020, || s.count("WHERE id >= 1000000"));
+    wait_for_eq(
+        "partitions 1 and 2 land while 0 is blocked",
+        Duration::from_secs(60),
+        1_020,
+        || s.count("WHERE id >= 1000000"),
+    );
     assert_eq!(s.live(0).unwrap()["state"], "blocked");
-    assert!(committed(&s, 0).unwrap_or(0) <= 10, "nothing committed past the failing record");
+    assert!(
+        committed(&s, 0).unwrap_or(0) <= 10,
+        "nothing committed past the failing record"
+    );
 
     locker.release();
     wait_state(&s, 0, "flowing", Duration::from_secs(60));
     s.wait_rows(60 + 1_020, Duration::from_secs(60));
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success());
-    assert!(service.log_text().contains("partition 0: resumed"), "{}", service.log_text());
-    assert_eq!(query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)), 0);
+    assert!(
+        service.log_text().contains("partition 0: resumed"),
+        "{}",
+        service.log_text()
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)),
+        0
+    );
 }
 
 #[test]
@@ -128,7 +193,12 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
     // A user of the test's own, so that revoking does not disturb other tests.
     let user = unique_name("u");
     let password = "revoke-test-pw";
-    let s = Setup::new("failures_revoke", 2, ORDERS, "[retry]\ntechnical_attempts = 1\n[worker]\nshutdown_timeout_ms = 5000");
+    let s = Setup::new(
+        "failures_revoke",
+        2,
+        ORDERS,
+        "[retry]\ntechnical_attempts = 1\n[worker]\nshutdown_timeout_ms = 5000",
+    );
     let dl = &s.dead_letters;
     root_sql(&format!(
         "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
@@ -138,21 +208,45 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
          GRANT ALL ON kafka2mysql.`{dl}` TO '{user}'@'127.0.0.1';",
         t = s.table
     ));
-    let text = std::fs::read_to_string(&s.config).unwrap().replace("k2m@", &format!("{user}@"));
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("k2m@", &format!("{user}@"));
     std::fs::write(&s.config, text).unwrap();
     s.produce_orders(0..2, 0, 20);
-    let mut service = Service::start_with_env(&["run", "--config", s.config_arg()], &[("MYSQL_PASSWORD", password)]);
+    let mut service = Service::start_with_env(
+        &["run", "--config", s.config_arg()],
+        &[("MYSQL_PASSWORD", password)],
+    );
     s.wait_rows(40, Duration::from_secs(60));
 
-    root_sql(&format!("REVOKE INSERT ON kafka2mysql.`{}` FROM '{user}'@'127.0.0.1'", s.table));
+    root_sql(&format!(
+        "REVOKE INSERT ON kafka2mysql.`{}` FROM '{user}'@'127.0.0.1'",
+        s.table
+    ));
     s.produce_orders(0..2, 20, 30);
     for p in 0..2 {
         let b = wait_state(&s, p, "blocked", Duration::from_secs(60));
-        assert!(b["last_error"].as_str().unwrap_or("").contains("1142"), "{b}");
-        assert!(b["last_error"].as_str().unwrap_or("").contains("operator must fix"), "{b}");
+        assert!(
+            b["last_error"].as_str().unwrap_or("").contains("1142"),
+            "{b}"
+        );
+        assert!(
+            b["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("operator must fix"),
+            "{b}"
+        );
     }
-    assert_eq!(query_count(&format!("SELECT COUNT(*) FROM `{dl}`")), 0, "nothing is dead-lettered for a setup problem");
-    root_sql(&format!("GRANT INSERT ON kafka2mysql.`{}` TO '{user}'@'127.0.0.1'", s.table));
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(*) FROM `{dl}`")),
+        0,
+        "nothing is dead-lettered for a setup problem"
+    );
+    root_sql(&format!(
+        "GRANT INSERT ON kafka2mysql.`{}` TO '{user}'@'127.0.0.1'",
+        s.table
+    ));
     s.wait_rows(100, Duration::from_secs(60));
     for p in 0..2 {
         wait_state(&s, p, "flowing", Duration::from_secs(30));
@@ -160,14 +254,25 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
 
     // Shutdown while blocked: SIGTERM still stops within the shutdown
     // timeout, committing what was applied and nothing else.
-    root_sql(&format!("REVOKE INSERT ON kafka2mysql.`{}` FROM '{user}'@'127.0.0.1'", s.table));
+    root_sql(&format!(
+        "REVOKE INSERT ON kafka2mysql.`{}` FROM '{user}'@'127.0.0.1'",
+        s.table
+    ));
     produce_json(&s.topic, 0, &orders(0, 50, 10));
     wait_state(&s, 0, "blocked", Duration::from_secs(60));
     let started = Instant::now();
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{}", service.log_text());
-    assert!(started.elapsed() < Duration::from_secs(10), "stopped after {:?}", started.elapsed());
-    assert_eq!(committed(&s, 0), Some(50), "partition 0 committed up to the blocked record, not past it");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        committed(&s, 0),
+        Some(50),
+        "partition 0 committed up to the blocked record, not past it"
+    );
     assert_eq!(committed(&s, 1), Some(50));
     assert_eq!(query_count(&format!("SELECT COUNT(*) FROM `{dl}`")), 0);
     root_sql(&format!("DROP USER '{user}'@'127.0.0.1'"));
@@ -182,15 +287,28 @@ fn the_dead_letter_burst_blocks_the_partition() {
         "[retry]\nbusiness_attempts = 0\ndead_letter_burst = 50",
     );
     let dl = &s.dead_letters;
-    let records: Vec<KeyValue> = (0..100).map(|i| (None, Some(format!("bad record {i}").into_bytes()))).collect();
+    let records: Vec<KeyValue> = (0..100)
+        .map(|i| (None, Some(format!("bad record {i}").into_bytes())))
+        .collect();
     produce(&s.topic, 0, &records);
     let mut service = s.start();
     let blocked = wait_state(&s, 0, "blocked", Duration::from_secs(60));
-    assert!(blocked["last_error"].as_str().unwrap_or("").contains("dead_letter_burst"), "{blocked}");
+    assert!(
+        blocked["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dead_letter_burst"),
+        "{blocked}"
+    );
     assert_eq!(blocked["blocked_at_offset"], 50);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(query_count(&format!("SELECT COUNT(*) FROM `{dl}`")), 50);
-    wait_for_eq("committed offset at the blocked record", Duration::from_secs(30), Some(50), || committed(&s, 0));
+    wait_for_eq(
+        "committed offset at the blocked record",
+        Duration::from_secs(30),
+        Some(50),
+        || committed(&s, 0),
+    );
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success());
     assert_eq!(query_count(&format!("SELECT COUNT(*) FROM `{dl}`")), 50);

@@ -8,9 +8,9 @@
 //! (`common::unique_name`), so the tests run in parallel.
 
 mod common;
-mod setup;
-mod harness;
-mod pipeline;
-mod failures;
 mod exactly_once;
+mod failures;
+mod harness;
 mod operations;
+mod pipeline;
+mod setup;

@@ -12,7 +12,12 @@ use crate::setup::{orders, sigterm_clean, Setup, ORDERS};
 
 #[test]
 fn twenty_thousand_records_on_four_partitions_land_and_are_committed() {
-    let s = Setup::new("pipeline_20k", 4, ORDERS, "[commit]\nevery_messages = 1000\ninterval_ms = 1000");
+    let s = Setup::new(
+        "pipeline_20k",
+        4,
+        ORDERS,
+        "[commit]\nevery_messages = 1000\ninterval_ms = 1000",
+    );
     s.produce_orders(0..4, 0, 5_000);
     let mut service = s.start();
     s.wait_rows(20_000, Duration::from_secs(120));
@@ -25,8 +30,12 @@ fn twenty_thousand_records_on_four_partitions_land_and_are_committed() {
     sigterm_clean(&mut service);
     let log_end = log_end_offsets(&s.topic);
     let committed = group_offsets(&s.group, &s.topic);
-    let expected: std::collections::BTreeMap<i32, Option<i64>> = log_end.iter().map(|(&p, &o)| (p, Some(o))).collect();
-    assert_eq!(committed, expected, "committed offsets (Kafka's consumer-groups tool) vs log end offsets");
+    let expected: std::collections::BTreeMap<i32, Option<i64>> =
+        log_end.iter().map(|(&p, &o)| (p, Some(o))).collect();
+    assert_eq!(
+        committed, expected,
+        "committed offsets (Kafka's consumer-groups tool) vs log end offsets"
+    );
     assert_eq!(log_end.values().sum::<i64>(), 20_000);
 }
 
@@ -41,7 +50,9 @@ fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
         "[mysql]\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n[commit]\nevery_messages = 50\ninterval_ms = 100",
     );
     let records = |p: i32, first: i64, n: i64| -> Vec<serde_json::Value> {
-        (first..first + n).map(|i| json!({"id": p as i64 * 1_000_000 + i, "name": "x"})).collect()
+        (first..first + n)
+            .map(|i| json!({"id": p as i64 * 1_000_000 + i, "name": "x"}))
+            .collect()
     };
     for p in 0..2 {
         produce_json(&s.topic, p, &records(p, 0, 500));
@@ -56,8 +67,15 @@ fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
     let mut service = s.start();
     s.wait_rows(1_500, Duration::from_secs(60));
     sigterm_clean(&mut service);
-    assert_eq!(s.count(""), 1_500, "a clean stop must leave nothing to apply again");
-    assert_eq!(query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)), 1_500);
+    assert_eq!(
+        s.count(""),
+        1_500,
+        "a clean stop must leave nothing to apply again"
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        1_500
+    );
 
     // SIGKILL in the middle of a larger load, then restart: every record is
     // there (some may be there twice: at-least-once).
@@ -66,21 +84,37 @@ fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
     }
     // A trigger slows the inserts so that the kill lands in the middle.
     mysql_exec(&format!(
-        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.001)",
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.003)",
         t = s.table
     ));
     let mut service = s.start();
     let sql = format!("SELECT COUNT(*) FROM `{}`", s.table);
-    wait_until("some of the new records applied", Duration::from_secs(60), || {
-        let n = query_count(&sql);
-        if n > 2_500 { Ok(()) } else { Err(format!("{n} rows")) }
-    });
+    wait_until(
+        "some of the new records applied",
+        Duration::from_secs(60),
+        || {
+            let n = query_count(&sql);
+            if n > 2_500 {
+                Ok(())
+            } else {
+                Err(format!("{n} rows"))
+            }
+        },
+    );
     service.sigkill();
     let killed_at = query_count(&sql);
-    assert!(killed_at < 21_500, "the kill should come before the end ({killed_at} rows)");
+    assert!(
+        killed_at < 21_500,
+        "the kill should come before the end ({killed_at} rows)"
+    );
     let mut service = s.start();
     let distinct = format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table);
-    wait_for_eq("every record present after SIGKILL and restart", Duration::from_secs(120), 21_500, || query_count(&distinct));
+    wait_for_eq(
+        "every record present after SIGKILL and restart",
+        Duration::from_secs(120),
+        21_500,
+        || query_count(&distinct),
+    );
     sigterm_clean(&mut service);
     s.assert_committed_at_log_end();
 }
@@ -114,7 +148,10 @@ fn commits_advance_in_steps_and_never_pass_what_is_in_mysql() {
             .find(|p| p.partition == 0)
             .map_or(-1, |p| p.offset);
         let rows = query_count(&count_sql);
-        assert!(committed <= rows, "committed offset {committed} is beyond the {rows} rows in MySQL");
+        assert!(
+            committed <= rows,
+            "committed offset {committed} is beyond the {rows} rows in MySQL"
+        );
         if committed > 0 {
             seen.insert(committed);
         }
@@ -125,8 +162,14 @@ fn commits_advance_in_steps_and_never_pass_what_is_in_mysql() {
     }
     sigterm_clean(&mut service);
     let steps: Vec<i64> = seen.iter().copied().filter(|&c| c < 2_000).collect();
-    assert!(steps.len() >= 3, "expected several intermediate commits, saw {seen:?}");
-    assert_eq!(group_offsets(&s.group, &s.topic).get(&0), Some(&Some(2_000)));
+    assert!(
+        steps.len() >= 3,
+        "expected several intermediate commits, saw {seen:?}"
+    );
+    assert_eq!(
+        group_offsets(&s.group, &s.topic).get(&0),
+        Some(&Some(2_000))
+    );
 }
 
 #[test]
@@ -146,9 +189,17 @@ fn a_stored_offset_below_the_log_start_restarts_that_partition_at_earliest() {
     let mut service = s.start();
     s.wait_rows(300 + 50 + 200, Duration::from_secs(60));
     sigterm_clean(&mut service);
-    assert_eq!(s.count("WHERE id BETWEEN 100 AND 149"), 0, "deleted records cannot be applied");
+    assert_eq!(
+        s.count("WHERE id BETWEEN 100 AND 149"),
+        0,
+        "deleted records cannot be applied"
+    );
     assert_eq!(s.count("WHERE id BETWEEN 150 AND 199"), 50);
-    assert_eq!(s.count("WHERE id >= 1000000"), 400, "the other partitions lose nothing");
+    assert_eq!(
+        s.count("WHERE id >= 1000000"),
+        400,
+        "the other partitions lose nothing"
+    );
     let log = service.log_text();
     assert!(
         log.contains("partition 0: starting at offset 150 (stored offset 100 is out of range"),
@@ -177,19 +228,23 @@ fn offset_out_of_range_while_running_costs_the_other_partitions_nothing() {
     // Feed partition 0 until its worker's queue is full and the coordinator
     // stops fetching it: the fetch position then stays behind the log end.
     let mut next = 10;
-    wait_until("partition 0's fetch position to stall behind its log end", Duration::from_secs(60), || {
-        produce_json(&s.topic, 0, &orders(0, next, 200));
-        next += 200;
-        // The status file is rewritten every second: look twice, further apart.
-        std::thread::sleep(Duration::from_millis(1_500));
-        let a = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
-        std::thread::sleep(Duration::from_millis(1_500));
-        let b = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
-        match (a, b) {
-            (Some(a), Some(b)) if a == b && b < next => Ok(b),
-            other => Err(format!("fetch offsets {other:?}, log end {next}")),
-        }
-    });
+    wait_until(
+        "partition 0's fetch position to stall behind its log end",
+        Duration::from_secs(60),
+        || {
+            produce_json(&s.topic, 0, &orders(0, next, 200));
+            next += 200;
+            // The status file is rewritten every second: look twice, further apart.
+            std::thread::sleep(Duration::from_millis(1_500));
+            let a = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
+            std::thread::sleep(Duration::from_millis(1_500));
+            let b = s.live(0).and_then(|p| p["fetch_offset"].as_i64());
+            match (a, b) {
+                (Some(a), Some(b)) if a == b && b < next => Ok(b),
+                other => Err(format!("fetch offsets {other:?}, log end {next}")),
+            }
+        },
+    );
     // More than the client may prefetch, so that its own position stalls too.
     produce_json(&s.topic, 0, &orders(0, next, 2_000));
     next += 2_000;
@@ -203,24 +258,37 @@ fn offset_out_of_range_while_running_costs_the_other_partitions_nothing() {
     s.produce_orders(1..3, 510, 500);
 
     let after_reset = format!("WHERE id >= {next} AND id < 1000000");
-    wait_for_eq("partitions 1 and 2 done, partition 0 read after the reset", Duration::from_secs(90), (2 * 1_010, 20), || {
-        (s.count("WHERE id >= 1000000"), s.count(&after_reset))
-    });
+    wait_for_eq(
+        "partitions 1 and 2 done, partition 0 read after the reset",
+        Duration::from_secs(90),
+        (2 * 1_010, 20),
+        || (s.count("WHERE id >= 1000000"), s.count(&after_reset)),
+    );
     sigterm_clean(&mut service);
     // What partition 0 applied before the reset is a prefix of its log: the
     // records fetched before their deletion, with no gap.
     let applied_before = s.count(&format!("WHERE id < {next}"));
-    assert!(applied_before < next, "the deletion must have cost partition 0 some records ({applied_before} of {next})");
+    assert!(
+        applied_before < next,
+        "the deletion must have cost partition 0 some records ({applied_before} of {next})"
+    );
     assert_eq!(
-        query_count(&format!("SELECT COALESCE(MAX(id) + 1, 0) FROM `{}` WHERE id < {next}", s.table)),
+        query_count(&format!(
+            "SELECT COALESCE(MAX(id) + 1, 0) FROM `{}` WHERE id < {next}",
+            s.table
+        )),
         applied_before,
         "partition 0 up to its fetch position, without a gap"
     );
     let log = service.log_text();
-    let expected_warning = format!("partition 0: offset {applied_before} is out of range [{next}, {}]", next + 20);
+    let expected_warning = format!(
+        "partition 0: offset {applied_before} is out of range [{next}, {}]",
+        next + 20
+    );
     let skipped = format!("{} offsets skipped", next - applied_before);
     assert!(
-        log.lines().any(|l| l.contains("WARN") && l.contains(&expected_warning) && l.contains(&skipped)),
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&expected_warning) && l.contains(&skipped)),
         "expected a warning with `{expected_warning}` and `{skipped}`:\n{log}"
     );
 }
@@ -242,9 +310,12 @@ fn a_tombstone_deletes_its_row_and_a_duplicate_in_insert_mode_is_skipped() {
     );
     assert_eq!(offsets, vec![0, 1, 2, 3, 4, 5]);
     let mut service = s.start();
-    wait_for_eq("rows 1 and 4 left", Duration::from_secs(60), vec![vec![Some("1".to_string())], vec![Some("4".to_string())]], || {
-        query_rows(&format!("SELECT id FROM `{}` ORDER BY id", s.table))
-    });
+    wait_for_eq(
+        "rows 1 and 4 left",
+        Duration::from_secs(60),
+        vec![vec![Some("1".to_string())], vec![Some("4".to_string())]],
+        || query_rows(&format!("SELECT id FROM `{}` ORDER BY id", s.table)),
+    );
     sigterm_clean(&mut service);
     assert_eq!(group_offsets(&s.group, &s.topic).get(&0), Some(&Some(6)));
 
@@ -257,22 +328,40 @@ fn a_tombstone_deletes_its_row_and_a_duplicate_in_insert_mode_is_skipped() {
     produce_json(
         &s.topic,
         0,
-        &[json!({"id": 1, "name": "first"}), json!({"id": 1, "name": "again"}), json!({"id": 2, "name": "after"})],
+        &[
+            json!({"id": 1, "name": "first"}),
+            json!({"id": 1, "name": "again"}),
+            json!({"id": 2, "name": "after"}),
+        ],
     );
     let mut service = s.start();
     s.wait_rows(2, Duration::from_secs(60));
-    wait_for_eq("the committed offset past all three", Duration::from_secs(30), Some(3), || {
-        kafka_client()
-            .fetch_group_topic_offset(&s.group, &s.topic)
-            .ok()
-            .and_then(|o| o.into_iter().find(|p| p.partition == 0).map(|p| p.offset))
-    });
+    wait_for_eq(
+        "the committed offset past all three",
+        Duration::from_secs(30),
+        Some(3),
+        || {
+            kafka_client()
+                .fetch_group_topic_offset(&s.group, &s.topic)
+                .ok()
+                .and_then(|o| o.into_iter().find(|p| p.partition == 0).map(|p| p.offset))
+        },
+    );
     sigterm_clean(&mut service);
     assert_eq!(
         query_rows(&format!("SELECT id, name FROM `{}` ORDER BY id", s.table)),
-        vec![vec![Some("1".into()), Some("first".into())], vec![Some("2".into()), Some("after".into())]]
+        vec![
+            vec![Some("1".into()), Some("first".into())],
+            vec![Some("2".into()), Some("after".into())]
+        ]
     );
-    assert!(service.log_text().contains("partition 0 offset 1: dead-lettered"), "{}", service.log_text());
+    assert!(
+        service
+            .log_text()
+            .contains("partition 0 offset 1: dead-lettered"),
+        "{}",
+        service.log_text()
+    );
 }
 
 #[test]
@@ -284,24 +373,85 @@ fn bad_configs_exit_2_and_name_the_key_or_object() {
     let dir = test_dir("badcfg");
     let cases: Vec<(&str, String, &str)> = vec![
         ("not TOML", "[kafka\nbrokers = 1".to_string(), "config"),
-        ("missing key", good.replace(&format!("topic = \"{topic}\""), ""), "kafka.topic"),
-        ("unknown key", good.replace("every_messages = 100", "every_messages = 100\nevery_message = 3"), "commit.every_message"),
-        ("wrong type", good.replace("every_messages = 100", "every_messages = \"lots\""), "commit.every_messages"),
-        ("bad enum", good.replace("offset_reset = \"earliest\"", "offset_reset = \"sometimes\""), "kafka.offset_reset"),
-        ("password in URL", good.replace("k2m@", "k2m:k2m-test-password@"), "mysql.url"),
-        ("missing table", good.replace(&format!("table = \"{topic}\""), "table = \"no_such_table_k2m\""), "no_such_table_k2m"),
-        ("missing key column", good.replace("key_columns = [\"id\"]", "key_columns = [\"idd\"]"), "\"idd\""),
-        ("missing topic", good.replace(&format!("topic = \"{topic}\""), "topic = \"no_such_topic_k2m\""), "no_such_topic_k2m"),
+        (
+            "missing key",
+            good.replace(&format!("topic = \"{topic}\""), ""),
+            "kafka.topic",
+        ),
+        (
+            "unknown key",
+            good.replace(
+                "every_messages = 100",
+                "every_messages = 100\nevery_message = 3",
+            ),
+            "commit.every_message",
+        ),
+        (
+            "wrong type",
+            good.replace("every_messages = 100", "every_messages = \"lots\""),
+            "commit.every_messages",
+        ),
+        (
+            "bad enum",
+            good.replace(
+                "offset_reset = \"earliest\"",
+                "offset_reset = \"sometimes\"",
+            ),
+            "kafka.offset_reset",
+        ),
+        (
+            "password in URL",
+            good.replace("k2m@", "k2m:k2m-test-password@"),
+            "mysql.url",
+        ),
+        (
+            "missing table",
+            good.replace(
+                &format!("table = \"{topic}\""),
+                "table = \"no_such_table_k2m\"",
+            ),
+            "no_such_table_k2m",
+        ),
+        (
+            "missing key column",
+            good.replace("key_columns = [\"id\"]", "key_columns = [\"idd\"]"),
+            "\"idd\"",
+        ),
+        (
+            "missing topic",
+            good.replace(
+                &format!("topic = \"{topic}\""),
+                "topic = \"no_such_topic_k2m\"",
+            ),
+            "no_such_topic_k2m",
+        ),
     ];
     for (what, text, needle) in cases {
         let case_dir = dir.join(what.replace(' ', "_"));
         let config = write_config(&case_dir.join("conf"), &text);
         for command in ["check", "run"] {
-            let out = run_binary(&[command, "--config", config.to_str().unwrap()], Duration::from_secs(60));
-            assert_eq!(out.status.code(), Some(2), "{what}: `{command}` exit code\nstdout:{}\nstderr:{}", out.stdout, out.stderr);
-            assert!(out.stderr.contains(needle), "{what}: `{command}` should name {needle}; stderr:\n{}", out.stderr);
+            let out = run_binary(
+                &[command, "--config", config.to_str().unwrap()],
+                Duration::from_secs(60),
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{what}: `{command}` exit code\nstdout:{}\nstderr:{}",
+                out.stdout,
+                out.stderr
+            );
+            assert!(
+                out.stderr.contains(needle),
+                "{what}: `{command}` should name {needle}; stderr:\n{}",
+                out.stderr
+            );
             assert!(!out.stderr.contains("panicked"), "{what}: {}", out.stderr);
-            assert!(!out.stderr.contains("k2m-test-password"), "{what}: the password leaked: {}", out.stderr);
+            assert!(
+                !out.stderr.contains("k2m-test-password"),
+                "{what}: the password leaked: {}",
+                out.stderr
+            );
         }
     }
 }
@@ -318,7 +468,12 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
-    let s = Setup::new("pipeline_memory", 2, "id BIGINT PRIMARY KEY, name VARCHAR(64), payload TEXT", "");
+    let s = Setup::new(
+        "pipeline_memory",
+        2,
+        "id BIGINT PRIMARY KEY, name VARCHAR(64), payload TEXT",
+        "",
+    );
     produce_json(&s.topic, 0, &[json!({"id": 1, "name": "first"})]);
     let mut service = s.start();
     s.wait_rows(1, Duration::from_secs(60));
@@ -326,7 +481,9 @@ fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
 
     let payload = "p".repeat(1_000);
     let batch = |first: i64, n: i64| -> Vec<serde_json::Value> {
-        (first..first + n).map(|id| json!({"id": id, "name": "x", "payload": payload})).collect()
+        (first..first + n)
+            .map(|id| json!({"id": id, "name": "x", "payload": payload}))
+            .collect()
     };
     produce_json(&s.topic, 0, &batch(2, 2_000));
     std::thread::sleep(Duration::from_secs(2));

@@ -31,12 +31,26 @@ impl Setup {
         create_table(&table, columns);
         let dir = test_dir(prefix);
         // Each test has its own dead-letter table unless the overrides name one.
-        let mut text: toml::Table = test_config(&topic, &group, &table, overrides).parse().expect("config");
-        let mysql = text.get_mut("mysql").and_then(|m| m.as_table_mut()).expect("[mysql]");
+        let mut text: toml::Table = test_config(&topic, &group, &table, overrides)
+            .parse()
+            .expect("config");
+        let mysql = text
+            .get_mut("mysql")
+            .and_then(|m| m.as_table_mut())
+            .expect("[mysql]");
         let dead_letters = format!("{table}_dl");
-        mysql.entry("dead_letter_table").or_insert_with(|| dead_letters.clone().into());
+        mysql
+            .entry("dead_letter_table")
+            .or_insert_with(|| dead_letters.clone().into());
         let config = write_config(&dir.join("conf"), &toml::to_string(&text).expect("toml"));
-        Setup { topic, group, table, dead_letters, dir, config }
+        Setup {
+            topic,
+            group,
+            table,
+            dead_letters,
+            dir,
+            config,
+        }
     }
 
     pub fn config_arg(&self) -> &str {
@@ -57,15 +71,26 @@ impl Setup {
 
     pub fn wait_rows(&self, expected: i64, deadline: Duration) {
         let sql = format!("SELECT COUNT(*) FROM `{}`", self.table);
-        wait_for_eq(&format!("{expected} rows in {}", self.table), deadline, expected, || query_count(&sql));
+        wait_for_eq(
+            &format!("{expected} rows in {}", self.table),
+            deadline,
+            expected,
+            || query_count(&sql),
+        );
     }
 
     /// The group's committed offsets, read with Kafka's consumer-groups tool,
     /// equal every partition's log end offset (lag 0).
     pub fn assert_committed_at_log_end(&self) {
-        let expected: std::collections::BTreeMap<i32, Option<i64>> =
-            log_end_offsets(&self.topic).into_iter().map(|(p, o)| (p, Some(o))).collect();
-        assert_eq!(group_offsets(&self.group, &self.topic), expected, "committed offsets (Kafka's tool) vs log end offsets");
+        let expected: std::collections::BTreeMap<i32, Option<i64>> = log_end_offsets(&self.topic)
+            .into_iter()
+            .map(|(p, o)| (p, Some(o)))
+            .collect();
+        assert_eq!(
+            group_offsets(&self.group, &self.topic),
+            expected,
+            "committed offsets (Kafka's tool) vs log end offsets"
+        );
     }
 
     /// Produces `orders(p, first, count)` to each partition in `partitions`.
@@ -81,7 +106,11 @@ impl Setup {
         use mysql::prelude::Queryable;
         let mut conn = mysql_conn();
         conn.query_drop("START TRANSACTION").unwrap();
-        conn.query_drop(format!("INSERT INTO `{}` (id, name) VALUES ({id}, 'lock')", self.table)).unwrap();
+        conn.query_drop(format!(
+            "INSERT INTO `{}` (id, name) VALUES ({id}, 'lock')",
+            self.table
+        ))
+        .unwrap();
         RowLock(conn)
     }
 
@@ -93,7 +122,8 @@ impl Setup {
     }
 }
 
-pub const ORDERS: &str = "id BIGINT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2), note VARCHAR(16)";
+pub const ORDERS: &str =
+    "id BIGINT PRIMARY KEY, name VARCHAR(64), amount DECIMAL(12,2), note VARCHAR(16)";
 
 /// `count` records for one partition: ids `partition * 1_000_000 + first ..`.
 pub fn orders(partition: i32, first: i64, count: i64) -> Vec<serde_json::Value> {
@@ -108,7 +138,11 @@ pub fn orders(partition: i32, first: i64, count: i64) -> Vec<serde_json::Value> 
 /// Stops the service with SIGTERM and expects exit code 0.
 pub fn sigterm_clean(service: &mut Service) {
     let status = service.sigterm_and_wait(Duration::from_secs(30));
-    assert!(status.success(), "SIGTERM should stop the service with exit 0, got {status:?}\n{}", service.log_text());
+    assert!(
+        status.success(),
+        "SIGTERM should stop the service with exit 0, got {status:?}\n{}",
+        service.log_text()
+    );
 }
 
 /// A row lock held by an open transaction (see `Setup::hold_row_lock`).

@@ -319,23 +319,42 @@ pub fn produce(topic: &str, partition: i32, records: &[KeyValue]) -> Vec<i64> {
             bytes += key.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len);
             end += 1;
         }
-        let messages: Vec<ProduceMessage<'_, '_>> = records[start..end]
-            .iter()
-            .map(|(key, value)| {
-                ProduceMessage::new(topic, partition, key.as_deref(), value.as_deref())
-            })
-            .collect();
-        let confirms = client
-            .produce_messages(RequiredAcks::All, Duration::from_secs(30), messages)
-            .unwrap_or_else(|error| panic!("producing to {topic}/{partition} failed: {error}"));
-        let base_offset = confirms
-            .iter()
-            .filter(|confirm| confirm.topic == topic)
-            .flat_map(|confirm| confirm.partition_confirms.iter())
-            .find(|confirm| confirm.partition == partition)
-            .unwrap_or_else(|| panic!("no produce confirmation for {topic}/{partition}"))
-            .offset
-            .unwrap_or_else(|code| panic!("producing to {topic}/{partition} failed: {code:?}"));
+        let messages = || -> Vec<ProduceMessage<'_, '_>> {
+            records[start..end]
+                .iter()
+                .map(|(key, value)| {
+                    ProduceMessage::new(topic, partition, key.as_deref(), value.as_deref())
+                })
+                .collect()
+        };
+        // Right after a broker restart the partition may have no leader yet:
+        // such a produce appended nothing, so it is retried with new metadata.
+        let mut attempt = 0;
+        let base_offset = loop {
+            attempt += 1;
+            let confirms = client
+                .produce_messages(RequiredAcks::All, Duration::from_secs(30), messages())
+                .unwrap_or_else(|error| panic!("producing to {topic}/{partition} failed: {error}"));
+            let answer = confirms
+                .iter()
+                .filter(|confirm| confirm.topic == topic)
+                .flat_map(|confirm| confirm.partition_confirms.iter())
+                .find(|confirm| confirm.partition == partition)
+                .unwrap_or_else(|| panic!("no produce confirmation for {topic}/{partition}"))
+                .offset;
+            match answer {
+                Ok(offset) => break offset,
+                Err(
+                    code @ (kafka::error::KafkaCode::NotLeaderForPartition
+                    | kafka::error::KafkaCode::LeaderNotAvailable),
+                ) if attempt < 40 => {
+                    eprintln!("producing to {topic}/{partition}: {code:?}, retrying");
+                    thread::sleep(Duration::from_millis(500));
+                    client = kafka_client();
+                }
+                Err(code) => panic!("producing to {topic}/{partition} failed: {code:?}"),
+            }
+        };
         offsets.extend((0..(end - start) as i64).map(|index| base_offset + index));
         start = end;
     }
