@@ -170,10 +170,20 @@ pub fn wait_for_eq<T: PartialEq + Debug>(
 
 // ------------------------------------------------------------------ services.sh
 
-/// Runs `scripts/services.sh ARGS` and returns its standard output; panics
-/// with its output when it fails.
+/// The services script: `K2M_SERVICES_SH` when set (the script of another
+/// checkout whose services are running), else this checkout's
+/// `scripts/services.sh`.
+pub fn services_script() -> PathBuf {
+    match std::env::var_os("K2M_SERVICES_SH") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => repo_root().join("scripts/services.sh"),
+    }
+}
+
+/// Runs `scripts/services.sh ARGS` (see `services_script`) and returns its
+/// standard output; panics with its output when it fails.
 pub fn services(args: &[&str]) -> String {
-    let script = repo_root().join("scripts/services.sh");
+    let script = services_script();
     let output = Command::new(&script)
         .args(args)
         .stdin(Stdio::null())
@@ -181,7 +191,8 @@ pub fn services(args: &[&str]) -> String {
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", script.display()));
     if !output.status.success() {
         panic!(
-            "scripts/services.sh {} failed ({}):\n{}{}",
+            "{} {} failed ({}):\n{}{}",
+            script.display(),
             args.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
