@@ -381,4 +381,38 @@ fn test_config_merges_overrides_key_by_key() {
     assert_eq!(config["retry"]["business_attempts"].as_integer(), Some(1));
     assert_eq!(config["retry"]["backoff_initial_ms"].as_integer(), Some(10));
     assert_eq!(config["kafka"]["topic"].as_str(), Some("t"));
+    assert_eq!(
+        config["kafka"].get("client").and_then(toml::Value::as_str),
+        common::k2m_client().as_deref(),
+        "kafka.client follows K2M_CLIENT"
+    );
+}
+
+#[test]
+fn test_config_names_the_kafka_client_only_when_asked() {
+    let parse = |text: String| -> toml::Table { text.parse().expect("valid TOML") };
+
+    let without = parse(common::test_config_for_client("t", "g", "tbl", "", None));
+    assert_eq!(without["kafka"].get("client"), None);
+
+    let with = parse(common::test_config_for_client(
+        "t",
+        "g",
+        "tbl",
+        "[kafka]\nfetch_max_wait_ms = 50\n",
+        Some("kafka-rust"),
+    ));
+    assert_eq!(with["kafka"]["client"].as_str(), Some("kafka-rust"));
+    assert_eq!(with["kafka"]["fetch_max_wait_ms"].as_integer(), Some(50));
+    assert_eq!(with["kafka"]["topic"].as_str(), Some("t"));
+
+    // An override still wins.
+    let replaced = parse(common::test_config_for_client(
+        "t",
+        "g",
+        "tbl",
+        "[kafka]\nclient = \"librdkafka\"\n",
+        Some("kafka-rust"),
+    ));
+    assert_eq!(replaced["kafka"]["client"].as_str(), Some("librdkafka"));
 }

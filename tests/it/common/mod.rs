@@ -224,6 +224,87 @@ pub fn stop_mysql() {
 pub fn start_mysql() {
     services(&["start-mysql"]);
 }
+/// The broker process stopped (SIGSTOP) and resumed (SIGCONT): its
+/// connections stay open but nothing answers meanwhile.
+pub fn freeze_kafka() {
+    services(&["freeze-kafka"]);
+}
+pub fn thaw_kafka() {
+    services(&["thaw-kafka"]);
+}
+/// The broker killed without warning (SIGKILL); `start_kafka` brings it back.
+pub fn kill_kafka() {
+    services(&["kill-kafka"]);
+}
+
+/// The Apache Kafka version of the test broker: `KAFKA_VERSION`, by default
+/// 4.4.0.
+pub fn kafka_version() -> String {
+    match std::env::var("KAFKA_VERSION") {
+        Ok(version) if !version.trim().is_empty() => version.trim().to_owned(),
+        _ => "4.4.0".to_owned(),
+    }
+}
+
+/// The broker's SASL_SSL listener, as `scripts/services.sh up` exports it.
+#[derive(Debug, Clone)]
+pub struct SaslEnv {
+    /// `KAFKA_SASL_BROKERS`, comma-separated.
+    pub brokers: Vec<String>,
+    /// `KAFKA_SSL_CA`: the CA certificate (PEM) that signed the broker's.
+    pub ca_path: PathBuf,
+    /// `KAFKA_SASL_USER` and `KAFKA_SASL_TEST_PASSWORD`.
+    pub user: String,
+    pub password: String,
+}
+
+/// The SASL_SSL listener's address and credentials from the environment;
+/// panics, naming what is missing, when any is.
+pub fn sasl_env() -> SaslEnv {
+    let names = [
+        "KAFKA_SASL_BROKERS",
+        "KAFKA_SSL_CA",
+        "KAFKA_SASL_USER",
+        "KAFKA_SASL_TEST_PASSWORD",
+    ];
+    let values: Vec<Option<String>> = names
+        .iter()
+        .map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&values)
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    if !missing.is_empty() {
+        panic!(
+            "{} not set; start the services with scripts/services.sh up and export what it prints",
+            missing.join(", ")
+        );
+    }
+    let [brokers, ca_path, user, password] = <[Option<String>; 4]>::try_from(values)
+        .expect("four values")
+        .map(Option::unwrap);
+    let ca_path = PathBuf::from(ca_path);
+    if !ca_path.is_file() {
+        panic!(
+            "KAFKA_SSL_CA={} is not a file; start the services with scripts/services.sh up",
+            ca_path.display()
+        );
+    }
+    SaslEnv {
+        brokers: brokers
+            .split(',')
+            .map(|broker| broker.trim().to_owned())
+            .filter(|broker| !broker.is_empty())
+            .collect(),
+        ca_path,
+        user,
+        password,
+    }
+}
+
 // ------------------------------------------------------------------ Kafka
 
 /// How long a metadata, watermark or group-offset request may take.
@@ -451,7 +532,27 @@ pub fn wait_for_partitions_with_leaders(topic: &str, partitions: i32) {
 /// Creates `topic` with Kafka's topic tool and waits until the broker's
 /// metadata shows every partition with a leader.
 pub fn create_topic(topic: &str, partitions: i32) {
-    services(&["topic-create", topic, &partitions.to_string()]);
+    create_topic_with(topic, partitions, &[]);
+}
+
+/// Like `create_topic`, with topic configs (`&[("cleanup.policy",
+/// "compact")]`) passed to Kafka's topic tool.
+pub fn create_topic_with(topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let partitions_text = partitions.to_string();
+    let configs: Vec<String> = configs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let mut args = vec!["topic-create", topic, &partitions_text];
+    args.extend(configs.iter().map(String::as_str));
+    services(&args);
+    wait_for_partitions_with_leaders(topic, partitions);
+}
+
+/// Raises the partition count of `topic` to `partitions` with Kafka's topic
+/// tool and waits until the metadata shows them all with a leader.
+pub fn add_partitions(topic: &str, partitions: i32) {
+    services(&["topic-alter-partitions", topic, &partitions.to_string()]);
     wait_for_partitions_with_leaders(topic, partitions);
 }
 
@@ -1042,8 +1143,31 @@ pub fn write_config(dir: &Path, toml_text: &str) -> PathBuf {
 
 /// A configuration (DESIGN.md section 5) for the test services with quick
 /// commits and millisecond backoff, with `overrides` (TOML text, e.g.
-/// `"[mysql]\nwrite_mode = \"insert\""`) merged in key by key.
+/// `"[mysql]\nwrite_mode = \"insert\""`) merged in key by key. When
+/// `K2M_CLIENT` is set (e.g. `kafka-rust`), `[kafka]` gets `client =` it
+/// (before the overrides, which may replace it).
 pub fn test_config(topic: &str, group: &str, table: &str, overrides: &str) -> String {
+    test_config_for_client(topic, group, table, overrides, k2m_client().as_deref())
+}
+
+/// The Kafka client the tests run the service with: `K2M_CLIENT`, or
+/// `None` (the service's default) when it is unset or empty.
+pub fn k2m_client() -> Option<String> {
+    std::env::var("K2M_CLIENT")
+        .ok()
+        .map(|client| client.trim().to_owned())
+        .filter(|client| !client.is_empty())
+}
+
+/// `test_config` with the `kafka.client` given here instead of by
+/// `K2M_CLIENT`: `None` leaves the key out.
+pub fn test_config_for_client(
+    topic: &str,
+    group: &str,
+    table: &str,
+    overrides: &str,
+    client: Option<&str>,
+) -> String {
     let env = env();
     let base = format!(
         r#"
@@ -1079,6 +1203,12 @@ stats_interval_ms = 1000
         url = env.mysql_url,
     );
     let mut config: toml::Table = base.parse().expect("the base test config is valid TOML");
+    if let Some(client) = client {
+        let Some(toml::Value::Table(kafka)) = config.get_mut("kafka") else {
+            unreachable!("the base test config has a [kafka] table");
+        };
+        kafka.insert("client".to_owned(), toml::Value::from(client));
+    }
     let overrides: toml::Table = overrides.parse().unwrap_or_else(|error| {
         panic!("config overrides are not valid TOML: {error}\n{overrides}")
     });
