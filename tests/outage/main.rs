@@ -29,7 +29,12 @@ fn wait_for_leaders(topic: &str, partitions: usize) {
 #[test]
 fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let s = Setup::new("outage_mariadb", 3, ORDERS, "[retry]\nbackoff_max_ms = 1000");
+    let s = Setup::new(
+        "outage_mariadb",
+        3,
+        ORDERS,
+        "[retry]\nbackoff_max_ms = 1000",
+    );
     s.produce_orders(0..3, 0, 200);
     let mut service = s.start();
     s.wait_rows(600, Duration::from_secs(60));
@@ -47,7 +52,11 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
         })
     };
     std::thread::sleep(OUTAGE);
-    assert!(service.is_running(), "the service must not exit while the database is down:\n{}", service.log_text());
+    assert!(
+        service.is_running(),
+        "the service must not exit while the database is down:\n{}",
+        service.log_text()
+    );
     let blocked = s.live(0).expect("status file");
     assert_eq!(blocked["state"], "blocked", "{blocked}");
     start_mysql();
@@ -58,7 +67,10 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     sigterm_clean(&mut service);
     s.assert_committed_at_log_end();
     let log = service.log_text();
-    assert!(log.contains("partition blocked (technical)"), "the blocked state is logged:\n{log}");
+    assert!(
+        log.contains("partition blocked (technical)"),
+        "the blocked state is logged:\n{log}"
+    );
     assert!(log.contains("resumed"), "{log}");
     assert_eq!(s.count(""), 3_600);
 }
@@ -73,7 +85,11 @@ fn broker_down_for_20_seconds_then_back() {
 
     stop_kafka();
     std::thread::sleep(OUTAGE);
-    assert!(service.is_running(), "the service must not exit while the broker is down:\n{}", service.log_text());
+    assert!(
+        service.is_running(),
+        "the service must not exit while the broker is down:\n{}",
+        service.log_text()
+    );
     start_kafka();
     wait_for_leaders(&s.topic, 3);
     for p in 0..3 {
@@ -83,7 +99,10 @@ fn broker_down_for_20_seconds_then_back() {
         let mut tries = 0;
         while std::panic::catch_unwind(|| produce_json(&s.topic, p, &records)).is_err() {
             tries += 1;
-            assert!(tries < 20, "producing to the restarted broker keeps failing");
+            assert!(
+                tries < 20,
+                "producing to the restarted broker keeps failing"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -92,7 +111,11 @@ fn broker_down_for_20_seconds_then_back() {
     std::thread::sleep(Duration::from_secs(1));
     sigterm_clean(&mut service);
     s.assert_committed_at_log_end();
-    assert!(service.log_text().contains("kafka: connected again"), "{}", service.log_text());
+    assert!(
+        service.log_text().contains("kafka: connected again"),
+        "{}",
+        service.log_text()
+    );
 }
 
 #[test]
@@ -115,15 +138,20 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
     .unwrap();
     drop(conn);
     for p in 0..4 {
-        let events: Vec<serde_json::Value> =
-            (0..5_000).map(|i| serde_json::json!({"id": p as i64 * 1_000_000 + i, "name": "e"})).collect();
+        let events: Vec<serde_json::Value> = (0..5_000)
+            .map(|i| serde_json::json!({"id": p as i64 * 1_000_000 + i, "name": "e"}))
+            .collect();
         produce_json(&s.topic, p, &events);
     }
     let count = format!("SELECT COUNT(*) FROM `{}`", s.table);
     let mut service = s.start();
     wait_until("a quarter of the records", Duration::from_secs(120), || {
         let n = query_count(&count);
-        if n >= 5_000 { Ok(()) } else { Err(format!("{n} rows")) }
+        if n >= 5_000 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
     });
     stop_mysql();
     std::thread::sleep(Duration::from_secs(10));
@@ -131,7 +159,11 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
     start_mysql();
     wait_until("half of the records", Duration::from_secs(120), || {
         let n = try_query_count(&count)?;
-        if n >= 10_000 { Ok(()) } else { Err(format!("{n} rows")) }
+        if n >= 10_000 {
+            Ok(())
+        } else {
+            Err(format!("{n} rows"))
+        }
     });
     // And a crash on top of it.
     service.sigkill();
@@ -141,5 +173,9 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
     s.wait_rows(20_000, Duration::from_secs(180));
     sigterm_clean(&mut service);
     assert_eq!(query_count(&count), 20_000);
-    assert_eq!(query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)), 20_000, "every record once");
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        20_000,
+        "every record once"
+    );
 }
