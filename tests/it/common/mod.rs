@@ -359,8 +359,8 @@ pub struct PartitionOffset {
     pub offset: i64,
 }
 
-/// A fresh client for reading and committing group offsets (see
-/// `KafkaClient`).
+/// A client for reading and committing group offsets (see `KafkaClient`).
+/// Cheap: the consumers behind it are shared by the whole test binary.
 pub fn kafka_client() -> KafkaClient {
     env();
     KafkaClient { _private: () }
