@@ -1,22 +1,32 @@
 //! Proves that the test harness is real: what `common` writes to Kafka and
-//! MySQL can be read back by independent means (the kafka crate's fetch,
-//! Kafka's own command-line tools, a second MySQL connection as root), and
-//! `wait_until` really fails. Nothing here uses the kafka2mysql library.
+//! MySQL can be read back by independent means (the harness's own librdkafka
+//! consumer, Kafka's own command-line tools, a second MySQL connection as
+//! root), and `wait_until` really fails. Nothing here uses the kafka2mysql
+//! library.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka::client::{CommitOffset, FetchGroupOffset, FetchPartition};
-use kafka::error::{Error as KafkaError, KafkaCode};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::common::{self, FetchedRecord, KeyValue};
+use crate::common::{self, FetchedRecord, KeyValue, PartitionOffset, ProduceOptions};
+
+fn fetched(offset: i64, (key, value): &KeyValue) -> FetchedRecord {
+    FetchedRecord {
+        offset,
+        key: key.clone().unwrap_or_default(),
+        value: value.clone().unwrap_or_default(),
+        null_key: key.is_none(),
+        null_value: value.is_none(),
+    }
+}
 
 #[test]
 fn records_produced_to_each_partition_are_fetched_back_from_that_partition() {
     let topic = common::unique_name("harness_fetch");
     common::create_topic(&topic, 4);
 
-    let mut expected_offsets = BTreeMap::new();
+    let mut produced: BTreeMap<i32, Vec<KeyValue>> = BTreeMap::new();
     for partition in 0..4 {
         let records: Vec<KeyValue> = (0..2)
             .map(|index| {
@@ -31,89 +41,160 @@ fn records_produced_to_each_partition_are_fetched_back_from_that_partition() {
             vec![0, 1],
             "offsets of {topic}/{partition}"
         );
-        expected_offsets.insert(partition, 2);
+        produced.insert(partition, records);
     }
-    // A key-less record with a null value: the broker stores the null, and
-    // the kafka crate reads it back as an empty value (see common::produce).
-    assert_eq!(common::produce(&topic, 3, &[(None, None)]), vec![2]);
-    expected_offsets.insert(3, 3);
+    // Nulls and empties, kept apart: a key-less tombstone, an empty key with
+    // an empty value, a null key with an empty value, an empty key with a
+    // null value.
+    let odd: Vec<KeyValue> = vec![
+        (None, None),
+        (Some(Vec::new()), Some(Vec::new())),
+        (None, Some(Vec::new())),
+        (Some(Vec::new()), None),
+    ];
+    assert_eq!(common::produce(&topic, 3, &odd), vec![2, 3, 4, 5]);
+    produced.get_mut(&3).expect("partition 3").extend(odd);
 
-    let mut client = common::kafka_client();
-    client.set_fetch_max_bytes_per_partition(1024 * 1024);
-    let requests: Vec<FetchPartition<'_>> = (0..4)
-        .map(|partition| FetchPartition::new(&topic, partition, 0))
-        .collect();
-    let responses = client
-        .fetch_messages(&requests)
-        .expect("fetch from the test broker");
-
-    let mut fetched: BTreeMap<i32, Vec<FetchedRecord>> = BTreeMap::new();
-    let mut high_watermarks = BTreeMap::new();
-    for response in &responses {
-        for fetched_topic in response.topics() {
-            assert_eq!(fetched_topic.topic(), topic);
-            for partition in fetched_topic.partitions() {
-                let data = partition.data().unwrap_or_else(|error| {
-                    panic!(
-                        "partition {} of {topic} failed: {error}",
-                        partition.partition()
-                    )
-                });
-                high_watermarks.insert(partition.partition(), data.highwatermark_offset());
-                fetched.insert(
-                    partition.partition(),
-                    data.messages()
-                        .iter()
-                        .map(|message| FetchedRecord {
-                            offset: message.offset,
-                            key: message.key.to_vec(),
-                            value: message.value.to_vec(),
-                        })
-                        .collect(),
-                );
-            }
-        }
-    }
-
-    assert_eq!(high_watermarks, expected_offsets);
-    for partition in 0..4 {
-        let mut expected: Vec<FetchedRecord> = (0..2)
-            .map(|index| FetchedRecord {
-                offset: index,
-                key: format!("key-{partition}-{index}").into_bytes(),
-                value: format!(r#"{{"partition":{partition},"index":{index}}}"#).into_bytes(),
-            })
+    for (partition, records) in &produced {
+        let expected: Vec<FetchedRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(offset, record)| fetched(offset as i64, record))
             .collect();
-        if partition == 3 {
-            expected.push(FetchedRecord {
-                offset: 2,
-                key: Vec::new(),
-                value: Vec::new(),
-            });
-        }
+        let read = common::fetch_records(&topic, *partition, 0);
+        assert_eq!(read, expected, "records of {topic}/{partition}");
         assert_eq!(
-            fetched[&partition], expected,
-            "records of {topic}/{partition}"
+            read.iter()
+                .map(FetchedRecord::key_value)
+                .collect::<Vec<_>>(),
+            *records,
+            "key_value() of {topic}/{partition}"
         );
         assert_eq!(
-            common::fetch_records(&topic, partition, 1),
+            common::fetch_records(&topic, *partition, 1),
             expected[1..],
             "records of {topic}/{partition} from offset 1"
         );
+        assert_eq!(
+            common::fetch_records(&topic, *partition, records.len() as i64),
+            [],
+            "records of {topic}/{partition} from its end"
+        );
     }
 
-    // Kafka's own tool agrees with what the crate saw.
-    assert_eq!(common::log_end_offsets(&topic), expected_offsets);
+    // Kafka's own tool agrees with what the consumer saw.
+    assert_eq!(
+        common::log_end_offsets(&topic),
+        BTreeMap::from([(0, 2), (1, 2), (2, 2), (3, 6)])
+    );
     assert_eq!(
         common::log_start_offsets(&topic),
         (0..4).map(|partition| (partition, 0)).collect()
     );
+    assert_eq!(common::topic_partition_ids(&topic), vec![0, 1, 2, 3]);
+
+    common::delete_topic(&topic);
+    assert!(
+        common::topic_partitions_with_leader(&topic).is_err(),
+        "a deleted topic has no partitions"
+    );
+}
+
+#[test]
+fn records_produced_compressed_in_batches_are_fetched_back_exactly() {
+    let topic = common::unique_name("harness_batches");
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    common::create_topic(&topic, codecs.len() as i32);
+    for (partition, compression) in codecs.iter().enumerate() {
+        let partition = partition as i32;
+        let records: Vec<KeyValue> = (0..250)
+            .map(|index| {
+                (
+                    (index % 7 != 0).then(|| format!("key-{index}").into_bytes()),
+                    (index % 5 != 0).then(|| {
+                        format!("{compression} value {index} ")
+                            .repeat(index % 4)
+                            .into_bytes()
+                    }),
+                )
+            })
+            .collect();
+        let options = ProduceOptions {
+            compression,
+            batch_records: 100,
+        };
+        assert_eq!(
+            common::produce_with(&topic, partition, &records, &options),
+            (0..250).collect::<Vec<i64>>(),
+            "offsets of {compression} batches"
+        );
+        let expected: Vec<FetchedRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(offset, record)| fetched(offset as i64, record))
+            .collect();
+        assert_eq!(
+            common::fetch_records(&topic, partition, 0),
+            expected,
+            "{compression} batches of {topic}/{partition}"
+        );
+        // From the middle of a batch: the records before the offset asked
+        // for are not returned.
+        assert_eq!(
+            common::fetch_records(&topic, partition, 150),
+            expected[150..],
+            "{compression} batches of {topic}/{partition} from offset 150"
+        );
+    }
+    assert_eq!(
+        common::log_end_offsets(&topic),
+        (0..codecs.len() as i32)
+            .map(|partition| (partition, 250))
+            .collect()
+    );
+    common::delete_topic(&topic);
+}
+
+#[test]
+fn records_of_aborted_transactions_and_transaction_markers_are_not_fetched() {
+    let topic = common::unique_name("harness_txn");
+    common::create_topic(&topic, 1);
+    let batch = |name: &str| -> Vec<KeyValue> {
+        (0..3)
+            .map(|index| (None, Some(format!("{name}-{index}").into_bytes())))
+            .collect()
+    };
+    let committed = batch("committed");
+    let aborted = batch("aborted");
+    let plain = batch("plain");
+    // Each transaction ends with a marker that takes an offset of its own.
+    assert_eq!(
+        common::produce_transaction(&topic, 0, &committed, true),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        common::produce_transaction(&topic, 0, &aborted, false),
+        vec![4, 5, 6]
+    );
+    assert_eq!(common::produce(&topic, 0, &plain), vec![8, 9, 10]);
+
+    let read: Vec<(i64, KeyValue)> = common::fetch_records(&topic, 0, 0)
+        .iter()
+        .map(|record| (record.offset, record.key_value()))
+        .collect();
+    let expected: Vec<(i64, KeyValue)> = [0, 1, 2]
+        .into_iter()
+        .zip(committed)
+        .chain([8, 9, 10].into_iter().zip(plain))
+        .collect();
+    assert_eq!(read, expected);
+    assert_eq!(common::log_end_offsets(&topic), BTreeMap::from([(0, 11)]));
 
     common::delete_topic(&topic);
 }
 
 #[test]
-fn group_offsets_committed_with_the_kafka_crate_are_read_by_the_consumer_groups_tool() {
+fn group_offsets_committed_with_the_harness_client_are_read_by_the_consumer_groups_tool() {
     let topic = common::unique_name("harness_commit");
     let group = common::unique_name("harness_group");
     common::create_topic(&topic, 3);
@@ -137,16 +218,19 @@ fn group_offsets_committed_with_the_kafka_crate_are_read_by_the_consumer_groups_
         BTreeMap::from([(0, None), (1, None), (2, None)]),
         "a group that never committed"
     );
-
     let mut client = common::kafka_client();
+    let nothing = |partition| PartitionOffset {
+        partition,
+        offset: -1,
+    };
+    assert_eq!(
+        client.fetch_group_topic_offset(&group, &topic),
+        Ok(vec![nothing(0), nothing(1), nothing(2)]),
+        "a group that never committed, as the harness client sees it"
+    );
+
     client
-        .commit_offsets(
-            &group,
-            &[
-                CommitOffset::new(&topic, 0, 5),
-                CommitOffset::new(&topic, 1, 2),
-            ],
-        )
+        .commit_offsets(&group, &[(&topic, 0, 5), (&topic, 1, 2)])
         .expect("commit group offsets");
 
     assert_eq!(
@@ -154,25 +238,21 @@ fn group_offsets_committed_with_the_kafka_crate_are_read_by_the_consumer_groups_
         BTreeMap::from([(0, Some(5)), (1, Some(2)), (2, None)])
     );
 
-    // The crate reads the same offsets back (-1: nothing committed).
-    let mut fetched = client
-        .fetch_group_offsets(
-            &group,
-            &[
-                FetchGroupOffset::new(&topic, 0),
-                FetchGroupOffset::new(&topic, 1),
-                FetchGroupOffset::new(&topic, 2),
-            ],
-        )
-        .expect("fetch group offsets");
-    let mut by_partition: Vec<(i32, i64)> = fetched
-        .remove(&topic)
-        .expect("offsets of the topic")
-        .into_iter()
-        .map(|offset| (offset.partition, offset.offset))
-        .collect();
-    by_partition.sort_unstable();
-    assert_eq!(by_partition, vec![(0, 5), (1, 2), (2, -1)]);
+    // A new client reads the same offsets back (-1: nothing committed).
+    assert_eq!(
+        common::kafka_client().fetch_group_topic_offset(&group, &topic),
+        Ok(vec![
+            PartitionOffset {
+                partition: 0,
+                offset: 5
+            },
+            PartitionOffset {
+                partition: 1,
+                offset: 2
+            },
+            nothing(2),
+        ])
+    );
 
     common::delete_topic(&topic);
 }
@@ -240,23 +320,14 @@ fn delete_records_moves_the_log_start_offset_and_older_offsets_go_out_of_range()
         BTreeMap::from([(0, 10), (1, 3)])
     );
 
-    let mut client = common::kafka_client();
-    let responses = client
-        .fetch_messages(&[FetchPartition::new(&topic, 0, 2)])
-        .expect("fetch from the test broker");
-    let partition_errors: Vec<String> = responses
-        .iter()
-        .flat_map(|response| response.topics())
-        .flat_map(|fetched_topic| fetched_topic.partitions())
-        .map(|partition| match partition.data() {
-            Ok(data) => format!("data with {} messages", data.messages().len()),
-            Err(error) => match &*error {
-                KafkaError::Kafka(KafkaCode::OffsetOutOfRange) => "OffsetOutOfRange".to_owned(),
-                other => format!("{other}"),
-            },
-        })
-        .collect();
-    assert_eq!(partition_errors, vec!["OffsetOutOfRange"]);
+    // Below the log start: the broker answers OffsetOutOfRange, which
+    // librdkafka (auto.offset.reset=error) reports as AutoOffsetReset.
+    match common::try_fetch_records(&topic, 0, 2) {
+        Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {}
+        other => panic!(
+            "fetching {topic}/0 from offset 2: expected an offset out of range, got {other:?}"
+        ),
+    }
 
     let remaining: Vec<i64> = common::fetch_records(&topic, 0, 4)
         .iter()
@@ -310,4 +381,38 @@ fn test_config_merges_overrides_key_by_key() {
     assert_eq!(config["retry"]["business_attempts"].as_integer(), Some(1));
     assert_eq!(config["retry"]["backoff_initial_ms"].as_integer(), Some(10));
     assert_eq!(config["kafka"]["topic"].as_str(), Some("t"));
+    assert_eq!(
+        config["kafka"].get("client").and_then(toml::Value::as_str),
+        common::k2m_client().as_deref(),
+        "kafka.client follows K2M_CLIENT"
+    );
+}
+
+#[test]
+fn test_config_names_the_kafka_client_only_when_asked() {
+    let parse = |text: String| -> toml::Table { text.parse().expect("valid TOML") };
+
+    let without = parse(common::test_config_for_client("t", "g", "tbl", "", None));
+    assert_eq!(without["kafka"].get("client"), None);
+
+    let with = parse(common::test_config_for_client(
+        "t",
+        "g",
+        "tbl",
+        "[kafka]\nfetch_max_wait_ms = 50\n",
+        Some("kafka-rust"),
+    ));
+    assert_eq!(with["kafka"]["client"].as_str(), Some("kafka-rust"));
+    assert_eq!(with["kafka"]["fetch_max_wait_ms"].as_integer(), Some(50));
+    assert_eq!(with["kafka"]["topic"].as_str(), Some("t"));
+
+    // An override still wins.
+    let replaced = parse(common::test_config_for_client(
+        "t",
+        "g",
+        "tbl",
+        "[kafka]\nclient = \"librdkafka\"\n",
+        Some("kafka-rust"),
+    ));
+    assert_eq!(replaced["kafka"]["client"].as_str(), Some("librdkafka"));
 }

@@ -23,25 +23,7 @@ const OUTAGE: Duration = Duration::from_secs(20);
 /// A restarted broker answers before it has elected partition leaders; a
 /// produce before that fails.
 fn wait_for_leaders(topic: &str, partitions: usize) {
-    wait_until(
-        "every partition to have a leader again",
-        Duration::from_secs(60),
-        || {
-            let mut client = kafka::client::KafkaClient::new(env().brokers.clone());
-            client.load_metadata(&[topic]).map_err(|e| e.to_string())?;
-            let topics = client.topics();
-            let leaders = topics
-                .partitions(topic)
-                .map_or(0, |ps| ps.iter().filter(|p| p.leader().is_some()).count());
-            if leaders == partitions {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{leaders} of {partitions} partitions have a leader"
-                ))
-            }
-        },
-    );
+    wait_for_partitions_with_leaders(topic, partitions as i32);
 }
 
 #[test]
