@@ -14,3 +14,4 @@ mod pipeline;
 mod failures;
 mod exactly_once;
 mod operations;
+mod kafka_rust;
