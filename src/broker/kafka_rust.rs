@@ -46,6 +46,12 @@
 //! One more request per settled fetch, two when the crate must fetch again;
 //! an answer that starts at the requested offset costs nothing extra.
 //!
+//! The broker's down-conversion has a defect of its own (seen on Kafka
+//! 3.9.1): when the fetched data starts with a batch that converts to
+//! nothing (a transaction marker; a batch compacted below the offset), the
+//! first batch that converts is sent twice, so the crate returns its records
+//! twice. Answers keep only strictly increasing offsets.
+//!
 //! A multi-partition fetch that fails with the crate's
 //! `UnsupportedCompression` is split in halves, recursively, so that only the
 //! partition holding the batch is settled and the others get their records.
@@ -415,10 +421,20 @@ impl KafkaRust {
                             // and a grown Vec would hold up to twice its room.
                             let messages = data.messages();
                             let mut records = Vec::with_capacity(messages.len());
+                            // Offsets strictly increasing: a message at or below
+                            // the last one kept is a duplicate (see the module
+                            // documentation on down-conversion).
+                            let mut next = offset;
                             records.extend(
                                 messages
                                     .iter()
-                                    .filter(|m| m.offset >= offset)
+                                    .filter(|m| {
+                                        let keep = m.offset >= next;
+                                        if keep {
+                                            next = m.offset + 1;
+                                        }
+                                        keep
+                                    })
                                     .map(|m| Record::new(m.offset, m.key, m.value)),
                             );
                             Answer::Data {
