@@ -256,12 +256,16 @@ fn produce_transactions(topic: &str, transactions: i64, per_transaction: i64) {
 
 #[test]
 fn transaction_markers_are_stepped_over_without_dead_letters() {
-    // A small fetch size: some fetches start at a marker with records behind it.
+    // A small fetch size: some fetches start at a marker with records behind
+    // it. Insert mode into a table without a unique key: a record written
+    // twice is a second row.
     let s = Setup::new(
         "kr_tx",
         1,
-        ORDERS,
-        &kafka_rust("fetch_max_bytes_per_partition = 1024"),
+        "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64), amount DECIMAL(12,2)",
+        &kafka_rust(
+            "fetch_max_bytes_per_partition = 1024\n[mysql]\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false",
+        ),
     );
     produce_transactions(&s.topic, 20, 5);
     // 100 records and 20 markers; the log ends with a marker.
@@ -285,6 +289,11 @@ fn transaction_markers_are_stepped_over_without_dead_letters() {
     s.wait_rows(102, Duration::from_secs(60));
     sigterm_clean(&mut service);
     assert_eq!(s.count("WHERE name = CONCAT('name-', id)"), 102);
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        102,
+        "each record written once"
+    );
     assert_eq!(
         dead_letter_count(&s),
         0,
