@@ -311,6 +311,18 @@ impl KafkaRust {
     /// ApiVersions does not answer either, one more ListOffsets with new
     /// connections decides.
     fn check_protocol(&mut self) -> Result<(), Error> {
+        if self.leader_hosts().is_empty() {
+            // No partition to ask (the topic is missing, which `partitions`
+            // reports, or has no leader yet): ApiVersions alone decides.
+            let host = &self.brokers[0];
+            if let Ok(supported) = wire::api_versions(host, &self.client_id, WIRE_TIMEOUT) {
+                let refused = refused_versions(&supported);
+                if !refused.is_empty() {
+                    return Err(Error::Setup(refused_message(host, &refused.join(", "))));
+                }
+            }
+            return Ok(());
+        }
         let error = match self.latest_offsets() {
             Ok(_) => return Ok(()),
             Err(e) if connection_lost(&e) => e,
