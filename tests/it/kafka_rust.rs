@@ -382,3 +382,20 @@ fn refused_by_kafka_4_with_exit_2_and_advice() {
     assert_eq!(status.code(), Some(2), "{}", service.log_text());
     assert!(advice(&service.log_text()), "{}", service.log_text());
 }
+
+#[test]
+fn a_missing_topic_is_a_setup_error() {
+    let topic = unique_name("kr_missing");
+    let dir = test_dir("kr_missing");
+    let config = write_config(
+        &dir,
+        &test_config(&topic, &format!("{topic}_g"), &topic, KAFKA_RUST),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    let check = run_binary(&["check", "--config", config], Duration::from_secs(60));
+    assert_eq!(check.status.code(), Some(2), "{check:?}");
+    assert!(check.stderr.contains("does not exist"), "{check:?}");
+    let run = run_binary(&["run", "--config", config], Duration::from_secs(60));
+    assert_eq!(run.status.code(), Some(2), "{run:?}");
+    assert!(run.stderr.contains("does not exist"), "{run:?}");
+}
