@@ -130,8 +130,10 @@ pub struct KafkaRust {
     max_bytes_cap: i32,
     /// Hosts known to accept a connection.
     reachable: HashSet<String>,
-    /// The Fetch version of `wire::batch_headers`, per broker host.
+    /// The Fetch version of `wire::Conns::batch_headers`, per broker host.
     header_versions: HashMap<String, i16>,
+    /// This module's own connections.
+    wire: wire::Conns,
 }
 
 /// What the crate answered for one partition.
@@ -276,6 +278,7 @@ impl KafkaRust {
             max_bytes_cap: (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize)
                 as i32,
             header_versions: HashMap::new(),
+            wire: wire::Conns::new(&kafka.client_id, WIRE_TIMEOUT),
         };
         broker.client = broker.new_client()?;
         broker.reload_metadata()?;
@@ -314,11 +317,11 @@ impl KafkaRust {
         if self.leader_hosts().is_empty() {
             // No partition to ask (the topic is missing, which `partitions`
             // reports, or has no leader yet): ApiVersions alone decides.
-            let host = &self.brokers[0];
-            if let Ok(supported) = wire::api_versions(host, &self.client_id, WIRE_TIMEOUT) {
+            let host = self.brokers[0].clone();
+            if let Ok(supported) = self.wire.api_versions(&host) {
                 let refused = refused_versions(&supported);
                 if !refused.is_empty() {
-                    return Err(Error::Setup(refused_message(host, &refused.join(", "))));
+                    return Err(Error::Setup(refused_message(&host, &refused.join(", "))));
                 }
             }
             return Ok(());
@@ -333,7 +336,7 @@ impl KafkaRust {
             .into_iter()
             .next()
             .unwrap_or_else(|| self.brokers[0].clone());
-        match wire::api_versions(&host, &self.client_id, WIRE_TIMEOUT) {
+        match self.wire.api_versions(&host) {
             Ok(supported) => {
                 let refused = refused_versions(&supported);
                 if refused.is_empty() {
@@ -541,15 +544,13 @@ impl KafkaRust {
             return Ok(no_leader());
         };
         let version = self.header_version(&host)?;
-        let layout = wire::batch_headers(
+        let layout = self.wire.batch_headers(
             &host,
-            &self.client_id,
             version,
             &self.topic,
             request.partition,
             o,
             self.fetch_max_bytes.max(64),
-            WIRE_TIMEOUT,
         )?;
         let hw = Some(layout.high_watermark);
         match layout.error {
@@ -637,7 +638,7 @@ impl KafkaRust {
         if let Some(&v) = self.header_versions.get(host) {
             return Ok(v);
         }
-        let supported = wire::api_versions(host, &self.client_id, WIRE_TIMEOUT)?;
+        let supported = self.wire.api_versions(host)?;
         let (min, max) = supported
             .iter()
             .find(|(key, _, _)| *key == wire::API_FETCH)
@@ -773,9 +774,10 @@ impl Broker for KafkaRust {
 }
 
 /// The few Kafka requests this module makes itself, on connections of its
-/// own that live for one request: ApiVersions v0, and a Fetch (v4, or v2
-/// for Kafka 0.10) of which only the record batch headers are read.
+/// own: ApiVersions v0, and a Fetch (v4, or v2 for Kafka 0.10) of which only
+/// the record batch headers are read.
 mod wire {
+    use std::collections::HashMap;
     use std::io::{self, Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::time::Duration;
@@ -881,45 +883,135 @@ mod wire {
         buffer.extend_from_slice(s.as_bytes());
     }
 
-    /// Sends one request on a new connection and returns a reader of the
-    /// response after its correlation id.
-    fn request(
-        host: &str,
-        client_id: &str,
-        api_key: i16,
-        version: i16,
-        body: &[u8],
+    /// This module's connections, one per broker host, each kept while its
+    /// responses are read to their end.
+    pub struct Conns {
+        client_id: String,
         timeout: Duration,
-    ) -> io::Result<Reader<TcpStream>> {
-        const CORRELATION_ID: i32 = 1;
-        let mut stream = connect(host, timeout)?;
-        let mut message = vec![0; 4];
-        message.extend_from_slice(&api_key.to_be_bytes());
-        message.extend_from_slice(&version.to_be_bytes());
-        message.extend_from_slice(&CORRELATION_ID.to_be_bytes());
-        put_string(&mut message, client_id);
-        message.extend_from_slice(body);
-        let size = (message.len() - 4) as i32;
-        message[..4].copy_from_slice(&size.to_be_bytes());
-        stream.write_all(&message)?;
-        let mut size = [0; 4];
-        stream.read_exact(&mut size)?;
-        let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| bad("negative size"))?;
-        let mut reader = Reader::new(stream, size);
-        if reader.i32()? != CORRELATION_ID {
-            return Err(bad("response to another request"));
-        }
-        Ok(reader)
+        open: HashMap<String, (TcpStream, i32)>,
     }
 
-    /// The broker's API versions: (API key, min, max).
-    pub fn api_versions(
-        host: &str,
-        client_id: &str,
-        timeout: Duration,
-    ) -> io::Result<Vec<(i16, i16, i16)>> {
-        let mut r = request(host, client_id, API_VERSIONS, 0, &[], timeout)?;
-        parse_api_versions(&mut r)
+    impl Conns {
+        pub fn new(client_id: &str, timeout: Duration) -> Conns {
+            Conns {
+                client_id: client_id.to_string(),
+                timeout,
+                open: HashMap::new(),
+            }
+        }
+
+        /// Sends one request to `host` and reads its response with `parse`.
+        /// The connection is kept when the rest of the response, drained,
+        /// is at most `drain_limit` bytes; dropped otherwise and on error. A
+        /// kept connection that fails (closed by the broker while idle) is
+        /// replaced once.
+        fn call<T>(
+            &mut self,
+            host: &str,
+            api_key: i16,
+            version: i16,
+            body: &[u8],
+            drain_limit: usize,
+            parse: impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+        ) -> io::Result<T> {
+            if let Some(kept) = self.open.remove(host) {
+                let attempt = self.call_on(host, kept, api_key, version, body, drain_limit, &parse);
+                if attempt.is_ok() {
+                    return attempt;
+                }
+            }
+            let stream = connect(host, self.timeout)?;
+            self.call_on(
+                host,
+                (stream, 0),
+                api_key,
+                version,
+                body,
+                drain_limit,
+                &parse,
+            )
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn call_on<T>(
+            &mut self,
+            host: &str,
+            (mut stream, correlation_id): (TcpStream, i32),
+            api_key: i16,
+            version: i16,
+            body: &[u8],
+            drain_limit: usize,
+            parse: &impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+        ) -> io::Result<T> {
+            let correlation_id = correlation_id.wrapping_add(1);
+            let mut message = vec![0; 4];
+            message.extend_from_slice(&api_key.to_be_bytes());
+            message.extend_from_slice(&version.to_be_bytes());
+            message.extend_from_slice(&correlation_id.to_be_bytes());
+            put_string(&mut message, &self.client_id);
+            message.extend_from_slice(body);
+            let size = (message.len() - 4) as i32;
+            message[..4].copy_from_slice(&size.to_be_bytes());
+            stream.write_all(&message)?;
+            let mut size = [0; 4];
+            stream.read_exact(&mut size)?;
+            let size =
+                usize::try_from(i32::from_be_bytes(size)).map_err(|_| bad("negative size"))?;
+            let mut reader = Reader::new(&mut stream, size);
+            if reader.i32()? != correlation_id {
+                return Err(bad("response to another request"));
+            }
+            let value = parse(&mut reader)?;
+            if reader.left <= drain_limit {
+                let left = reader.left;
+                reader.skip(left)?;
+                self.open.insert(host.to_string(), (stream, correlation_id));
+            }
+            Ok(value)
+        }
+
+        /// The broker's API versions: (API key, min, max).
+        pub fn api_versions(&mut self, host: &str) -> io::Result<Vec<(i16, i16, i16)>> {
+            // A closure: the function item is bound to one lifetime of the
+            // reader, and `call` needs any.
+            #[allow(clippy::redundant_closure)]
+            self.call(host, API_VERSIONS, 0, &[], 0, |r| parse_api_versions(r))
+        }
+
+        /// The headers of the batches of one partition from `offset`, as a
+        /// Fetch of `version` (2 or 4, read uncommitted) returns them.
+        pub fn batch_headers(
+            &mut self,
+            host: &str,
+            version: i16,
+            topic: &str,
+            partition: i32,
+            offset: i64,
+            max_bytes: i32,
+        ) -> io::Result<Layout> {
+            let mut body = Vec::with_capacity(64 + topic.len());
+            body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+            body.extend_from_slice(&0i32.to_be_bytes()); // max wait
+            body.extend_from_slice(&0i32.to_be_bytes()); // min bytes
+            if version >= 3 {
+                body.extend_from_slice(&max_bytes.to_be_bytes());
+            }
+            if version >= 4 {
+                body.push(0); // read uncommitted, as Fetch v0
+            }
+            body.extend_from_slice(&1i32.to_be_bytes());
+            put_string(&mut body, topic);
+            body.extend_from_slice(&1i32.to_be_bytes());
+            body.extend_from_slice(&partition.to_be_bytes());
+            body.extend_from_slice(&offset.to_be_bytes());
+            body.extend_from_slice(&max_bytes.to_be_bytes());
+            // The rest of a response up to the fetch size is drained; past
+            // it (a huge first batch) the connection is dropped instead.
+            let drain_limit = usize::try_from(max_bytes).unwrap_or(0);
+            self.call(host, API_FETCH, version, &body, drain_limit, |r| {
+                parse_fetch(r, version, max_bytes)
+            })
+        }
     }
 
     pub fn parse_api_versions<R: Read>(r: &mut Reader<R>) -> io::Result<Vec<(i16, i16, i16)>> {
@@ -957,40 +1049,6 @@ mod wire {
         /// headers up to the first batch that ends past `max_bytes` or is
         /// cut off.
         pub batches: Vec<Batch>,
-    }
-
-    /// The headers of the batches of one partition from `offset`, as a
-    /// Fetch of `version` (2 or 4, read uncommitted) returns them.
-    #[allow(clippy::too_many_arguments)]
-    pub fn batch_headers(
-        host: &str,
-        client_id: &str,
-        version: i16,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        max_bytes: i32,
-        timeout: Duration,
-    ) -> io::Result<Layout> {
-        let mut body = Vec::with_capacity(64 + topic.len());
-        body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
-        body.extend_from_slice(&0i32.to_be_bytes()); // max wait
-        body.extend_from_slice(&0i32.to_be_bytes()); // min bytes
-        if version >= 3 {
-            body.extend_from_slice(&max_bytes.to_be_bytes());
-        }
-        if version >= 4 {
-            body.push(0); // read uncommitted, as Fetch v0
-        }
-        body.extend_from_slice(&1i32.to_be_bytes());
-        put_string(&mut body, topic);
-        body.extend_from_slice(&1i32.to_be_bytes());
-        body.extend_from_slice(&partition.to_be_bytes());
-        body.extend_from_slice(&offset.to_be_bytes());
-        body.extend_from_slice(&max_bytes.to_be_bytes());
-        let mut r = request(host, client_id, API_FETCH, version, &body, timeout)?;
-        parse_fetch(&mut r, version, max_bytes)
-        // The connection is dropped here, the rest of the response unread.
     }
 
     pub fn parse_fetch<R: Read>(
@@ -1278,6 +1336,59 @@ mod tests {
             message.contains("kafka.client = \"librdkafka\""),
             "{message}"
         );
+    }
+
+    /// A broker stand-in that answers ApiVersions, closes each connection
+    /// after two requests, and counts the connections it accepted.
+    fn api_versions_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                for _ in 0..2 {
+                    let mut size = [0; 4];
+                    if stream.read_exact(&mut size).is_err() {
+                        break;
+                    }
+                    let mut request = vec![0; i32::from_be_bytes(size) as usize];
+                    stream.read_exact(&mut request).unwrap();
+                    let mut response = request[4..8].to_vec(); // correlation id
+                    response.extend_from_slice(&0i16.to_be_bytes());
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    for v in [1i16, 0, 17] {
+                        response.extend_from_slice(&v.to_be_bytes());
+                    }
+                    let mut message = (response.len() as i32).to_be_bytes().to_vec();
+                    message.extend_from_slice(&response);
+                    stream.write_all(&message).unwrap();
+                }
+            }
+        });
+        (host, accepted)
+    }
+
+    #[test]
+    fn own_connections_are_kept_and_replaced_when_closed() {
+        use std::sync::atomic::Ordering;
+        let (host, accepted) = api_versions_server();
+        let mut conns = wire::Conns::new("test", Duration::from_secs(5));
+        for _ in 0..2 {
+            assert_eq!(conns.api_versions(&host).unwrap(), vec![(1, 0, 17)]);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for two requests"
+        );
+        // The server closed it: a new one, without an error.
+        assert_eq!(conns.api_versions(&host).unwrap(), vec![(1, 0, 17)]);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[test]
