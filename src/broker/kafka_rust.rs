@@ -281,7 +281,6 @@ impl KafkaRust {
             wire: wire::Conns::new(&kafka.client_id, WIRE_TIMEOUT),
         };
         broker.client = broker.new_client()?;
-        broker.reload_metadata()?;
         broker.check_protocol()?;
         Ok(broker)
     }
@@ -307,44 +306,51 @@ impl KafkaRust {
         Ok(client)
     }
 
+    /// `Ok(Some(setup error))` when `host`'s ApiVersions answer leaves out
+    /// versions the crate speaks, `Ok(None)` when it has them all, `Err`
+    /// when it does not answer.
+    fn refusal(&mut self, host: &str) -> io::Result<Option<Error>> {
+        let supported = self.wire.api_versions(host).inspect_err(|e| {
+            log::debug!("kafka: ApiVersions request to {host} failed: {e}");
+        })?;
+        let refused = refused_versions(&supported);
+        Ok((!refused.is_empty()).then(|| Error::Setup(refused_message(host, &refused.join(", ")))))
+    }
+
     /// One ListOffsets call, the first request after metadata that Kafka 4.0
     /// refuses: it closes the connection. ApiVersions then tells whether the
     /// broker refuses the crate's versions (a setup error) or the connection
     /// was lost for another reason (a technical error, retried). When
     /// ApiVersions does not answer either, one more ListOffsets with new
-    /// connections decides.
+    /// connections decides. A metadata request the broker closes the
+    /// connection on is explained the same way.
     fn check_protocol(&mut self) -> Result<(), Error> {
-        if self.leader_hosts().is_empty() {
+        let bootstrap = self.brokers[0].clone();
+        match self.reload_metadata() {
+            Err(Error::Kafka(e)) if connection_lost(&e) => {
+                return Err(self
+                    .refusal(&bootstrap)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Error::Kafka(e)));
+            }
+            other => other?,
+        }
+        let Some(host) = self.leader_hosts().into_iter().next() else {
             // No partition to ask (the topic is missing, which `partitions`
             // reports, or has no leader yet): ApiVersions alone decides.
-            let host = self.brokers[0].clone();
-            if let Ok(supported) = self.wire.api_versions(&host) {
-                let refused = refused_versions(&supported);
-                if !refused.is_empty() {
-                    return Err(Error::Setup(refused_message(&host, &refused.join(", "))));
-                }
-            }
-            return Ok(());
-        }
+            return self.refusal(&bootstrap).ok().flatten().map_or(Ok(()), Err);
+        };
         let error = match self.latest_offsets() {
             Ok(_) => return Ok(()),
             Err(e) if connection_lost(&e) => e,
             Err(e) => return Err(e.into()),
         };
-        let host = self
-            .leader_hosts()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.brokers[0].clone());
-        match self.wire.api_versions(&host) {
-            Ok(supported) => {
-                let refused = refused_versions(&supported);
-                if refused.is_empty() {
-                    return Err(error.into());
-                }
-                return Err(Error::Setup(refused_message(&host, &refused.join(", "))));
-            }
-            Err(e) => log::debug!("kafka: ApiVersions request to {host} failed: {e}"),
+        match self.refusal(&host) {
+            Ok(Some(refusal)) => return Err(refusal),
+            // Nothing refused: the connection was lost for another reason.
+            Ok(None) => return Err(error.into()),
+            Err(_) => {}
         }
         self.client = self.new_client()?;
         self.reload_metadata()?;
