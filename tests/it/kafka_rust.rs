@@ -387,8 +387,9 @@ fn refused_by_kafka_4_with_exit_2_and_advice() {
 fn a_missing_topic_is_a_setup_error() {
     let topic = unique_name("kr_missing");
     let dir = test_dir("kr_missing");
+    // Under conf/: the pid and status files go to the test's own run/.
     let config = write_config(
-        &dir,
+        &dir.join("conf"),
         &test_config(&topic, &format!("{topic}_g"), &topic, KAFKA_RUST),
     );
     let config = config.to_str().expect("utf-8 path");
@@ -398,4 +399,112 @@ fn a_missing_topic_is_a_setup_error() {
     let run = run_binary(&["run", "--config", config], Duration::from_secs(60));
     assert_eq!(run.status.code(), Some(2), "{run:?}");
     assert!(run.stderr.contains("does not exist"), "{run:?}");
+}
+
+/// A stand-in for a Kafka 4.0 broker, on a port of its own: Metadata v0
+/// answers (one partition led by itself), ApiVersions answers with Kafka
+/// 4.0's ranges, and any other request gets its connection closed, as Kafka
+/// does with a version it does not support. Returns its address.
+fn fake_kafka_4() -> String {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn serve(mut stream: TcpStream, port: u16) {
+        loop {
+            let mut size = [0; 4];
+            if stream.read_exact(&mut size).is_err() {
+                return;
+            }
+            let mut request = vec![0; i32::from_be_bytes(size) as usize];
+            if stream.read_exact(&mut request).is_err() {
+                return;
+            }
+            let key = i16::from_be_bytes([request[0], request[1]]);
+            let version = i16::from_be_bytes([request[2], request[3]]);
+            let mut response = request[4..8].to_vec(); // correlation id
+            let client_id_len = i16::from_be_bytes([request[8], request[9]]).max(0) as usize;
+            let body = &request[10 + client_id_len..];
+            match (key, version) {
+                (3, 0) => {
+                    // The first requested topic's name.
+                    let len = i16::from_be_bytes([body[4], body[5]]) as usize;
+                    let topic = String::from_utf8_lossy(&body[6..6 + len]).into_owned();
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    string(&mut response, "127.0.0.1");
+                    response.extend_from_slice(&i32::from(port).to_be_bytes());
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    response.extend_from_slice(&0i16.to_be_bytes());
+                    string(&mut response, &topic);
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    response.extend_from_slice(&0i16.to_be_bytes());
+                    for v in [0i32, 1, 1, 1, 1, 1] {
+                        // partition 0, leader 1, replicas [1], isr [1]
+                        response.extend_from_slice(&v.to_be_bytes());
+                    }
+                }
+                (18, _) => {
+                    let ranges: [(i16, i16, i16); 8] = [
+                        (0, 3, 12),
+                        (1, 4, 17),
+                        (2, 1, 10),
+                        (3, 0, 13),
+                        (8, 2, 9),
+                        (9, 1, 9),
+                        (10, 0, 6),
+                        (18, 0, 4),
+                    ];
+                    response.extend_from_slice(&0i16.to_be_bytes());
+                    response.extend_from_slice(&(ranges.len() as i32).to_be_bytes());
+                    for (k, min, max) in ranges {
+                        for v in [k, min, max] {
+                            response.extend_from_slice(&v.to_be_bytes());
+                        }
+                    }
+                }
+                _ => return,
+            }
+            let mut message = (response.len() as i32).to_be_bytes().to_vec();
+            message.extend_from_slice(&response);
+            if stream.write_all(&message).is_err() {
+                return;
+            }
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let port = listener.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(stream, port));
+        }
+    });
+    format!("127.0.0.1:{port}")
+}
+
+/// The refusal logic of `refused_by_kafka_4_with_exit_2_and_advice`, on any
+/// broker version: against a stand-in that refuses as Kafka 4.0 does.
+#[test]
+fn a_broker_refusing_the_crates_versions_is_a_setup_error_with_advice() {
+    let broker = fake_kafka_4();
+    let topic = unique_name("kr_fake4");
+    let dir = test_dir("kr_fake4");
+    let overrides = format!("{KAFKA_RUST}\nbrokers = [\"{broker}\"]");
+    // Under conf/: the pid and status files go to the test's own run/.
+    let config = write_config(
+        &dir.join("conf"),
+        &test_config(&topic, &format!("{topic}_g"), &topic, &overrides),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    let refused = "rejects the protocol versions of kafka.client = \"kafka-rust\" \
+                   (ListOffsets v0, Fetch v0, OffsetCommit v1: removed in Kafka 4.0); \
+                   use kafka.client = \"librdkafka\"";
+    let check = run_binary(&["check", "--config", config], Duration::from_secs(60));
+    assert_eq!(check.status.code(), Some(2), "{check:?}");
+    assert!(check.stderr.contains(refused), "{check:?}");
+    let run = run_binary(&["run", "--config", config], Duration::from_secs(60));
+    assert_eq!(run.status.code(), Some(2), "{run:?}");
+    assert!(run.stderr.contains(refused), "{run:?}");
 }
