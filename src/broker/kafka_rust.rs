@@ -580,7 +580,16 @@ impl KafkaRust {
             i += 1;
         }
         let Some(first) = batches.get(i) else {
-            return Ok(step(next, hw));
+            return Ok(if next > o {
+                step(next, hw)
+            } else {
+                // Nothing there after all (a race with retention or
+                // compaction): try again after a pause, not at once.
+                FetchOutcome::Retry(format!(
+                    "no record batch at offset {o} although the log ends at {}",
+                    layout.high_watermark
+                ))
+            });
         };
         if let Some(f) = seen.first().map(|r| r.offset) {
             if first.base.is_some_and(|base| base <= f) && f <= first.last {
