@@ -59,7 +59,12 @@
 //! Before the first fetch, `connect` makes one ListOffsets call: Kafka 4.0
 //! removed the versions the crate speaks (metadata still answers) and closes
 //! the connection; the broker's ApiVersions answer then says which versions
-//! it refuses, and `connect` fails with a setup error that names them.
+//! it refuses, and `connect` fails with a setup error that names them (exit
+//! 2). When ApiVersions does not answer either, one more ListOffsets on new
+//! connections decides: a second lost connection is taken as a refusal.
+//!
+//! Tested against Kafka 3.9.1 and a stand-in for 4.0's refusal; the Fetch v2
+//! path of the batch headers (brokers older than 0.11) is untested.
 //!
 //! # Limits that stay
 //!
@@ -71,10 +76,12 @@
 //! - No headers, timestamps or topic ids (message format v0).
 //! - The crate's own connections have no connect timeout and a read and
 //!   write timeout of 120 s (not configurable): a broker that silently
-//!   stops answering holds the coordinator thread that long. `connect`
-//!   checks that each bootstrap broker and each partition leader accepts a
-//!   connection within 10 s before the crate connects to it, and fails
-//!   fast otherwise; a broker that goes dark later is waited for.
+//!   stops answering holds the coordinator thread that long. `connect`, and
+//!   each metadata reload for a leader not seen before, check that the
+//!   broker accepts a connection within 10 s before the crate connects to
+//!   it, and fail fast otherwise (a technical error: reconnect, backoff). A
+//!   broker that goes dark later, or that the crate connects to again after
+//!   a connection was idle for 60 s, is waited for.
 //! - The crate's commit retries NOT_COORDINATOR and GROUP_LOAD_IN_PROGRESS
 //!   without pause and without end once its attempts are spent. `commit`
 //!   asks the group's offsets first (that request gives up after its
