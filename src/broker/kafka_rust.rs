@@ -7,12 +7,95 @@
 //! records would be lost. `fetch` here returns each partition's outcome on
 //! its own.
 //!
-//! The crate speaks Fetch v0, ListOffsets v0 and OffsetCommit v1, which
-//! Kafka 4.0 removed: the broker converts record batches down to message
-//! format v0 for it, and reads are uncommitted (aborted transactions are
-//! read too).
+//! The crate speaks Metadata v0, ListOffsets v0, Fetch v0, OffsetCommit v1,
+//! OffsetFetch v1 and GroupCoordinator v0. For Fetch v0 the broker converts
+//! record batches down to message format v0, dropping what format v0 cannot
+//! say: transaction markers (control batches) vanish, and zstd batches are
+//! refused.
+//!
+//! # What the crate gets wrong, and what this module does about it
+//!
+//! The crate's parser (`MessageSet::from_slice`) decodes messages in order
+//! and, at the first compressed wrapper, returns that wrapper's inner
+//! messages instead of everything it has decoded: the plain messages before
+//! the wrapper are dropped (and those after it, which a later fetch reads
+//! again). A codec it lacks (lz4, built without it) fails the whole
+//! multi-partition `fetch_messages` call. So this module trusts an answer
+//! only when it starts exactly at the requested offset; whenever it does not
+//! (records starting further on, nothing although the log goes on, a codec
+//! error, an unknown broker error), it *settles* the partition alone:
+//!
+//! 1. It reads the headers of the record batches at the requested offset
+//!    with a Fetch request of its own (`wire`, v4, or v2 for brokers older
+//!    than 0.11), which the broker answers without conversion: each batch's
+//!    offsets, size in bytes, codec and whether it is a control batch.
+//! 2. Leading control batches (transaction markers) are stepped over: they
+//!    are not records. The first data batch decides:
+//!    - the crate's answer started inside it: nothing was lost, take it;
+//!    - its codec is lz4, zstd or unknown: the partition is reported
+//!      `Unreadable` at that batch (after stepping over the markers before
+//!      it), with the advice to use librdkafka;
+//!    - it is larger than the largest fetch allowed: an oversized record;
+//!    - otherwise the crate fetches again with exactly the bytes that hold
+//!      that batch, and, when it is uncompressed, the uncompressed and
+//!      control batches after it up to the next compressed one. Such a
+//!      response holds no plain message before a wrapper, so the crate's
+//!      answer is exact; when it is empty, those batches hold no record at
+//!      or after the requested offset (compacted away) and are stepped over.
+//!
+//! One more request per settled fetch, two when the crate must fetch again;
+//! an answer that starts at the requested offset costs nothing extra.
+//!
+//! The broker's down-conversion has a defect of its own (seen on Kafka
+//! 3.9.1): when the fetched data starts with a batch that converts to
+//! nothing (a transaction marker; a batch compacted below the offset), the
+//! first batch that converts is sent twice, so the crate returns its records
+//! twice. Answers keep only strictly increasing offsets.
+//!
+//! A multi-partition fetch that fails with the crate's
+//! `UnsupportedCompression` is split in halves, recursively, so that only the
+//! partition holding the batch is settled and the others get their records.
+//!
+//! Before the first fetch, `connect` makes one ListOffsets call: Kafka 4.0
+//! removed the versions the crate speaks (metadata still answers) and closes
+//! the connection; the broker's ApiVersions answer then says which versions
+//! it refuses, and `connect` fails with a setup error that names them (exit
+//! 2). When ApiVersions does not answer either, one more ListOffsets on new
+//! connections decides: a second lost connection is taken as a refusal.
+//!
+//! Tested against Kafka 3.9.1 and a stand-in for 4.0's refusal; the Fetch v2
+//! path of the batch headers (brokers older than 0.11) is untested.
+//!
+//! # Limits that stay
+//!
+//! - Reads are uncommitted: records of aborted transactions are read and
+//!   written to MySQL like any other (Fetch v0 has no isolation level and no
+//!   aborted-transaction list). Transactional topics need librdkafka, which
+//!   reads committed.
+//! - A null value and an empty value both arrive as an empty slice.
+//! - No headers, timestamps or topic ids (message format v0).
+//! - The crate's own connections have no connect timeout and a read and
+//!   write timeout of 120 s (not configurable): a broker that silently
+//!   stops answering holds the coordinator thread that long. `connect`, and
+//!   each metadata reload for a leader not seen before, check that the
+//!   broker accepts a connection within 10 s before the crate connects to
+//!   it, and fail fast otherwise (a technical error: reconnect, backoff). A
+//!   broker that goes dark later, or that the crate connects to again after
+//!   a connection was idle for 60 s, is waited for.
+//! - The crate's commit retries NOT_COORDINATOR and GROUP_LOAD_IN_PROGRESS
+//!   without pause and without end once its attempts are spent. `commit`
+//!   asks the group's offsets first (that request gives up after its
+//!   attempts), so a commit is only sent to a coordinator that just answered;
+//!   a coordinator that moves between the two requests can still hold the
+//!   commit in that loop until the group settles.
+//! - The crate panics (`get_conn_any().expect`) when it must find the group
+//!   coordinator and no connection can be opened; that panic is caught and
+//!   becomes a technical error.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kafka::client::{CommitOffset, FetchOffset, FetchPartition, GroupOffsetStorage, KafkaClient};
@@ -23,28 +106,198 @@ use crate::config::Config;
 use crate::error::{is_offset_out_of_range, Error};
 use crate::record::Record;
 
+/// Connect, read and write timeout of this module's own connections (the
+/// reachability checks, ApiVersions, the batch headers).
+const WIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ADVICE: &str = "use kafka.client = \"librdkafka\"";
+
+/// The Kafka API versions the crate sends: (API key, name, version).
+const CRATE_VERSIONS: &[(i16, &str, i16)] = &[
+    (wire::API_METADATA, "Metadata", 0),
+    (wire::API_LIST_OFFSETS, "ListOffsets", 0),
+    (wire::API_FETCH, "Fetch", 0),
+    (wire::API_OFFSET_COMMIT, "OffsetCommit", 1),
+    (wire::API_OFFSET_FETCH, "OffsetFetch", 1),
+    (wire::API_FIND_COORDINATOR, "GroupCoordinator", 0),
+];
+
 pub struct KafkaRust {
     client: KafkaClient,
+    /// The bootstrap brokers that accepted a connection at `connect`.
+    brokers: Vec<String>,
     topic: String,
     group: String,
-    /// The fetch size of each partition: `fetch_max_bytes_per_partition`,
-    /// grown while a record does not fit in it.
-    max_bytes: HashMap<i32, i32>,
-    default_max_bytes: i32,
-    /// Past this fetch size a record that still does not fit is handed over
-    /// as oversized (dead-lettered without its content).
+    client_id: String,
+    fetch_max_bytes: i32,
+    fetch_min_bytes: i32,
+    fetch_max_wait: Duration,
+    /// Past this size a batch is not fetched: its record is handed over as
+    /// oversized (dead-lettered without its content).
     max_bytes_cap: i32,
+    /// Hosts known to accept a connection.
+    reachable: HashSet<String>,
+    /// The Fetch version of `wire::Conns::batch_headers`, per broker host.
+    header_versions: HashMap<String, i16>,
+    /// This module's own connections.
+    wire: wire::Conns,
+}
+
+/// What the crate answered for one partition.
+enum Answer {
+    /// Records at or after the requested offset, and the high watermark.
+    Data {
+        records: Vec<Record>,
+        high_watermark: i64,
+    },
+    /// The crate met a codec it lacks and refused the response.
+    UnsupportedCodec,
+    /// The broker reported an error for the partition.
+    Failed(Arc<kafka::Error>),
+    /// The crate knows no leader for the partition and left it out.
+    NoLeader,
+}
+
+/// A crate call whose panic becomes an error.
+fn guard<T>(call: impl FnOnce() -> kafka::Result<T>) -> kafka::Result<T> {
+    panic::catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|_| {
+        Err(kafka::Error::Io(io::Error::other(
+            "the kafka crate panicked (no connection to any broker could be opened)",
+        )))
+    })
+}
+
+/// The error of a request the broker closed the connection on: what Kafka
+/// does with a request version it does not support.
+fn connection_lost(error: &kafka::Error) -> bool {
+    match error {
+        kafka::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ),
+        kafka::Error::ArcSelf(inner) => connection_lost(inner),
+        _ => false,
+    }
+}
+
+/// The versions among the crate's that the broker's ApiVersions answer
+/// (key, min, max) does not include, as "ListOffsets v0".
+fn refused_versions(supported: &[(i16, i16, i16)]) -> Vec<String> {
+    CRATE_VERSIONS
+        .iter()
+        .filter(|(key, _, version)| {
+            !supported
+                .iter()
+                .any(|(k, min, max)| k == key && min <= version && version <= max)
+        })
+        .map(|(_, name, version)| format!("{name} v{version}"))
+        .collect()
+}
+
+fn refused_message(host: &str, refused: &str) -> String {
+    format!(
+        "the Kafka broker at {host} rejects the protocol versions of kafka.client = \"kafka-rust\" \
+         ({refused}: removed in Kafka 4.0); {ADVICE}"
+    )
+}
+
+/// The name of a codec the crate cannot read, from a batch's attributes.
+fn unreadable_codec(codec: u8) -> Option<String> {
+    match codec {
+        0..=2 => None,
+        3 => Some("lz4".to_string()),
+        4 => Some("zstd".to_string()),
+        other => Some(format!("codec {other}")),
+    }
+}
+
+fn unreadable_message(codec: &str, offset: i64) -> String {
+    format!(
+        "the record batch at offset {offset} is compressed with {codec}, which is not readable by \
+         kafka.client = \"kafka-rust\"; {ADVICE}"
+    )
+}
+
+/// Records, reading going on after the last one.
+fn records_outcome(records: Vec<Record>, high_watermark: Option<i64>) -> FetchOutcome {
+    let next_offset = records.last().map_or(0, |r| r.offset + 1);
+    FetchOutcome::Records {
+        records,
+        next_offset,
+        high_watermark,
+    }
+}
+
+/// No record, reading going on at `next_offset`.
+fn step(next_offset: i64, high_watermark: Option<i64>) -> FetchOutcome {
+    FetchOutcome::Records {
+        records: Vec::new(),
+        next_offset,
+        high_watermark,
+    }
+}
+
+/// Fails unless `host` accepts a TCP connection within `WIRE_TIMEOUT`.
+fn check_reachable(host: &str) -> io::Result<()> {
+    wire::connect(host, WIRE_TIMEOUT).map(drop)
 }
 
 impl KafkaRust {
     pub fn connect(config: &Config) -> Result<KafkaRust, Error> {
         let max_record_bytes = config.worker.max_record_bytes;
-        let config = &config.kafka;
-        let mut client = KafkaClient::new(config.brokers.clone());
-        client.set_client_id(config.client_id.clone());
-        client.set_fetch_max_bytes_per_partition(config.fetch_max_bytes_per_partition);
-        client.set_fetch_min_bytes(config.fetch_min_bytes);
-        client.set_fetch_max_wait_time(config.fetch_max_wait)?;
+        let kafka = &config.kafka;
+        // The crate connects without a timeout: hand it only the bootstrap
+        // brokers that answer.
+        let mut brokers = Vec::new();
+        let mut last_error = None;
+        for host in &kafka.brokers {
+            match check_reachable(host) {
+                Ok(()) => brokers.push(host.clone()),
+                Err(e) => {
+                    log::warn!("kafka: broker {host} does not accept a connection: {e}");
+                    last_error = Some(format!("{host}: {e}"));
+                }
+            }
+        }
+        if brokers.is_empty() {
+            return Err(Error::Kafka(kafka::Error::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!(
+                    "no broker accepts a connection ({})",
+                    last_error.unwrap_or_default()
+                ),
+            ))));
+        }
+        let largest_allowed = max_record_bytes.max(kafka.fetch_max_bytes_per_partition as usize);
+        let mut broker = KafkaRust {
+            client: KafkaClient::new(Vec::new()),
+            reachable: brokers.iter().cloned().collect(),
+            brokers,
+            topic: kafka.topic.clone(),
+            group: kafka.group.clone(),
+            client_id: kafka.client_id.clone(),
+            fetch_max_bytes: kafka.fetch_max_bytes_per_partition,
+            fetch_min_bytes: kafka.fetch_min_bytes,
+            fetch_max_wait: kafka.fetch_max_wait,
+            max_bytes_cap: (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize)
+                as i32,
+            header_versions: HashMap::new(),
+            wire: wire::Conns::new(&kafka.client_id, WIRE_TIMEOUT),
+        };
+        broker.client = broker.new_client()?;
+        broker.check_protocol()?;
+        Ok(broker)
+    }
+
+    fn new_client(&self) -> Result<KafkaClient, Error> {
+        let mut client = KafkaClient::new(self.brokers.clone());
+        client.set_client_id(self.client_id.clone());
+        client.set_fetch_max_bytes_per_partition(self.fetch_max_bytes);
+        client.set_fetch_min_bytes(self.fetch_min_bytes);
+        client.set_fetch_max_wait_time(self.fetch_max_wait)?;
         // The crate checks each message's CRC with a slow bytewise CRC-32 that
         // took a quarter of the coordinator thread (profiled). The check
         // guards nothing here: the crate reads only message format v0, so the
@@ -57,59 +310,381 @@ impl KafkaRust {
         client.set_retry_backoff_time(Duration::from_millis(100));
         client.set_retry_max_attempts(3);
         client.set_connection_idle_timeout(Duration::from_secs(60));
-        let largest_allowed = max_record_bytes.max(config.fetch_max_bytes_per_partition as usize);
-        let mut broker = KafkaRust {
-            client,
-            topic: config.topic.clone(),
-            group: config.group.clone(),
-            max_bytes: HashMap::new(),
-            default_max_bytes: config.fetch_max_bytes_per_partition,
-            max_bytes_cap: (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize)
-                as i32,
+        Ok(client)
+    }
+
+    /// `Ok(Some(setup error))` when `host`'s ApiVersions answer leaves out
+    /// versions the crate speaks, `Ok(None)` when it has them all, `Err`
+    /// when it does not answer.
+    fn refusal(&mut self, host: &str) -> io::Result<Option<Error>> {
+        let supported = self.wire.api_versions(host).inspect_err(|e| {
+            log::debug!("kafka: ApiVersions request to {host} failed: {e}");
+        })?;
+        let refused = refused_versions(&supported);
+        Ok((!refused.is_empty()).then(|| Error::Setup(refused_message(host, &refused.join(", ")))))
+    }
+
+    /// One ListOffsets call, the first request after metadata that Kafka 4.0
+    /// refuses: it closes the connection. ApiVersions then tells whether the
+    /// broker refuses the crate's versions (a setup error) or the connection
+    /// was lost for another reason (a technical error, retried). When
+    /// ApiVersions does not answer either, one more ListOffsets with new
+    /// connections decides. A metadata request the broker closes the
+    /// connection on is explained the same way.
+    fn check_protocol(&mut self) -> Result<(), Error> {
+        let bootstrap = self.brokers[0].clone();
+        match self.reload_metadata() {
+            Err(Error::Kafka(e)) if connection_lost(&e) => {
+                return Err(self
+                    .refusal(&bootstrap)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Error::Kafka(e)));
+            }
+            other => other?,
+        }
+        let Some(host) = self.leader_hosts().into_iter().next() else {
+            // No partition to ask (the topic is missing, which `partitions`
+            // reports, or has no leader yet): ApiVersions alone decides.
+            return self.refusal(&bootstrap).ok().flatten().map_or(Ok(()), Err);
         };
-        broker.reload_metadata()?;
-        Ok(broker)
+        let error = match self.latest_offsets() {
+            Ok(_) => return Ok(()),
+            Err(e) if connection_lost(&e) => e,
+            Err(e) => return Err(e.into()),
+        };
+        match self.refusal(&host) {
+            Ok(Some(refusal)) => return Err(refusal),
+            // Nothing refused: the connection was lost for another reason.
+            Ok(None) => return Err(error.into()),
+            Err(_) => {}
+        }
+        self.client = self.new_client()?;
+        self.reload_metadata()?;
+        match self.latest_offsets() {
+            Ok(_) => Ok(()),
+            Err(e) if connection_lost(&e) => Err(Error::Setup(refused_message(
+                &host,
+                "ListOffsets v0, Fetch v0",
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn latest_offsets(&mut self) -> kafka::Result<Vec<kafka::client::PartitionOffset>> {
+        let (client, topic) = (&mut self.client, &self.topic);
+        guard(|| client.fetch_topic_offsets(topic, FetchOffset::Latest))
     }
 
     fn offsets(&mut self, which: FetchOffset) -> Result<BTreeMap<i32, i64>, Error> {
-        let offsets = self.client.fetch_topic_offsets(&self.topic, which)?;
+        let (client, topic) = (&mut self.client, &self.topic);
+        let offsets = guard(|| client.fetch_topic_offsets(topic, which))?;
         Ok(offsets
             .into_iter()
             .map(|p| (p.partition, p.offset))
             .collect())
     }
 
-    /// Turns an empty answer for a partition whose log goes on into a bigger
-    /// fetch next time or, past the cap, into an oversized record.
-    fn nothing_fetched(&mut self, request: &FetchRequest, high_watermark: i64) -> Vec<Record> {
-        if high_watermark <= request.offset {
-            return Vec::new();
+    /// The distinct hosts leading the topic's partitions, as the metadata says.
+    fn leader_hosts(&self) -> Vec<String> {
+        let topics = self.client.topics();
+        let mut hosts: Vec<String> = topics
+            .partitions(&self.topic)
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| p.leader().map(|b| b.host().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+    }
+
+    fn leader_host(&self, partition: i32) -> Option<String> {
+        let topics = self.client.topics();
+        let partitions = topics.partitions(&self.topic)?;
+        let leader = partitions.partition(partition)?.leader()?;
+        Some(leader.host().to_string())
+    }
+
+    /// The crate's answer for each request (same order), each asking for
+    /// `max_bytes`. A response the crate refuses for a codec it lacks is
+    /// asked again in halves, so that only the partition holding it goes
+    /// without records.
+    fn answers(&mut self, requests: &[FetchRequest], max_bytes: i32) -> Result<Vec<Answer>, Error> {
+        let topic = self.topic.clone();
+        let inputs: Vec<FetchPartition<'_>> = requests
+            .iter()
+            .map(|r| FetchPartition::new(&topic, r.partition, r.offset).with_max_bytes(max_bytes))
+            .collect();
+        let client = &mut self.client;
+        let responses = match guard(|| client.fetch_messages(&inputs)) {
+            Ok(responses) => responses,
+            Err(kafka::Error::UnsupportedCompression) if requests.len() == 1 => {
+                return Ok(vec![Answer::UnsupportedCodec]);
+            }
+            Err(kafka::Error::UnsupportedCompression) => {
+                let (first, second) = requests.split_at(requests.len() / 2);
+                let mut answers = self.answers(first, max_bytes)?;
+                answers.extend(self.answers(second, max_bytes)?);
+                return Ok(answers);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut answers: Vec<Answer> = requests.iter().map(|_| Answer::NoLeader).collect();
+        for response in &responses {
+            for t in response.topics() {
+                if t.topic() != topic {
+                    continue;
+                }
+                for p in t.partitions() {
+                    let Some(i) = requests.iter().position(|r| r.partition == p.partition()) else {
+                        continue;
+                    };
+                    let offset = requests[i].offset;
+                    answers[i] = match p.data() {
+                        Ok(data) => {
+                            // Sized up front: a batch waits in a worker's queue,
+                            // and a grown Vec would hold up to twice its room.
+                            let messages = data.messages();
+                            let mut records = Vec::with_capacity(messages.len());
+                            // Offsets strictly increasing: a message at or below
+                            // the last one kept is a duplicate (see the module
+                            // documentation on down-conversion).
+                            let mut next = offset;
+                            records.extend(
+                                messages
+                                    .iter()
+                                    .filter(|m| {
+                                        let keep = m.offset >= next;
+                                        if keep {
+                                            next = m.offset + 1;
+                                        }
+                                        keep
+                                    })
+                                    .map(|m| Record::new(m.offset, m.key, m.value)),
+                            );
+                            Answer::Data {
+                                records,
+                                high_watermark: data.highwatermark_offset(),
+                            }
+                        }
+                        Err(e) => Answer::Failed(e),
+                    };
+                }
+            }
         }
-        let max_bytes = self
-            .max_bytes
-            .entry(request.partition)
-            .or_insert(self.default_max_bytes);
-        if *max_bytes < self.max_bytes_cap {
-            *max_bytes = max_bytes.saturating_mul(2).min(self.max_bytes_cap);
-            log::debug!(
-                "topic {} partition {} offset {}: record larger than the fetch size, fetching up to {} bytes",
-                self.topic,
-                request.partition,
-                request.offset,
-                max_bytes
-            );
-            return Vec::new();
+        Ok(answers)
+    }
+
+    /// The crate's answer for one partition alone, at once (no waiting for
+    /// data), with `max_bytes`.
+    fn fetch_alone(&mut self, request: FetchRequest, max_bytes: i32) -> Result<Answer, Error> {
+        self.client.set_fetch_min_bytes(0);
+        self.client.set_fetch_max_wait_time(Duration::ZERO)?;
+        let answers = self.answers(&[request], max_bytes);
+        self.client.set_fetch_min_bytes(self.fetch_min_bytes);
+        self.client.set_fetch_max_wait_time(self.fetch_max_wait)?;
+        Ok(answers?.pop().unwrap_or(Answer::NoLeader))
+    }
+
+    /// The outcome of one partition's answer: as the crate gave it when it
+    /// starts at the requested offset (or the log ends there), settled
+    /// otherwise.
+    fn outcome(&mut self, request: FetchRequest, answer: Answer) -> FetchOutcome {
+        match answer {
+            Answer::Data {
+                records,
+                high_watermark,
+            } => match records.first().map(|r| r.offset) {
+                Some(first) if first == request.offset => {
+                    records_outcome(records, Some(high_watermark))
+                }
+                None if high_watermark <= request.offset => {
+                    step(request.offset, Some(high_watermark))
+                }
+                _ => self.settle(request, records),
+            },
+            Answer::UnsupportedCodec => self.settle(request, Vec::new()),
+            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::OffsetOutOfRange,
+            // Fetch v0 of a zstd batch: error 76, which the crate does not know.
+            Answer::Failed(e) if matches!(*e, kafka::Error::Kafka(KafkaCode::Unknown)) => {
+                self.settle(request, Vec::new())
+            }
+            Answer::Failed(e) => FetchOutcome::Retry(e.to_string()),
+            Answer::NoLeader => no_leader(),
         }
-        log::warn!(
-            "topic {} partition {} offset {}: record larger than {} bytes cannot be fetched; it is dead-lettered without its content",
+    }
+
+    fn settle(&mut self, request: FetchRequest, seen: Vec<Record>) -> FetchOutcome {
+        let answered = match (seen.first(), seen.last()) {
+            (Some(first), Some(last)) => format!("offsets {}..={}", first.offset, last.offset),
+            _ => "no record".to_string(),
+        };
+        let outcome = self.try_settle(request, seen).unwrap_or_else(|e| {
+            FetchOutcome::Retry(format!(
+                "reading the record batches at offset {}: {e}",
+                request.offset
+            ))
+        });
+        log::debug!(
+            "topic {} partition {} offset {}: the crate answered {answered}; settled: {}",
             self.topic,
             request.partition,
             request.offset,
-            self.max_bytes_cap
+            match &outcome {
+                FetchOutcome::Records {
+                    records,
+                    next_offset,
+                    ..
+                } => format!("{} records, next offset {next_offset}", records.len()),
+                other => format!("{other:?}"),
+            }
         );
-        self.max_bytes.remove(&request.partition);
-        vec![Record::oversized(request.offset)]
+        outcome
     }
+
+    /// The exact outcome at `request.offset`, from the batch headers there
+    /// (see the module documentation). `seen` is what the crate answered.
+    fn try_settle(
+        &mut self,
+        request: FetchRequest,
+        seen: Vec<Record>,
+    ) -> Result<FetchOutcome, Error> {
+        let o = request.offset;
+        let Some(host) = self.leader_host(request.partition) else {
+            return Ok(no_leader());
+        };
+        let version = self.header_version(&host)?;
+        let layout = self.wire.batch_headers(
+            &host,
+            version,
+            &self.topic,
+            request.partition,
+            o,
+            self.fetch_max_bytes.max(64),
+        )?;
+        let hw = Some(layout.high_watermark);
+        match layout.error {
+            0 => {}
+            wire::OFFSET_OUT_OF_RANGE => return Ok(FetchOutcome::OffsetOutOfRange),
+            wire::UNSUPPORTED_COMPRESSION_TYPE => {
+                return Ok(FetchOutcome::Unreadable(unreadable_message("zstd", o)))
+            }
+            code => {
+                return Ok(FetchOutcome::Retry(format!(
+                    "the broker answered error {code} for offset {o}"
+                )))
+            }
+        }
+        let batches = &layout.batches;
+        // Transaction markers are not records.
+        let mut next = o;
+        let mut i = 0;
+        while i < batches.len() && batches[i].control {
+            next = next.max(batches[i].last + 1);
+            i += 1;
+        }
+        let Some(first) = batches.get(i) else {
+            return Ok(if next > o {
+                step(next, hw)
+            } else {
+                // Nothing there after all (a race with retention or
+                // compaction): try again after a pause, not at once.
+                FetchOutcome::Retry(format!(
+                    "no record batch at offset {o} although the log ends at {}",
+                    layout.high_watermark
+                ))
+            });
+        };
+        if let Some(f) = seen.first().map(|r| r.offset) {
+            if first.base.is_some_and(|base| base <= f) && f <= first.last {
+                // The answer starts in the first data batch: nothing before it.
+                return Ok(records_outcome(seen, hw));
+            }
+        }
+        let at = first.base.map_or(o, |base| base.max(o)).max(next);
+        if let Some(codec) = unreadable_codec(first.codec) {
+            return Ok(if next > o {
+                step(next, hw)
+            } else {
+                FetchOutcome::Unreadable(unreadable_message(&codec, at))
+            });
+        }
+        if first.end > i64::from(self.max_bytes_cap) {
+            if next > o {
+                return Ok(step(next, hw));
+            }
+            log::warn!(
+                "topic {} partition {} offset {at}: record batch of {} bytes is larger than {} bytes and cannot be fetched; its record is dead-lettered without its content",
+                self.topic,
+                request.partition,
+                first.end,
+                self.max_bytes_cap
+            );
+            return Ok(records_outcome(vec![Record::oversized(at)], hw));
+        }
+        // The bytes to fetch: the first data batch and, when it is
+        // uncompressed, the uncompressed and control batches after it up to
+        // the next compressed one or the fetch size.
+        let mut size = first.end;
+        let mut last = first.last;
+        if first.codec == 0 {
+            for b in &batches[i + 1..] {
+                if (!b.control && b.codec != 0) || b.end > i64::from(self.fetch_max_bytes) {
+                    break;
+                }
+                size = b.end;
+                last = b.last;
+            }
+        }
+        let size = i32::try_from(size).unwrap_or(i32::MAX);
+        Ok(match self.fetch_alone(request, size)? {
+            Answer::Data { records, .. } if !records.is_empty() => records_outcome(records, hw),
+            // Those batches hold no record at or after `o`.
+            Answer::Data { .. } => step(next.max(last + 1), hw),
+            Answer::UnsupportedCodec => {
+                FetchOutcome::Unreadable(unreadable_message(&format!("codec {}", first.codec), at))
+            }
+            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::OffsetOutOfRange,
+            Answer::Failed(e) => FetchOutcome::Retry(e.to_string()),
+            Answer::NoLeader => no_leader(),
+        })
+    }
+
+    /// The Fetch version for batch headers at `host`: 4 (record batches as
+    /// stored, control batches included) where the broker has it, else 2
+    /// (Kafka 0.10, which has no control batches).
+    fn header_version(&mut self, host: &str) -> Result<i16, Error> {
+        if let Some(&v) = self.header_versions.get(host) {
+            return Ok(v);
+        }
+        let supported = self.wire.api_versions(host)?;
+        let (min, max) = supported
+            .iter()
+            .find(|(key, _, _)| *key == wire::API_FETCH)
+            .map(|&(_, min, max)| (min, max))
+            .unwrap_or((0, 0));
+        let version = if (min..=max).contains(&4) {
+            4
+        } else if (min..=max).contains(&2) {
+            2
+        } else {
+            return Err(Error::Kafka(kafka::Error::Io(io::Error::other(format!(
+                "the broker at {host} has Fetch versions {min} to {max}, none of 2 and 4"
+            )))));
+        };
+        self.header_versions.insert(host.to_string(), version);
+        Ok(version)
+    }
+}
+
+fn no_leader() -> FetchOutcome {
+    FetchOutcome::Retry(format!(
+        "{:?}: no leader known for this partition",
+        KafkaCode::LeaderNotAvailable
+    ))
 }
 
 impl Broker for KafkaRust {
@@ -124,8 +699,23 @@ impl Broker for KafkaRust {
         Ok(ids)
     }
 
+    /// Loads the topic's metadata, and checks that each new leader accepts
+    /// a connection (the crate would wait for it without a timeout).
     fn reload_metadata(&mut self) -> Result<(), Error> {
-        self.client.load_metadata(&[&self.topic])?;
+        let (client, topic) = (&mut self.client, &self.topic);
+        guard(|| client.load_metadata(&[topic]))?;
+        for host in self.leader_hosts() {
+            if self.reachable.contains(&host) {
+                continue;
+            }
+            check_reachable(&host).map_err(|e| {
+                Error::Kafka(kafka::Error::Io(io::Error::new(
+                    e.kind(),
+                    format!("partition leader {host} does not accept a connection: {e}"),
+                )))
+            })?;
+            self.reachable.insert(host);
+        }
         Ok(())
     }
 
@@ -137,9 +727,8 @@ impl Broker for KafkaRust {
     }
 
     fn committed_offsets(&mut self) -> Result<BTreeMap<i32, Option<i64>>, Error> {
-        let offsets = self
-            .client
-            .fetch_group_topic_offset(&self.group, &self.topic)?;
+        let (client, group, topic) = (&mut self.client, &self.group, &self.topic);
+        let offsets = guard(|| client.fetch_group_topic_offset(group, topic))?;
         Ok(offsets
             .into_iter()
             .map(|p| {
@@ -151,12 +740,17 @@ impl Broker for KafkaRust {
             .collect())
     }
 
+    /// Asks the group's offsets first: that request gives up when the
+    /// coordinator is moving or loading, where the crate's commit would
+    /// retry without end (see the module documentation).
     fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        let (client, group, topic) = (&mut self.client, &self.group, &self.topic);
+        guard(|| client.fetch_group_topic_offset(group, topic))?;
         let commits: Vec<CommitOffset<'_>> = offsets
             .iter()
-            .map(|&(p, o)| CommitOffset::new(&self.topic, p, o))
+            .map(|&(p, o)| CommitOffset::new(topic, p, o))
             .collect();
-        self.client.commit_offsets(&self.group, &commits)?;
+        guard(|| client.commit_offsets(group, &commits))?;
         Ok(())
     }
 
@@ -164,87 +758,15 @@ impl Broker for KafkaRust {
     /// outcome, including those the crate silently leaves out because it
     /// knows no leader for them.
     fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {
-        let topic = self.topic.clone();
-        let inputs: Vec<FetchPartition<'_>> = requests
+        let answers = self.answers(requests, self.fetch_max_bytes)?;
+        Ok(requests
             .iter()
-            .map(|r| {
-                let max_bytes = self
-                    .max_bytes
-                    .get(&r.partition)
-                    .copied()
-                    .unwrap_or(self.default_max_bytes);
-                FetchPartition::new(&topic, r.partition, r.offset).with_max_bytes(max_bytes)
-            })
-            .collect();
-        let responses = self.client.fetch_messages(&inputs)?;
-        let mut answers: Vec<(FetchRequest, Result<(Vec<Record>, i64), FetchOutcome>)> = Vec::new();
-        for response in &responses {
-            for t in response.topics() {
-                if t.topic() != topic {
-                    continue;
-                }
-                for p in t.partitions() {
-                    let Some(requested) = requests.iter().find(|r| r.partition == p.partition())
-                    else {
-                        continue;
-                    };
-                    let answer = match p.data() {
-                        Ok(data) => {
-                            // Sized up front: a batch waits in a worker's queue,
-                            // and a grown Vec would hold up to twice its room.
-                            let messages = data.messages();
-                            let mut records = Vec::with_capacity(messages.len());
-                            records.extend(
-                                messages
-                                    .iter()
-                                    .filter(|m| m.offset >= requested.offset)
-                                    .map(|m| Record::new(m.offset, m.key, m.value)),
-                            );
-                            Ok((records, data.highwatermark_offset()))
-                        }
-                        Err(e) if is_offset_out_of_range(&e) => Err(FetchOutcome::OffsetOutOfRange),
-                        Err(e) => Err(FetchOutcome::Retry(e.to_string())),
-                    };
-                    answers.push((*requested, answer));
-                }
-            }
-        }
-        let mut out: Vec<PartitionFetch> = Vec::with_capacity(requests.len());
-        for (request, answer) in answers {
-            let outcome = match answer {
-                Ok((records, high_watermark)) => {
-                    let records = if records.is_empty() {
-                        self.nothing_fetched(&request, high_watermark)
-                    } else {
-                        self.max_bytes.remove(&request.partition);
-                        records
-                    };
-                    let next_offset = records.last().map_or(request.offset, |r| r.offset + 1);
-                    FetchOutcome::Records {
-                        records,
-                        next_offset,
-                        high_watermark: Some(high_watermark),
-                    }
-                }
-                Err(outcome) => outcome,
-            };
-            out.push(PartitionFetch {
+            .zip(answers)
+            .map(|(request, answer)| PartitionFetch {
                 partition: request.partition,
-                outcome,
-            });
-        }
-        for r in requests {
-            if !out.iter().any(|f| f.partition == r.partition) {
-                out.push(PartitionFetch {
-                    partition: r.partition,
-                    outcome: FetchOutcome::Retry(format!(
-                        "{:?}: no leader known for this partition",
-                        KafkaCode::LeaderNotAvailable
-                    )),
-                });
-            }
-        }
-        Ok(out)
+                outcome: self.outcome(*request, answer),
+            })
+            .collect())
     }
 
     fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
@@ -268,5 +790,656 @@ impl Broker for KafkaRust {
         self.reload_metadata()?;
         self.partitions()?;
         Ok(None)
+    }
+}
+
+/// The few Kafka requests this module makes itself, on connections of its
+/// own: ApiVersions v0, and a Fetch (v4, or v2 for Kafka 0.10) of which only
+/// the record batch headers are read.
+mod wire {
+    use std::collections::HashMap;
+    use std::io::{self, Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    pub const API_FETCH: i16 = 1;
+    pub const API_LIST_OFFSETS: i16 = 2;
+    pub const API_METADATA: i16 = 3;
+    pub const API_OFFSET_COMMIT: i16 = 8;
+    pub const API_OFFSET_FETCH: i16 = 9;
+    pub const API_FIND_COORDINATOR: i16 = 10;
+    const API_VERSIONS: i16 = 18;
+
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+
+    /// The attribute bit of a control batch (message format v2).
+    const CONTROL_BIT: i16 = 0x20;
+
+    /// A TCP connection with connect, read and write timeouts.
+    pub fn connect(host: &str, timeout: Duration) -> io::Result<TcpStream> {
+        let mut last_error = None;
+        for address in host.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&address, timeout) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+        }))
+    }
+
+    fn bad(what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+    }
+
+    /// Reads the fields of one response, never past its end.
+    pub struct Reader<R> {
+        input: R,
+        left: usize,
+    }
+
+    impl<R: Read> Reader<R> {
+        pub fn new(input: R, left: usize) -> Reader<R> {
+            Reader { input, left }
+        }
+
+        fn take<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+            if N > self.left {
+                return Err(bad("response shorter than its fields"));
+            }
+            let mut bytes = [0; N];
+            self.input.read_exact(&mut bytes)?;
+            self.left -= N;
+            Ok(bytes)
+        }
+
+        fn i8(&mut self) -> io::Result<i8> {
+            Ok(i8::from_be_bytes(self.take()?))
+        }
+
+        fn i16(&mut self) -> io::Result<i16> {
+            Ok(i16::from_be_bytes(self.take()?))
+        }
+
+        fn i32(&mut self) -> io::Result<i32> {
+            Ok(i32::from_be_bytes(self.take()?))
+        }
+
+        fn i64(&mut self) -> io::Result<i64> {
+            Ok(i64::from_be_bytes(self.take()?))
+        }
+
+        fn skip(&mut self, n: usize) -> io::Result<()> {
+            if n > self.left {
+                return Err(bad("response shorter than its fields"));
+            }
+            let copied = io::copy(&mut (&mut self.input).take(n as u64), &mut io::sink())?;
+            if copied != n as u64 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.left -= n;
+            Ok(())
+        }
+
+        fn string(&mut self) -> io::Result<()> {
+            let len = self.i16()?;
+            self.skip(usize::try_from(len).unwrap_or(0))
+        }
+
+        fn array_len(&mut self) -> io::Result<usize> {
+            Ok(usize::try_from(self.i32()?).unwrap_or(0))
+        }
+    }
+
+    fn put_string(buffer: &mut Vec<u8>, s: &str) {
+        buffer.extend_from_slice(&(s.len() as i16).to_be_bytes());
+        buffer.extend_from_slice(s.as_bytes());
+    }
+
+    /// This module's connections, one per broker host, each kept while its
+    /// responses are read to their end.
+    pub struct Conns {
+        client_id: String,
+        timeout: Duration,
+        open: HashMap<String, (TcpStream, i32)>,
+    }
+
+    impl Conns {
+        pub fn new(client_id: &str, timeout: Duration) -> Conns {
+            Conns {
+                client_id: client_id.to_string(),
+                timeout,
+                open: HashMap::new(),
+            }
+        }
+
+        /// Sends one request to `host` and reads its response with `parse`.
+        /// The connection is kept when the rest of the response, drained,
+        /// is at most `drain_limit` bytes; dropped otherwise and on error. A
+        /// kept connection that fails (closed by the broker while idle) is
+        /// replaced once.
+        fn call<T>(
+            &mut self,
+            host: &str,
+            api_key: i16,
+            version: i16,
+            body: &[u8],
+            drain_limit: usize,
+            parse: impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+        ) -> io::Result<T> {
+            if let Some(kept) = self.open.remove(host) {
+                let attempt = self.call_on(host, kept, api_key, version, body, drain_limit, &parse);
+                if attempt.is_ok() {
+                    return attempt;
+                }
+            }
+            let stream = connect(host, self.timeout)?;
+            self.call_on(
+                host,
+                (stream, 0),
+                api_key,
+                version,
+                body,
+                drain_limit,
+                &parse,
+            )
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn call_on<T>(
+            &mut self,
+            host: &str,
+            (mut stream, correlation_id): (TcpStream, i32),
+            api_key: i16,
+            version: i16,
+            body: &[u8],
+            drain_limit: usize,
+            parse: &impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+        ) -> io::Result<T> {
+            let correlation_id = correlation_id.wrapping_add(1);
+            let mut message = vec![0; 4];
+            message.extend_from_slice(&api_key.to_be_bytes());
+            message.extend_from_slice(&version.to_be_bytes());
+            message.extend_from_slice(&correlation_id.to_be_bytes());
+            put_string(&mut message, &self.client_id);
+            message.extend_from_slice(body);
+            let size = (message.len() - 4) as i32;
+            message[..4].copy_from_slice(&size.to_be_bytes());
+            stream.write_all(&message)?;
+            let mut size = [0; 4];
+            stream.read_exact(&mut size)?;
+            let size =
+                usize::try_from(i32::from_be_bytes(size)).map_err(|_| bad("negative size"))?;
+            let mut reader = Reader::new(&mut stream, size);
+            if reader.i32()? != correlation_id {
+                return Err(bad("response to another request"));
+            }
+            let value = parse(&mut reader)?;
+            if reader.left <= drain_limit {
+                let left = reader.left;
+                reader.skip(left)?;
+                self.open.insert(host.to_string(), (stream, correlation_id));
+            }
+            Ok(value)
+        }
+
+        /// The broker's API versions: (API key, min, max).
+        pub fn api_versions(&mut self, host: &str) -> io::Result<Vec<(i16, i16, i16)>> {
+            // A closure: the function item is bound to one lifetime of the
+            // reader, and `call` needs any.
+            #[allow(clippy::redundant_closure)]
+            self.call(host, API_VERSIONS, 0, &[], 0, |r| parse_api_versions(r))
+        }
+
+        /// The headers of the batches of one partition from `offset`, as a
+        /// Fetch of `version` (2 or 4, read uncommitted) returns them.
+        pub fn batch_headers(
+            &mut self,
+            host: &str,
+            version: i16,
+            topic: &str,
+            partition: i32,
+            offset: i64,
+            max_bytes: i32,
+        ) -> io::Result<Layout> {
+            let mut body = Vec::with_capacity(64 + topic.len());
+            body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+            body.extend_from_slice(&0i32.to_be_bytes()); // max wait
+            body.extend_from_slice(&0i32.to_be_bytes()); // min bytes
+            if version >= 3 {
+                body.extend_from_slice(&max_bytes.to_be_bytes());
+            }
+            if version >= 4 {
+                body.push(0); // read uncommitted, as Fetch v0
+            }
+            body.extend_from_slice(&1i32.to_be_bytes());
+            put_string(&mut body, topic);
+            body.extend_from_slice(&1i32.to_be_bytes());
+            body.extend_from_slice(&partition.to_be_bytes());
+            body.extend_from_slice(&offset.to_be_bytes());
+            body.extend_from_slice(&max_bytes.to_be_bytes());
+            // The rest of a response up to the fetch size is drained; past
+            // it (a huge first batch) the connection is dropped instead.
+            let drain_limit = usize::try_from(max_bytes).unwrap_or(0);
+            self.call(host, API_FETCH, version, &body, drain_limit, |r| {
+                parse_fetch(r, version, max_bytes)
+            })
+        }
+    }
+
+    pub fn parse_api_versions<R: Read>(r: &mut Reader<R>) -> io::Result<Vec<(i16, i16, i16)>> {
+        let error = r.i16()?;
+        if error != 0 {
+            return Err(io::Error::other(format!("ApiVersions error {error}")));
+        }
+        let n = r.array_len()?;
+        let mut versions = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            versions.push((r.i16()?, r.i16()?, r.i16()?));
+        }
+        Ok(versions)
+    }
+
+    /// One record batch (message format v2) or message (v0, v1) as stored.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Batch {
+        /// Its first offset; unknown for a compressed v0/v1 message, whose
+        /// offset is that of its last inner message.
+        pub base: Option<i64>,
+        pub last: i64,
+        /// Where it ends, in bytes from the start of the fetched data.
+        pub end: i64,
+        pub control: bool,
+        /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+        pub codec: u8,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Layout {
+        pub error: i16,
+        pub high_watermark: i64,
+        /// From the batch holding the requested offset, in log order: the
+        /// headers up to the first batch that ends past `max_bytes` or is
+        /// cut off.
+        pub batches: Vec<Batch>,
+    }
+
+    pub fn parse_fetch<R: Read>(
+        r: &mut Reader<R>,
+        version: i16,
+        max_bytes: i32,
+    ) -> io::Result<Layout> {
+        if version >= 1 {
+            r.i32()?; // throttle time
+        }
+        if r.array_len()? != 1 {
+            return Err(bad("not one topic in the fetch response"));
+        }
+        r.string()?;
+        if r.array_len()? != 1 {
+            return Err(bad("not one partition in the fetch response"));
+        }
+        r.i32()?; // partition
+        let error = r.i16()?;
+        let high_watermark = r.i64()?;
+        if version >= 4 {
+            r.i64()?; // last stable offset
+            let aborted = r.i32()?;
+            r.skip(usize::try_from(aborted).unwrap_or(0) * 16)?;
+        }
+        let mut layout = Layout {
+            error,
+            high_watermark,
+            batches: Vec::new(),
+        };
+        let mut left = usize::try_from(r.i32()?).unwrap_or(0);
+        if error != 0 {
+            return Ok(layout);
+        }
+        let mut position: i64 = 0;
+        // offset, size, then 5 bytes to the magic byte; a v2 batch header
+        // goes on to its last offset delta 10 bytes further.
+        while left >= 17 {
+            let base = r.i64()?;
+            let size = r.i32()?;
+            r.skip(4)?;
+            let magic = r.i8()?;
+            left -= 17;
+            let stored = 12 + i64::from(size);
+            if size < 14 {
+                return Err(bad("record batch shorter than its header"));
+            }
+            let batch = if magic >= 2 {
+                if left < 10 {
+                    break;
+                }
+                r.skip(4)?; // crc
+                let attributes = r.i16()?;
+                let last_delta = r.i32()?;
+                left -= 10;
+                Batch {
+                    base: Some(base),
+                    last: base + i64::from(last_delta),
+                    end: position + stored,
+                    control: attributes & CONTROL_BIT != 0,
+                    codec: (attributes & 0x07) as u8,
+                }
+            } else {
+                if left < 1 {
+                    break;
+                }
+                let attributes = r.i8()?;
+                left -= 1;
+                let codec = (attributes & 0x07) as u8;
+                Batch {
+                    base: (codec == 0).then_some(base),
+                    last: base,
+                    end: position + stored,
+                    control: false,
+                    codec,
+                }
+            };
+            let read = if magic >= 2 { 27 } else { 18 };
+            let rest = usize::try_from(stored - read)
+                .map_err(|_| bad("record batch shorter than its header"))?;
+            let end = batch.end;
+            layout.batches.push(batch);
+            if end > i64::from(max_bytes) || rest > left {
+                break;
+            }
+            r.skip(rest)?;
+            left -= rest;
+            position = end;
+        }
+        Ok(layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire::{parse_api_versions, parse_fetch, Batch, Reader};
+    use super::*;
+
+    fn v2_batch(base: i64, records: i32, codec: i16, control: bool, body: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&base.to_be_bytes());
+        // Everything after the size field: epoch, magic, crc, attributes,
+        // last offset delta, then the rest of the 61-byte header and a body.
+        let size = 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4 + body;
+        b.extend_from_slice(&(size as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        let attributes = codec | if control { 0x20 } else { 0 };
+        b.extend_from_slice(&attributes.to_be_bytes());
+        b.extend_from_slice(&(records - 1).to_be_bytes());
+        b.resize(b.len() + 8 + 8 + 8 + 2 + 4, 0);
+        b.extend_from_slice(&records.to_be_bytes());
+        b.resize(b.len() + body, 7);
+        b
+    }
+
+    fn fetch_v4_response(batches: &[Vec<u8>], cut: usize) -> Vec<u8> {
+        let mut set: Vec<u8> = batches.concat();
+        set.truncate(set.len() - cut);
+        let mut r = Vec::new();
+        r.extend_from_slice(&0i32.to_be_bytes()); // throttle
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&1i16.to_be_bytes());
+        r.push(b't');
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&0i32.to_be_bytes()); // partition
+        r.extend_from_slice(&0i16.to_be_bytes()); // error
+        r.extend_from_slice(&99i64.to_be_bytes()); // high watermark
+        r.extend_from_slice(&99i64.to_be_bytes()); // last stable offset
+        r.extend_from_slice(&1i32.to_be_bytes()); // one aborted transaction
+        r.extend_from_slice(&[0; 16]);
+        r.extend_from_slice(&(set.len() as i32).to_be_bytes());
+        r.extend_from_slice(&set);
+        r
+    }
+
+    #[test]
+    fn batch_headers_of_a_v4_fetch() {
+        let batches = vec![
+            v2_batch(10, 1, 0, true, 10),
+            v2_batch(11, 5, 1, false, 100),
+            v2_batch(16, 1, 3, false, 20),
+        ];
+        let sizes: Vec<i64> = batches.iter().map(|b| b.len() as i64).collect();
+        let bytes = fetch_v4_response(&batches, 5);
+        let layout = parse_fetch(&mut Reader::new(&bytes[..], bytes.len()), 4, 1 << 20).unwrap();
+        assert_eq!(layout.high_watermark, 99);
+        assert_eq!(
+            layout.batches,
+            vec![
+                Batch {
+                    base: Some(10),
+                    last: 10,
+                    end: sizes[0],
+                    control: true,
+                    codec: 0
+                },
+                Batch {
+                    base: Some(11),
+                    last: 15,
+                    end: sizes[0] + sizes[1],
+                    control: false,
+                    codec: 1
+                },
+                // Cut off, but its header is there.
+                Batch {
+                    base: Some(16),
+                    last: 16,
+                    end: sizes[0] + sizes[1] + sizes[2],
+                    control: false,
+                    codec: 3
+                },
+            ]
+        );
+        // Headers stop at the first batch ending past max_bytes.
+        let layout = parse_fetch(
+            &mut Reader::new(&bytes[..], bytes.len()),
+            4,
+            (sizes[0] + 1) as i32,
+        )
+        .unwrap();
+        assert_eq!(layout.batches.len(), 2);
+    }
+
+    #[test]
+    fn legacy_messages_and_errors() {
+        // A v1 plain message at 3 and a gzip wrapper whose last inner offset is 9.
+        let message = |offset: i64, attributes: u8| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&offset.to_be_bytes());
+            m.extend_from_slice(&30i32.to_be_bytes());
+            m.extend_from_slice(&[0; 4]);
+            m.push(1);
+            m.push(attributes);
+            m.resize(12 + 30, 0);
+            m
+        };
+        let set = [message(3, 0), message(9, 1)].concat();
+        let mut r = Vec::new();
+        r.extend_from_slice(&0i32.to_be_bytes());
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&1i16.to_be_bytes());
+        r.push(b't');
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&0i32.to_be_bytes());
+        r.extend_from_slice(&0i16.to_be_bytes());
+        r.extend_from_slice(&10i64.to_be_bytes());
+        r.extend_from_slice(&(set.len() as i32).to_be_bytes());
+        r.extend_from_slice(&set);
+        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20).unwrap();
+        assert_eq!(
+            layout.batches,
+            vec![
+                Batch {
+                    base: Some(3),
+                    last: 3,
+                    end: 42,
+                    control: false,
+                    codec: 0
+                },
+                Batch {
+                    base: None,
+                    last: 9,
+                    end: 84,
+                    control: false,
+                    codec: 1
+                },
+            ]
+        );
+        // A partition error: no batches.
+        let mut r = Vec::new();
+        r.extend_from_slice(&0i32.to_be_bytes());
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&1i16.to_be_bytes());
+        r.push(b't');
+        r.extend_from_slice(&1i32.to_be_bytes());
+        r.extend_from_slice(&0i32.to_be_bytes());
+        r.extend_from_slice(&76i16.to_be_bytes());
+        r.extend_from_slice(&10i64.to_be_bytes());
+        r.extend_from_slice(&(-1i32).to_be_bytes());
+        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20).unwrap();
+        assert_eq!((layout.error, layout.batches.len()), (76, 0));
+    }
+
+    #[test]
+    fn versions_a_kafka_4_broker_refuses() {
+        let mut r = Vec::new();
+        r.extend_from_slice(&0i16.to_be_bytes());
+        let kafka_4: &[(i16, i16, i16)] = &[
+            (1, 4, 17),
+            (2, 1, 10),
+            (3, 0, 13),
+            (8, 2, 9),
+            (9, 1, 9),
+            (10, 0, 6),
+        ];
+        r.extend_from_slice(&(kafka_4.len() as i32).to_be_bytes());
+        for (k, min, max) in kafka_4 {
+            for v in [k, min, max] {
+                r.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        let versions = parse_api_versions(&mut Reader::new(&r[..], r.len())).unwrap();
+        assert_eq!(versions, kafka_4);
+        assert_eq!(
+            refused_versions(&versions),
+            vec!["ListOffsets v0", "Fetch v0", "OffsetCommit v1"]
+        );
+        let kafka_3: &[(i16, i16, i16)] = &[
+            (1, 0, 17),
+            (2, 0, 9),
+            (3, 0, 12),
+            (8, 0, 9),
+            (9, 0, 9),
+            (10, 0, 6),
+        ];
+        assert!(refused_versions(kafka_3).is_empty());
+        let message = refused_message("b:9092", "ListOffsets v0, Fetch v0");
+        assert!(
+            message.contains("rejects the protocol versions"),
+            "{message}"
+        );
+        assert!(
+            message.contains("kafka.client = \"librdkafka\""),
+            "{message}"
+        );
+    }
+
+    /// A broker stand-in that answers ApiVersions, closes each connection
+    /// after two requests, and counts the connections it accepted.
+    fn api_versions_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                for _ in 0..2 {
+                    let mut size = [0; 4];
+                    if stream.read_exact(&mut size).is_err() {
+                        break;
+                    }
+                    let mut request = vec![0; i32::from_be_bytes(size) as usize];
+                    stream.read_exact(&mut request).unwrap();
+                    let mut response = request[4..8].to_vec(); // correlation id
+                    response.extend_from_slice(&0i16.to_be_bytes());
+                    response.extend_from_slice(&1i32.to_be_bytes());
+                    for v in [1i16, 0, 17] {
+                        response.extend_from_slice(&v.to_be_bytes());
+                    }
+                    let mut message = (response.len() as i32).to_be_bytes().to_vec();
+                    message.extend_from_slice(&response);
+                    stream.write_all(&message).unwrap();
+                }
+            }
+        });
+        (host, accepted)
+    }
+
+    #[test]
+    fn own_connections_are_kept_and_replaced_when_closed() {
+        use std::sync::atomic::Ordering;
+        let (host, accepted) = api_versions_server();
+        let mut conns = wire::Conns::new("test", Duration::from_secs(5));
+        for _ in 0..2 {
+            assert_eq!(conns.api_versions(&host).unwrap(), vec![(1, 0, 17)]);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for two requests"
+        );
+        // The server closed it: a new one, without an error.
+        assert_eq!(conns.api_versions(&host).unwrap(), vec![(1, 0, 17)]);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn codecs_the_crate_cannot_read() {
+        assert_eq!(unreadable_codec(0), None);
+        assert_eq!(unreadable_codec(1), None);
+        assert_eq!(unreadable_codec(2), None);
+        assert_eq!(unreadable_codec(3).as_deref(), Some("lz4"));
+        assert_eq!(unreadable_codec(4).as_deref(), Some("zstd"));
+        let message = unreadable_message("lz4", 7);
+        assert!(
+            message.contains("lz4") && message.contains("librdkafka"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_lost_connection_is_recognised() {
+        let eof = kafka::Error::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "failed to fill whole buffer",
+        ));
+        assert!(connection_lost(&eof));
+        assert!(connection_lost(&kafka::Error::ArcSelf(Arc::new(eof))));
+        assert!(!connection_lost(&kafka::Error::NoHostReachable));
+        assert!(!connection_lost(&kafka::Error::Kafka(KafkaCode::Unknown)));
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error() {
+        let result: kafka::Result<()> = guard(|| panic!("available connection"));
+        assert!(result.is_err());
     }
 }

@@ -12,5 +12,6 @@ mod exactly_once;
 mod failures;
 mod harness;
 mod operations;
+mod kafka_rust;
 mod pipeline;
 mod setup;
