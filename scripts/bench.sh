@@ -161,7 +161,15 @@ peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || e
 # The broker's and the database server's pids, to show what the servers spend
 # per record (read from the services' pid files; empty when unknown).
 server_pid() { local f=$1; [[ -r $f ]] && read -r pid <"$f" && [[ -d /proc/$pid ]] && echo "$pid" || true; }
-broker_cpu() { local p; p=$(server_pid "$REPO/.services/kafka/kafka.pid"); [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none; }
+# The broker of whichever Kafka version runs (.services/kafka-VERSION/kafka.pid).
+broker_cpu() {
+    local f p=""
+    for f in "$REPO"/.services/kafka-*/kafka.pid; do
+        p=$(server_pid "$f")
+        [[ -n $p ]] && break
+    done
+    [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none
+}
 mysqld_cpu() { local p; p=$(server_pid "$REPO/.services/mariadb/mysqld.pid"); [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none; }
 # CPU seconds per million records between two broker_cpu/mysqld_cpu samples;
 # "n/a" when the server was restarted in between.

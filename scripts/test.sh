@@ -3,10 +3,10 @@
 # real MariaDB server from scripts/services.sh, in two phases:
 #
 #   1. Kafka 4.4.0: `cargo test` of everything but the tests of the kafka
-#      crate client (module kafka_rust), with `-- --skip kafka_rust::`.
+#      crate client (module kafka_rust_client), with `-- --skip kafka_rust_client::`.
 #   2. Kafka 3.9.1, the last broker that serves the old protocol versions the
 #      kafka crate speaks, with K2M_CLIENT=kafka-rust:
-#      `cargo test --test it -- pipeline:: failures:: exactly_once:: kafka_rust::`.
+#      `cargo test --test it -- pipeline:: failures:: exactly_once:: kafka_rust_client::`.
 #
 #   scripts/test.sh                           both phases; stops at the first that fails
 #   scripts/test.sh [cargo test args] [-- test binary args]
@@ -65,9 +65,9 @@ threads=--test-threads="${TEST_THREADS:-4}"
 
 if (($# == 0)); then
     say "phase 1 of 2: Kafka 4.4.0"
-    run_phase 4.4.0 "" -- "$threads" --skip kafka_rust:: || { say "phase 1 (Kafka 4.4.0) failed"; exit 1; }
+    run_phase 4.4.0 "" -- "$threads" --skip kafka_rust_client:: || { say "phase 1 (Kafka 4.4.0) failed"; exit 1; }
     say "phase 2 of 2: Kafka 3.9.1 with the kafka crate client"
-    run_phase 3.9.1 kafka-rust --test it -- "$threads" pipeline:: failures:: exactly_once:: kafka_rust:: \
+    run_phase 3.9.1 kafka-rust --test it -- "$threads" pipeline:: failures:: exactly_once:: kafka_rust_client:: \
         || { say "phase 2 (Kafka 3.9.1, K2M_CLIENT=kafka-rust) failed"; exit 1; }
     say "both phases passed"
     exit 0
@@ -89,6 +89,6 @@ done
 
 case ${KAFKA_VERSION:-4.4.0} in
     3.9.1) run_phase 3.9.1 kafka-rust "${cargo_args[@]}" -- "$threads" "${test_args[@]}" ;;
-    4.4.0) run_phase 4.4.0 "" "${cargo_args[@]}" -- "$threads" "${test_args[@]}" --skip kafka_rust:: ;;
+    4.4.0) run_phase 4.4.0 "" "${cargo_args[@]}" -- "$threads" "${test_args[@]}" --skip kafka_rust_client:: ;;
     *) say "KAFKA_VERSION=$KAFKA_VERSION: the tests run against 4.4.0 (the default) or 3.9.1"; exit 2 ;;
 esac

@@ -112,7 +112,10 @@ pub struct CoordinatorParts {
 }
 
 impl Coordinator {
-    pub fn new(parts: CoordinatorParts) -> Coordinator {
+    pub fn new(mut parts: CoordinatorParts) -> Coordinator {
+        // The topic's identity as the service starts, so that a topic
+        // recreated before the first periodic check is noticed too.
+        let topic_id = parts.broker.topic_id().ok().flatten();
         let now = Instant::now();
         let config = parts.config;
         let mut book = OffsetBook::new(config.commit.every_messages, config.commit.interval, now);
@@ -162,7 +165,7 @@ impl Coordinator {
             last_stats: now,
             last_stats_snapshot: Default::default(),
             last_topic_check: now,
-            topic_id: None,
+            topic_id,
             topic_missing: false,
             config,
         }
@@ -773,6 +776,10 @@ impl Coordinator {
         if let Some(path) = &self.status_file {
             let _ = std::fs::remove_file(path);
         }
+        // The client is not closed: closing librdkafka waits for brokers that
+        // may not answer (a frozen broker held a stop for minutes), and the
+        // process ends right after this; its sockets close with it.
+        std::mem::forget(self.broker.take());
         ending
     }
 

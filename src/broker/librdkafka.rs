@@ -46,6 +46,9 @@ use crate::record::Record;
 
 /// How long a metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the topic's id may take: it is asked every few seconds by the
+/// coordinator, which must not stall long on a broker that does not answer.
+const TOPIC_ID_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a commit may take: the coordinator waits for it, and a stop
 /// must not wait long on a broker that does not answer.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +66,10 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct Context {
     last_error: Mutex<Option<(RDKafkaErrorCode, String, Instant)>>,
+    /// The last error that only the operator can mend (refused credentials,
+    /// a failed TLS handshake, a missing ACL): kept even when "all brokers
+    /// down" follows it.
+    setup_error: Mutex<Option<String>>,
 }
 
 impl Context {
@@ -95,6 +102,11 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+        if is_setup_error(code) {
+            if let Ok(mut setup) = self.setup_error.lock() {
+                *setup = Some(reason.to_string());
+            }
+        }
         let Ok(mut last) = self.last_error.lock() else {
             return;
         };
@@ -110,6 +122,19 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {}
+
+/// Errors that retrying does not mend: the operator must.
+fn is_setup_error(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
+}
 
 /// What was taken from a partition queue, in log order.
 enum Item {
@@ -341,23 +366,25 @@ impl Librdkafka {
     /// A failed request says little ("timed out"); librdkafka's last error
     /// says why (refused credentials, a TLS failure). Those are setup errors.
     fn explain(&self, error: Error, brokers: &[String]) -> Error {
-        let Some((code, reason)) = self.consumer.context().last_error() else {
-            return error;
-        };
-        let setup = matches!(
-            code,
-            RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::GroupAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-        );
-        if setup {
-            Error::Setup(format!("kafka: brokers {brokers:?}: {reason}"))
-        } else {
-            Error::Librdkafka(format!(
+        // Errors reach the context only while the consumer's queue is
+        // served, and they may be queued a moment after the failed request.
+        let context = self.consumer.context();
+        for _ in 0..20 {
+            if context.setup_error.lock().is_ok_and(|e| e.is_some()) {
+                break;
+            }
+            if let Some(Err(e)) = self.consumer.poll(Duration::from_millis(100)) {
+                debug!("kafka: {e}");
+            }
+        }
+        if let Some(reason) = context.setup_error.lock().ok().and_then(|e| e.clone()) {
+            return Error::Setup(format!("kafka brokers {brokers:?}: {reason}"));
+        }
+        match context.last_error() {
+            Some((_, reason)) => Error::Librdkafka(format!(
                 "{error}; last error from the brokers {brokers:?}: {reason}"
-            ))
+            )),
+            None => error,
         }
     }
 
@@ -529,14 +556,14 @@ impl Librdkafka {
             );
             rdsys::rd_kafka_AdminOptions_set_request_timeout(
                 options,
-                REQUEST_TIMEOUT.as_millis() as i32,
+                TOPIC_ID_TIMEOUT.as_millis() as i32,
                 std::ptr::null_mut(),
                 0,
             );
             let queue = rdsys::rd_kafka_queue_new(rk);
             rdsys::rd_kafka_DescribeTopics(rk, topics, options, queue);
             let event =
-                rdsys::rd_kafka_queue_poll(queue, (REQUEST_TIMEOUT.as_millis() + 1000) as i32);
+                rdsys::rd_kafka_queue_poll(queue, (TOPIC_ID_TIMEOUT.as_millis() + 1000) as i32);
             let answer = if event.is_null() {
                 Err(Error::Librdkafka("DescribeTopics: no answer".into()))
             } else if rdsys::rd_kafka_event_error(event)

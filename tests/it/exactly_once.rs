@@ -37,7 +37,7 @@ fn six_sigkills_apply_every_record_exactly_once() {
         "eo_sigkill",
         4,
         EVENTS,
-        &format!("{EXACTLY_ONCE}\n[commit]\nevery_messages = 500"),
+        &format!("{EXACTLY_ONCE}\n[commit]\nevery_messages = 500\n[kafka]\nfetch_max_bytes_per_partition = 65536"),
     );
     for p in 0..4 {
         produce_json(&s.topic, p, &events(p, 0, 15_000));

@@ -7,11 +7,12 @@
 //! by skipping. Each test uses its own topic, group and table
 //! (`common::unique_name`), so the tests run in parallel.
 
+mod clients;
 mod common;
 mod exactly_once;
 mod failures;
 mod harness;
+mod kafka_rust_client;
 mod operations;
-mod kafka_rust;
 mod pipeline;
 mod setup;

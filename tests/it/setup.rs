@@ -25,11 +25,18 @@ impl Setup {
     /// that its pid and status files are `DIR/run/...`, the test's own).
     pub fn new(prefix: &str, partitions: i32, columns: &str, overrides: &str) -> Setup {
         let topic = unique_name(prefix);
+        create_topic(&topic, partitions);
+        Setup::existing_topic(&topic, columns, overrides)
+    }
+
+    /// Like `new`, for a topic the test created itself (with its own topic
+    /// configuration); the table and the group are named after it.
+    pub fn existing_topic(topic: &str, columns: &str, overrides: &str) -> Setup {
+        let topic = topic.to_string();
         let group = format!("{topic}_g");
         let table = topic.clone();
-        create_topic(&topic, partitions);
         create_table(&table, columns);
-        let dir = test_dir(prefix);
+        let dir = test_dir(&topic);
         // Each test has its own dead-letter table unless the overrides name one.
         let mut text: toml::Table = test_config(&topic, &group, &table, overrides)
             .parse()

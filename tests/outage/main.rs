@@ -181,3 +181,103 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
         "every record once"
     );
 }
+
+#[test]
+fn the_broker_killed_and_restarted_three_times_while_records_stream_in() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new("outage_broker_kills", 3, ORDERS, "");
+    let mut service = s.start();
+    let mut produced = 0;
+    for round in 0..3 {
+        s.produce_orders(0..3, produced, 1_000);
+        produced += 1_000;
+        // The kill lands while the service is still reading the round.
+        kill_kafka();
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            service.is_running(),
+            "round {round}: the service must not exit:\n{}",
+            service.log_text()
+        );
+        start_kafka();
+        wait_for_leaders(&s.topic, 3);
+    }
+    s.produce_orders(0..3, produced, 1_000);
+    produced += 1_000;
+    s.wait_rows(3 * produced, Duration::from_secs(180));
+    assert!(service.is_running(), "{}", service.log_text());
+    wait_until(
+        "the committed offsets at the log end",
+        Duration::from_secs(60),
+        || {
+            let end = log_end_offsets(&s.topic);
+            let committed = group_offsets(&s.group, &s.topic);
+            if end.iter().all(|(p, o)| committed.get(p) == Some(&Some(*o))) {
+                Ok(())
+            } else {
+                Err(format!("committed {committed:?}, log end {end:?}"))
+            }
+        },
+    );
+    sigterm_clean(&mut service);
+    assert_eq!(
+        s.count("WHERE name = CONCAT('name-', id)"),
+        3 * produced,
+        "every record, as produced"
+    );
+}
+
+#[test]
+fn a_frozen_broker_neither_stops_the_service_nor_holds_its_stop() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new(
+        "outage_broker_frozen",
+        2,
+        ORDERS,
+        "[worker]\nshutdown_timeout_ms = 5000",
+    );
+    s.produce_orders(0..2, 0, 300);
+    let mut service = s.start();
+    s.wait_rows(600, Duration::from_secs(60));
+
+    /// Thaws the broker however the test ends, so that later tests find it.
+    struct Thaw;
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            thaw_kafka();
+        }
+    }
+    freeze_kafka();
+    let thaw = Thaw;
+    std::thread::sleep(Duration::from_secs(60));
+    let running = service.is_running();
+    // SIGTERM while the broker still does not answer: bounded by
+    // shutdown_timeout_ms (5 s) plus the commit's own limit and a margin.
+    let started = std::time::Instant::now();
+    let status = service.sigterm_and_wait(Duration::from_secs(40));
+    let took = started.elapsed();
+    drop(thaw);
+    assert!(
+        running,
+        "the service must not exit while the broker is frozen:\n{}",
+        service.log_text()
+    );
+    assert!(
+        status.success(),
+        "exit 0 after SIGTERM, got {status:?}:\n{}",
+        service.log_text()
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the stop took {took:?}:\n{}",
+        service.log_text()
+    );
+
+    // Nothing was lost: the rest lands after the broker is back.
+    wait_for_leaders(&s.topic, 2);
+    s.produce_orders(0..2, 300, 300);
+    let mut service = s.start();
+    s.wait_rows(1_200, Duration::from_secs(90));
+    sigterm_clean(&mut service);
+    s.assert_committed_at_log_end();
+}
