@@ -47,7 +47,7 @@ fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
         "pipeline_restart",
         2,
         "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64)",
-        "[mysql]\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n[commit]\nevery_messages = 50\ninterval_ms = 100",
+        "[mysql]\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n[commit]\nevery_messages = 50\ninterval_ms = 100\n[kafka]\nfetch_max_bytes_per_partition = 65536",
     );
     let records = |p: i32, first: i64, n: i64| -> Vec<serde_json::Value> {
         (first..first + n)
