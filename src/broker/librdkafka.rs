@@ -459,6 +459,17 @@ impl Librdkafka {
         Ok(())
     }
 
+    /// `take` for each request, in the order of the requests.
+    fn take_all(&mut self, requests: &[FetchRequest]) -> Vec<PartitionFetch> {
+        requests
+            .iter()
+            .map(|r| PartitionFetch {
+                partition: r.partition,
+                outcome: self.take(r),
+            })
+            .collect()
+    }
+
     /// Hands out what the partition has queued, up to the fetch size.
     fn take(&mut self, request: &FetchRequest) -> FetchOutcome {
         let max_bytes = self.max_bytes;
@@ -800,22 +811,14 @@ impl Broker for Librdkafka {
         self.position(requests)?;
         // A wake-up from before this point is for data taken below.
         while self.wakeup.try_recv().is_ok() {}
-        let mut out: Vec<PartitionFetch> = requests
-            .iter()
-            .map(|r| PartitionFetch {
-                partition: r.partition,
-                outcome: self.take(r),
-            })
-            .collect();
-        let nothing = out.iter().all(|f| matches!(&f.outcome, FetchOutcome::Records { records, next_offset, .. } if records.is_empty() && requests.iter().any(|r| r.partition == f.partition && r.offset == *next_offset)));
+        let mut out = self.take_all(requests);
+        // Nothing at all: wait for a partition queue to fill, then look again.
+        let nothing = out.iter().zip(requests).all(|(f, r)| {
+            matches!(&f.outcome, FetchOutcome::Records { records, next_offset, .. }
+                if records.is_empty() && *next_offset == r.offset)
+        });
         if nothing && self.wakeup.recv_timeout(self.fetch_wait).is_ok() {
-            out = requests
-                .iter()
-                .map(|r| PartitionFetch {
-                    partition: r.partition,
-                    outcome: self.take(r),
-                })
-                .collect();
+            out = self.take_all(requests);
         }
         Ok(out)
     }

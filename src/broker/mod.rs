@@ -8,7 +8,8 @@
 //! - `kafka-rust` (`kafka_rust.rs`): the pure-Rust `kafka` crate, for Kafka
 //!   0.10 to 3.9 in plaintext. What it cannot read (LZ4 and ZSTD batches, a
 //!   broker that rejects its protocol versions) it reports as such instead
-//!   of losing records.
+//!   of losing records; `kafka_wire.rs` holds the few requests it makes
+//!   itself to find out why the crate's answer was short.
 //!
 //! The contract both keep: `fetch` returns an outcome for every requested
 //! partition on its own, so one partition's error never costs another
@@ -17,6 +18,7 @@
 //! returned.
 
 mod kafka_rust;
+mod kafka_wire;
 mod librdkafka;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,361 @@
+//! The few Kafka requests the `kafka-rust` client makes itself, on
+//! connections of its own: ApiVersions v0, and a Fetch (v4, or v2 for Kafka
+//! 0.10) of which only the record batch headers are read.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+pub const API_FETCH: i16 = 1;
+pub const API_LIST_OFFSETS: i16 = 2;
+pub const API_METADATA: i16 = 3;
+pub const API_OFFSET_COMMIT: i16 = 8;
+pub const API_OFFSET_FETCH: i16 = 9;
+pub const API_FIND_COORDINATOR: i16 = 10;
+const API_VERSIONS: i16 = 18;
+
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+
+/// The attribute bit of a control batch (message format v2).
+const CONTROL_BIT: i16 = 0x20;
+
+/// A TCP connection with connect, read and write timeouts.
+pub fn connect(host: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last_error = None;
+    for address in host.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))))
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Reads the fields of one response, never past its end.
+pub struct Reader<R> {
+    input: R,
+    left: usize,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(input: R, left: usize) -> Reader<R> {
+        Reader { input, left }
+    }
+
+    fn take<const N: usize>(&mut self) -> io::Result<[u8; N]> {
+        if N > self.left {
+            return Err(bad("response shorter than its fields"));
+        }
+        let mut bytes = [0; N];
+        self.input.read_exact(&mut bytes)?;
+        self.left -= N;
+        Ok(bytes)
+    }
+
+    fn i8(&mut self) -> io::Result<i8> {
+        Ok(i8::from_be_bytes(self.take()?))
+    }
+
+    fn i16(&mut self) -> io::Result<i16> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+
+    fn i32(&mut self) -> io::Result<i32> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+
+    fn i64(&mut self) -> io::Result<i64> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+
+    fn skip(&mut self, n: usize) -> io::Result<()> {
+        if n > self.left {
+            return Err(bad("response shorter than its fields"));
+        }
+        let copied = io::copy(&mut (&mut self.input).take(n as u64), &mut io::sink())?;
+        if copied != n as u64 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n;
+        Ok(())
+    }
+
+    fn string(&mut self) -> io::Result<()> {
+        let len = self.i16()?;
+        self.skip(usize::try_from(len).unwrap_or(0))
+    }
+
+    fn array_len(&mut self) -> io::Result<usize> {
+        Ok(usize::try_from(self.i32()?).unwrap_or(0))
+    }
+}
+
+fn put_string(buffer: &mut Vec<u8>, s: &str) {
+    buffer.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    buffer.extend_from_slice(s.as_bytes());
+}
+
+/// This module's connections, one per broker host, each kept while its
+/// responses are read to their end.
+pub struct Conns {
+    client_id: String,
+    timeout: Duration,
+    open: HashMap<String, (TcpStream, i32)>,
+}
+
+impl Conns {
+    pub fn new(client_id: &str, timeout: Duration) -> Conns {
+        Conns {
+            client_id: client_id.to_string(),
+            timeout,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Sends one request to `host` and reads its response with `parse`.
+    /// The connection is kept when the rest of the response, drained,
+    /// is at most `drain_limit` bytes; dropped otherwise and on error. A
+    /// kept connection that fails (closed by the broker while idle) is
+    /// replaced once.
+    fn call<T>(
+        &mut self,
+        host: &str,
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+        drain_limit: usize,
+        parse: impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if let Some(kept) = self.open.remove(host) {
+            let attempt = self.call_on(host, kept, api_key, version, body, drain_limit, &parse);
+            if attempt.is_ok() {
+                return attempt;
+            }
+        }
+        let stream = connect(host, self.timeout)?;
+        self.call_on(
+            host,
+            (stream, 0),
+            api_key,
+            version,
+            body,
+            drain_limit,
+            &parse,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_on<T>(
+        &mut self,
+        host: &str,
+        (mut stream, correlation_id): (TcpStream, i32),
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+        drain_limit: usize,
+        parse: &impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let correlation_id = correlation_id.wrapping_add(1);
+        let mut message = vec![0; 4];
+        message.extend_from_slice(&api_key.to_be_bytes());
+        message.extend_from_slice(&version.to_be_bytes());
+        message.extend_from_slice(&correlation_id.to_be_bytes());
+        put_string(&mut message, &self.client_id);
+        message.extend_from_slice(body);
+        let size = (message.len() - 4) as i32;
+        message[..4].copy_from_slice(&size.to_be_bytes());
+        stream.write_all(&message)?;
+        let mut size = [0; 4];
+        stream.read_exact(&mut size)?;
+        let size = usize::try_from(i32::from_be_bytes(size)).map_err(|_| bad("negative size"))?;
+        let mut reader = Reader::new(&mut stream, size);
+        if reader.i32()? != correlation_id {
+            return Err(bad("response to another request"));
+        }
+        let value = parse(&mut reader)?;
+        if reader.left <= drain_limit {
+            let left = reader.left;
+            reader.skip(left)?;
+            self.open.insert(host.to_string(), (stream, correlation_id));
+        }
+        Ok(value)
+    }
+
+    /// The broker's API versions: (API key, min, max).
+    pub fn api_versions(&mut self, host: &str) -> io::Result<Vec<(i16, i16, i16)>> {
+        // A closure: the function item is bound to one lifetime of the
+        // reader, and `call` needs any.
+        #[allow(clippy::redundant_closure)]
+        self.call(host, API_VERSIONS, 0, &[], 0, |r| parse_api_versions(r))
+    }
+
+    /// The headers of the batches of one partition from `offset`, as a
+    /// Fetch of `version` (2 or 4, read uncommitted) returns them.
+    pub fn batch_headers(
+        &mut self,
+        host: &str,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+    ) -> io::Result<Layout> {
+        let mut body = Vec::with_capacity(64 + topic.len());
+        body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
+        body.extend_from_slice(&0i32.to_be_bytes()); // max wait
+        body.extend_from_slice(&0i32.to_be_bytes()); // min bytes
+        if version >= 3 {
+            body.extend_from_slice(&max_bytes.to_be_bytes());
+        }
+        if version >= 4 {
+            body.push(0); // read uncommitted, as Fetch v0
+        }
+        body.extend_from_slice(&1i32.to_be_bytes());
+        put_string(&mut body, topic);
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&partition.to_be_bytes());
+        body.extend_from_slice(&offset.to_be_bytes());
+        body.extend_from_slice(&max_bytes.to_be_bytes());
+        // The rest of a response up to the fetch size is drained; past
+        // it (a huge first batch) the connection is dropped instead.
+        let drain_limit = usize::try_from(max_bytes).unwrap_or(0);
+        self.call(host, API_FETCH, version, &body, drain_limit, |r| {
+            parse_fetch(r, version, max_bytes)
+        })
+    }
+}
+
+pub fn parse_api_versions<R: Read>(r: &mut Reader<R>) -> io::Result<Vec<(i16, i16, i16)>> {
+    let error = r.i16()?;
+    if error != 0 {
+        return Err(io::Error::other(format!("ApiVersions error {error}")));
+    }
+    let n = r.array_len()?;
+    let mut versions = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        versions.push((r.i16()?, r.i16()?, r.i16()?));
+    }
+    Ok(versions)
+}
+
+/// One record batch (message format v2) or message (v0, v1) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Its first offset; unknown for a compressed v0/v1 message, whose
+    /// offset is that of its last inner message.
+    pub base: Option<i64>,
+    pub last: i64,
+    /// Where it ends, in bytes from the start of the fetched data.
+    pub end: i64,
+    pub control: bool,
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub codec: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub error: i16,
+    pub high_watermark: i64,
+    /// From the batch holding the requested offset, in log order: the
+    /// headers up to the first batch that ends past `max_bytes` or is
+    /// cut off.
+    pub batches: Vec<Batch>,
+}
+
+pub fn parse_fetch<R: Read>(r: &mut Reader<R>, version: i16, max_bytes: i32) -> io::Result<Layout> {
+    if version >= 1 {
+        r.i32()?; // throttle time
+    }
+    if r.array_len()? != 1 {
+        return Err(bad("not one topic in the fetch response"));
+    }
+    r.string()?;
+    if r.array_len()? != 1 {
+        return Err(bad("not one partition in the fetch response"));
+    }
+    r.i32()?; // partition
+    let error = r.i16()?;
+    let high_watermark = r.i64()?;
+    if version >= 4 {
+        r.i64()?; // last stable offset
+        let aborted = r.i32()?;
+        r.skip(usize::try_from(aborted).unwrap_or(0) * 16)?;
+    }
+    let mut layout = Layout {
+        error,
+        high_watermark,
+        batches: Vec::new(),
+    };
+    let mut left = usize::try_from(r.i32()?).unwrap_or(0);
+    if error != 0 {
+        return Ok(layout);
+    }
+    let mut position: i64 = 0;
+    // offset, size, then 5 bytes to the magic byte; a v2 batch header
+    // goes on to its last offset delta 10 bytes further.
+    while left >= 17 {
+        let base = r.i64()?;
+        let size = r.i32()?;
+        r.skip(4)?;
+        let magic = r.i8()?;
+        left -= 17;
+        let stored = 12 + i64::from(size);
+        if size < 14 {
+            return Err(bad("record batch shorter than its header"));
+        }
+        let batch = if magic >= 2 {
+            if left < 10 {
+                break;
+            }
+            r.skip(4)?; // crc
+            let attributes = r.i16()?;
+            let last_delta = r.i32()?;
+            left -= 10;
+            Batch {
+                base: Some(base),
+                last: base + i64::from(last_delta),
+                end: position + stored,
+                control: attributes & CONTROL_BIT != 0,
+                codec: (attributes & 0x07) as u8,
+            }
+        } else {
+            if left < 1 {
+                break;
+            }
+            let attributes = r.i8()?;
+            left -= 1;
+            let codec = (attributes & 0x07) as u8;
+            Batch {
+                base: (codec == 0).then_some(base),
+                last: base,
+                end: position + stored,
+                control: false,
+                codec,
+            }
+        };
+        let read = if magic >= 2 { 27 } else { 18 };
+        let rest = usize::try_from(stored - read)
+            .map_err(|_| bad("record batch shorter than its header"))?;
+        let end = batch.end;
+        layout.batches.push(batch);
+        if end > i64::from(max_bytes) || rest > left {
+            break;
+        }
+        r.skip(rest)?;
+        left -= rest;
+        position = end;
+    }
+    Ok(layout)
+}
