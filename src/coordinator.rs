@@ -344,6 +344,11 @@ impl Coordinator {
             }
         }
         if reload_metadata {
+            // A partition that cannot be fetched may belong to a topic that
+            // was just deleted: look at the topic at the next turn (at most
+            // once a second), not at the next regular check.
+            let soon = Instant::now() - TOPIC_CHECK_INTERVAL + Duration::from_secs(1);
+            self.last_topic_check = self.last_topic_check.min(soon);
             if let Err(e) = self.broker.as_mut().expect("connected").reload_metadata() {
                 self.broker_failed(&format!("metadata reload failed: {e}"));
             }

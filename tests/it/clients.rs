@@ -264,9 +264,11 @@ fn sasl_ssl_with_scram_lands_rows_and_a_wrong_password_exits_2() {
     }
 }
 
-#[test]
-fn a_topic_deleted_and_created_again_is_read_from_its_start_while_running_and_while_stopped() {
-    let s = Setup::new("clients_recreate", 1, ORDERS, &librdkafka(""));
+/// Runs the service on `s` (one partition, 100 records read), deletes and
+/// recreates the topic with more records than the old position, and checks
+/// that every new record lands and is committed to the new log's end. Returns
+/// the stopped service's log.
+pub fn recreate_while_running(s: &Setup) -> String {
     s.produce_orders(0..1, 0, 100);
     let mut service = s.start();
     s.wait_rows(100, Duration::from_secs(60));
@@ -278,9 +280,8 @@ fn a_topic_deleted_and_created_again_is_read_from_its_start_while_running_and_wh
             other => Err(format!("{other:?}")),
         },
     );
-
-    // While running: more new records than the old position, so that the
-    // old position lies inside the new log.
+    // More new records than the old position, so that the old position lies
+    // inside the new log.
     delete_topic(&s.topic);
     create_topic(&s.topic, 1);
     s.produce_orders(0..1, 1_000, 300);
@@ -294,11 +295,18 @@ fn a_topic_deleted_and_created_again_is_read_from_its_start_while_running_and_wh
         },
     );
     sigterm_clean(&mut service);
+    let log = service.log_text();
     assert!(
-        service.log_text().contains("deleted and created again"),
-        "a warning names the recreation:\n{}",
-        service.log_text()
+        log.contains("deleted and created again"),
+        "a warning names the recreation:\n{log}"
     );
+    log
+}
+
+#[test]
+fn a_topic_deleted_and_created_again_is_read_from_its_start_while_running_and_while_stopped() {
+    let s = Setup::new("clients_recreate", 1, ORDERS, &librdkafka(""));
+    recreate_while_running(&s);
 
     // While stopped: the group's offset (300) lies inside the newer log again.
     delete_topic(&s.topic);

@@ -528,3 +528,9 @@ fn group_offsets_written_by_kafka_rust_are_taken_over_by_librdkafka() {
     );
     s.assert_committed_at_log_end();
 }
+
+#[test]
+fn a_topic_deleted_and_created_again_while_running_is_read_from_its_start() {
+    let s = Setup::new("kr_recreate", 1, ORDERS, KAFKA_RUST);
+    crate::clients::recreate_while_running(&s);
+}

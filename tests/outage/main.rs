@@ -128,7 +128,7 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
         4,
         "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64)",
         "[mysql]\ndelivery = \"exactly_once\"\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n\
-         [retry]\nbackoff_max_ms = 1000",
+         [retry]\nbackoff_max_ms = 1000\n[kafka]\nfetch_max_bytes_per_partition = 65536",
     );
     // Slow inserts, so that the outage lands in the middle of the load.
     let mut conn = mysql_conn();
