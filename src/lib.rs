@@ -13,9 +13,10 @@
 //!            coordinator commits applied offsets every N records / T ms / at stop
 //! ```
 //!
-//! A record's way: `coordinator.rs` fetches it (through `broker.rs`) and sends
-//! it to its partition's worker; `worker.rs` maps it (`record.rs`) and retries
-//! by error class (`error.rs`, `retry.rs`); `mysql_sink.rs` writes it.
+//! A record's way: `coordinator.rs` fetches it (through `broker/`: librdkafka
+//! or the `kafka` crate behind one trait) and sends it to its partition's
+//! worker; `worker.rs` maps it (`record.rs`) and retries by error class
+//! (`error.rs`, `retry.rs`); `mysql_sink.rs` writes it.
 //!
 //! # Invariants
 //! - Workers never talk to Kafka; the coordinator never talks to MySQL.
@@ -25,7 +26,8 @@
 //!   partition fills its own queue; the coordinator then stops fetching that
 //!   partition only.
 //! - Every failure is classified once, by `error::classify`.
-//! - Memory is bounded by partitions x (queue_batches + 1) x fetch size.
+//! - Memory is bounded by partitions x ((queue_batches + 1) x 1.2 + 2) x fetch
+//!   size: the queued and in-hand batches, and librdkafka's prefetch.
 
 pub mod broker;
 pub mod commands;
