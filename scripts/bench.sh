@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark (issue 7): how fast kafka2mysql moves records, against the two
+# The benchmark: how fast kafka2mysql moves records, against the two
 # limits of this machine that bound it.
 #
 #   scripts/bench.sh [--quick] [--runs N] [--records N] [--latency-seconds S] [--keep]
@@ -531,7 +531,7 @@ budget() {
     echo "## kafka2mysql benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID$( ((QUICK)) && echo ", --quick"))"
     echo
     echo "$(num "$RECORDS") JSON records of ${VALUE_BYTES} bytes (keyed by id, $PARTITIONS partitions, produced by kcat in ${PRODUCE_SECONDS}s);"
-    echo "$(nproc) CPUs ($CPU_MODEL), ${MEM_GIB} GiB; Kafka 3.9.1, MariaDB $MARIADB_VERSION; kafka2mysql $GIT_REV."
+    echo "$(nproc) CPUs ($CPU_MODEL), ${MEM_GIB} GiB; Kafka ${KAFKA_VERSION:-?}, MariaDB $MARIADB_VERSION; kafka2mysql $GIT_REV."
     echo "Median of $RUNS run(s), range in brackets. CPU and RSS columns are the measured client's"
     echo "(kcat, kafka2mysql, read_path); the server columns are what the database server and the broker spent"
     echo "meanwhile, per million records (they include any other load on this machine)."
