@@ -89,19 +89,7 @@ fn only_committed_transactions_land_and_markers_are_passed_over() {
     let mut service = s.start();
     s.wait_rows(140, Duration::from_secs(60));
     // The committed offset passes the final marker.
-    wait_until(
-        "the committed offset at the log end",
-        Duration::from_secs(30),
-        || {
-            let end = log_end_offsets(&s.topic);
-            let committed = group_offsets(&s.group, &s.topic);
-            if committed.get(&0) == Some(&end.get(&0).copied()) {
-                Ok(())
-            } else {
-                Err(format!("committed {committed:?}, log end {end:?}"))
-            }
-        },
-    );
+    s.wait_committed_at_log_end(Duration::from_secs(30));
     sigterm_clean(&mut service);
     assert_eq!(s.count(""), 140, "the committed records, once each");
     assert_eq!(
@@ -172,19 +160,7 @@ fn a_compacted_topic_whose_compressed_batches_lost_records_gives_no_dead_letters
     );
     let mut service = s.start();
     s.wait_rows(50, Duration::from_secs(60));
-    wait_until(
-        "the committed offset at the log end",
-        Duration::from_secs(30),
-        || {
-            let end = log_end_offsets(&s.topic);
-            let committed = group_offsets(&s.group, &s.topic);
-            if committed.get(&0) == Some(&end.get(&0).copied()) {
-                Ok(())
-            } else {
-                Err(format!("committed {committed:?}, log end {end:?}"))
-            }
-        },
-    );
+    s.wait_committed_at_log_end(Duration::from_secs(30));
     sigterm_clean(&mut service);
     assert_eq!(
         s.count("WHERE name = 'round-9'"),

@@ -100,6 +100,20 @@ impl Setup {
         );
     }
 
+    /// Waits until the group's committed offsets (Kafka's consumer-groups
+    /// tool) equal every partition's log end offset, while the service runs.
+    pub fn wait_committed_at_log_end(&self, deadline: Duration) {
+        wait_until("the committed offsets at the log end", deadline, || {
+            let end = log_end_offsets(&self.topic);
+            let committed = group_offsets(&self.group, &self.topic);
+            if end.iter().all(|(p, o)| committed.get(p) == Some(&Some(*o))) {
+                Ok(())
+            } else {
+                Err(format!("committed {committed:?}, log end {end:?}"))
+            }
+        });
+    }
+
     /// Produces `orders(p, first, count)` to each partition in `partitions`.
     pub fn produce_orders(&self, partitions: std::ops::Range<i32>, first: i64, count: i64) {
         for p in partitions {

@@ -206,19 +206,7 @@ fn the_broker_killed_and_restarted_three_times_while_records_stream_in() {
     produced += 1_000;
     s.wait_rows(3 * produced, Duration::from_secs(180));
     assert!(service.is_running(), "{}", service.log_text());
-    wait_until(
-        "the committed offsets at the log end",
-        Duration::from_secs(60),
-        || {
-            let end = log_end_offsets(&s.topic);
-            let committed = group_offsets(&s.group, &s.topic);
-            if end.iter().all(|(p, o)| committed.get(p) == Some(&Some(*o))) {
-                Ok(())
-            } else {
-                Err(format!("committed {committed:?}, log end {end:?}"))
-            }
-        },
-    );
+    s.wait_committed_at_log_end(Duration::from_secs(60));
     sigterm_clean(&mut service);
     assert_eq!(
         s.count("WHERE name = CONCAT('name-', id)"),
