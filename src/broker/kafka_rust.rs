@@ -140,6 +140,8 @@ pub struct KafkaRust {
     reachable: HashSet<String>,
     /// The Fetch version of `wire::Conns::batch_headers`, per broker host.
     header_versions: HashMap<String, i16>,
+    /// Whether the broker at a host answers Metadata v10 (topic ids).
+    has_topic_ids: HashMap<String, bool>,
     /// This module's own connections.
     wire: wire::Conns,
 }
@@ -286,6 +288,7 @@ impl KafkaRust {
             max_bytes_cap: (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize)
                 as i32,
             header_versions: HashMap::new(),
+            has_topic_ids: HashMap::new(),
             wire: wire::Conns::new(&kafka.client_id, WIRE_TIMEOUT),
         };
         broker.client = broker.new_client()?;
@@ -785,12 +788,40 @@ impl Broker for KafkaRust {
         }
     }
 
-    /// Metadata v0 carries no topic id: only a topic that is missing (and
-    /// later back) can be told.
+    /// The crate's Metadata v0 carries no topic id: it is asked with
+    /// Metadata v10 on a connection of this module's own, where the broker
+    /// has it (Kafka 2.8 and later). Older brokers have no topic ids: there
+    /// only a topic that is missing (and later back) can be told.
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
         self.reload_metadata()?;
         self.partitions()?;
-        Ok(None)
+        let host = self
+            .leader_hosts()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.brokers[0].clone());
+        let has_ids = match self.has_topic_ids.get(&host) {
+            Some(&known) => known,
+            None => {
+                let supported = self.wire.api_versions(&host)?;
+                let known = supported
+                    .iter()
+                    .any(|&(key, min, max)| key == wire::API_METADATA && (min..=max).contains(&10));
+                self.has_topic_ids.insert(host.clone(), known);
+                known
+            }
+        };
+        if !has_ids {
+            return Ok(None);
+        }
+        match self.wire.topic_id(&host, &self.topic)? {
+            wire::TopicId::Id(id) if id == [0; 16] => Ok(None),
+            wire::TopicId::Id(id) => Ok(Some(wire::topic_id_text(&id))),
+            wire::TopicId::Missing => Err(Error::NoSuchTopic(self.topic.clone())),
+            wire::TopicId::Failed(code) => Err(Error::Kafka(kafka::Error::Io(io::Error::other(
+                format!("metadata for topic {}: error code {code}", self.topic),
+            )))),
+        }
     }
 }
 
@@ -1073,5 +1104,44 @@ mod tests {
     fn a_panic_becomes_an_error() {
         let result: kafka::Result<()> = guard(|| panic!("available connection"));
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn topic_ids_print_as_librdkafka_prints_them() {
+        let id: [u8; 16] = std::array::from_fn(|i| i as u8);
+        assert_eq!(wire::topic_id_text(&id), "AAECAwQFBgcICQoLDA0ODw");
+        assert_eq!(wire::topic_id_text(&[0xff; 16]), "/////////////////////w");
+    }
+
+    #[test]
+    fn a_metadata_v10_answer_gives_the_topic_id() {
+        fn answer(error: i16, id: [u8; 16]) -> Vec<u8> {
+            let mut r = 0i32.to_be_bytes().to_vec(); // throttle
+            r.push(2); // one broker
+            r.extend_from_slice(&1i32.to_be_bytes());
+            r.push(10);
+            r.extend_from_slice(b"127.0.0.1");
+            r.extend_from_slice(&9092i32.to_be_bytes());
+            r.push(0); // no rack
+            r.extend_from_slice(&[1, 0x2a, 0]); // tagged fields: tag 42, 0 bytes
+            r.push(4);
+            r.extend_from_slice(b"abc"); // cluster id
+            r.extend_from_slice(&1i32.to_be_bytes());
+            r.push(2); // one topic
+            r.extend_from_slice(&error.to_be_bytes());
+            r.push(2);
+            r.push(b't');
+            r.extend_from_slice(&id);
+            r.extend_from_slice(&[0, 1, 0, 0]); // not internal, no partitions, ...
+            r
+        }
+        let parse =
+            |r: Vec<u8>| wire::parse_metadata_topic_id(&mut Reader::new(&r[..], r.len())).unwrap();
+        assert_eq!(parse(answer(0, [7; 16])), wire::TopicId::Id([7; 16]));
+        assert_eq!(parse(answer(3, [0; 16])), wire::TopicId::Missing);
+        assert_eq!(parse(answer(29, [0; 16])), wire::TopicId::Failed(29));
+        let mut cut = answer(0, [7; 16]);
+        cut.truncate(cut.len() - 12);
+        assert!(wire::parse_metadata_topic_id(&mut Reader::new(&cut[..], cut.len())).is_err());
     }
 }

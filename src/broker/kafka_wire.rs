@@ -1,6 +1,7 @@
 //! The few Kafka requests the `kafka-rust` client makes itself, on
-//! connections of its own: ApiVersions v0, and a Fetch (v4, or v2 for Kafka
-//! 0.10) of which only the record batch headers are read.
+//! connections of its own: ApiVersions v0, a Fetch (v4, or v2 for Kafka
+//! 0.10) of which only the record batch headers are read, and Metadata v10
+//! for the topic's id.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -100,6 +101,44 @@ impl<R: Read> Reader<R> {
     fn array_len(&mut self) -> io::Result<usize> {
         Ok(usize::try_from(self.i32()?).unwrap_or(0))
     }
+
+    /// An unsigned varint, as the flexible versions encode lengths.
+    fn uvarint(&mut self) -> io::Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [byte] = self.take::<1>()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(bad("varint longer than 64 bits"))
+    }
+
+    /// A compact array's or string's length (encoded plus one; 0 is null).
+    fn compact_len(&mut self) -> io::Result<usize> {
+        usize::try_from(self.uvarint()?.saturating_sub(1)).map_err(|_| bad("length too large"))
+    }
+
+    fn compact_string(&mut self) -> io::Result<Vec<u8>> {
+        let len = self.compact_len()?;
+        if len > self.left {
+            return Err(bad("response shorter than its fields"));
+        }
+        let mut bytes = vec![0; len];
+        self.input.read_exact(&mut bytes)?;
+        self.left -= len;
+        Ok(bytes)
+    }
+
+    fn tagged_fields(&mut self) -> io::Result<()> {
+        for _ in 0..self.uvarint()? {
+            self.uvarint()?;
+            let size = usize::try_from(self.uvarint()?).map_err(|_| bad("length too large"))?;
+            self.skip(size)?;
+        }
+        Ok(())
+    }
 }
 
 fn put_string(buffer: &mut Vec<u8>, s: &str) {
@@ -132,37 +171,29 @@ impl Conns {
     fn call<T>(
         &mut self,
         host: &str,
-        api_key: i16,
-        version: i16,
+        (api_key, version, flexible): (i16, i16, bool),
         body: &[u8],
         drain_limit: usize,
         parse: impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
     ) -> io::Result<T> {
+        let request = (api_key, version, flexible);
         if let Some(kept) = self.open.remove(host) {
-            let attempt = self.call_on(host, kept, api_key, version, body, drain_limit, &parse);
+            let attempt = self.call_on(host, kept, request, body, drain_limit, &parse);
             if attempt.is_ok() {
                 return attempt;
             }
         }
         let stream = connect(host, self.timeout)?;
-        self.call_on(
-            host,
-            (stream, 0),
-            api_key,
-            version,
-            body,
-            drain_limit,
-            &parse,
-        )
+        self.call_on(host, (stream, 0), request, body, drain_limit, &parse)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// `flexible`: the request and response headers of the versions with
+    /// tagged fields (request header v2, response header v1).
     fn call_on<T>(
         &mut self,
         host: &str,
         (mut stream, correlation_id): (TcpStream, i32),
-        api_key: i16,
-        version: i16,
+        (api_key, version, flexible): (i16, i16, bool),
         body: &[u8],
         drain_limit: usize,
         parse: &impl Fn(&mut Reader<&mut TcpStream>) -> io::Result<T>,
@@ -173,6 +204,9 @@ impl Conns {
         message.extend_from_slice(&version.to_be_bytes());
         message.extend_from_slice(&correlation_id.to_be_bytes());
         put_string(&mut message, &self.client_id);
+        if flexible {
+            message.push(0); // no tagged fields
+        }
         message.extend_from_slice(body);
         let size = (message.len() - 4) as i32;
         message[..4].copy_from_slice(&size.to_be_bytes());
@@ -183,6 +217,9 @@ impl Conns {
         let mut reader = Reader::new(&mut stream, size);
         if reader.i32()? != correlation_id {
             return Err(bad("response to another request"));
+        }
+        if flexible {
+            reader.tagged_fields()?;
         }
         let value = parse(&mut reader)?;
         if reader.left <= drain_limit {
@@ -198,7 +235,9 @@ impl Conns {
         // A closure: the function item is bound to one lifetime of the
         // reader, and `call` needs any.
         #[allow(clippy::redundant_closure)]
-        self.call(host, API_VERSIONS, 0, &[], 0, |r| parse_api_versions(r))
+        self.call(host, (API_VERSIONS, 0, false), &[], 0, |r| {
+            parse_api_versions(r)
+        })
     }
 
     /// The headers of the batches of one partition from `offset`, as a
@@ -231,10 +270,96 @@ impl Conns {
         // The rest of a response up to the fetch size is drained; past
         // it (a huge first batch) the connection is dropped instead.
         let drain_limit = usize::try_from(max_bytes).unwrap_or(0);
-        self.call(host, API_FETCH, version, &body, drain_limit, |r| {
+        self.call(host, (API_FETCH, version, false), &body, drain_limit, |r| {
             parse_fetch(r, version, max_bytes)
         })
     }
+}
+
+/// What Metadata says of one topic's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicId {
+    /// Kafka's id of the topic (all zeros from brokers without ids).
+    Id([u8; 16]),
+    /// The broker knows no topic of that name.
+    Missing,
+    /// Another error code for the topic.
+    Failed(i16),
+}
+
+/// Kafka's error code for an unknown topic or partition.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+impl Conns {
+    /// The topic's id, from Metadata v10 (Kafka 2.8 and later), asked
+    /// without creating the topic.
+    pub fn topic_id(&mut self, host: &str, topic: &str) -> io::Result<TopicId> {
+        let mut body = Vec::with_capacity(32 + topic.len());
+        body.push(2); // one topic (compact array: length plus one)
+        body.extend_from_slice(&[0; 16]); // no topic id: asked by name
+        put_compact_string(&mut body, topic);
+        body.push(0); // tagged fields of the topic
+        body.push(0); // allow auto topic creation: false
+        body.push(0); // include cluster authorized operations
+        body.push(0); // include topic authorized operations
+        body.push(0); // tagged fields
+                      // The rest (the partitions) is drained: a few bytes per partition.
+        self.call(host, (API_METADATA, 10, true), &body, 1 << 20, |r| {
+            parse_metadata_topic_id(r)
+        })
+    }
+}
+
+fn put_compact_string(buffer: &mut Vec<u8>, s: &str) {
+    // Topic names are at most 249 bytes: one or two varint bytes.
+    let mut len = s.len() as u64 + 1;
+    while len >= 0x80 {
+        buffer.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    buffer.push(len as u8);
+    buffer.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a Metadata v10 response up to the first topic's id.
+pub fn parse_metadata_topic_id<R: Read>(r: &mut Reader<R>) -> io::Result<TopicId> {
+    r.i32()?; // throttle time
+    for _ in 0..r.compact_len()? {
+        r.i32()?; // node id
+        r.compact_string()?; // host
+        r.i32()?; // port
+        r.compact_string()?; // rack
+        r.tagged_fields()?;
+    }
+    r.compact_string()?; // cluster id
+    r.i32()?; // controller id
+    if r.compact_len()? != 1 {
+        return Err(bad("not one topic in the metadata response"));
+    }
+    let error = r.i16()?;
+    r.compact_string()?; // name
+    let id: [u8; 16] = r.take()?;
+    Ok(match error {
+        0 => TopicId::Id(id),
+        UNKNOWN_TOPIC_OR_PARTITION => TopicId::Missing,
+        code => TopicId::Failed(code),
+    })
+}
+
+/// A topic id as Kafka prints it: base64 without padding (22 characters),
+/// in the standard alphabet as librdkafka prints it.
+pub fn topic_id_text(id: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::with_capacity(22);
+    for chunk in id.chunks(3) {
+        let mut group = [0u8; 3];
+        group[..chunk.len()].copy_from_slice(chunk);
+        let bits = u32::from_be_bytes([0, group[0], group[1], group[2]]);
+        for i in 0..=chunk.len() {
+            text.push(ALPHABET[(bits >> (18 - 6 * i) & 0x3f) as usize] as char);
+        }
+    }
+    text
 }
 
 pub fn parse_api_versions<R: Read>(r: &mut Reader<R>) -> io::Result<Vec<(i16, i16, i16)>> {
