@@ -400,6 +400,11 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=1
 group.initial.rebalance.delay.ms=0
+# The offsets of a group without members expire a minute after their last
+# commit, looked for every 5 s (Kafka's defaults: 7 days, every 10 minutes),
+# so that a test can show that the service keeps them.
+offsets.retention.minutes=1
+offsets.retention.check.interval.ms=5000
 # Compaction and deletion that tests can wait for: the cleaner looks for work
 # every second, deleted segments go after a second, the periodic log tasks
 # start a second after start-up, and the cleaner's buffer fits a small heap.

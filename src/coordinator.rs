@@ -625,16 +625,17 @@ impl Coordinator {
 
     /// Commits the applied offsets to the Kafka group.
     fn commit(&mut self) {
-        let mut pending = self.book.pending();
+        let now = Instant::now();
+        let mut pending = self.book.to_commit(now);
         pending.retain(|(p, _)| {
             self.partitions
                 .get(p)
                 .is_none_or(|s| s.commit_hold.is_none())
         });
         if pending.is_empty() {
+            self.book.committed(&[], now);
             return;
         }
-        let now = Instant::now();
         let Some(broker) = self.broker.as_mut() else {
             self.book.commit_failed(now);
             return;

@@ -96,6 +96,12 @@ pub struct PartitionOffsets {
     pub committed: Option<i64>,
 }
 
+/// How often every partition's offset is committed again, changed or not.
+/// The broker drops a group's offset `offsets.retention.minutes` after its
+/// last commit when the group has no members, which is always the case
+/// here; this is below the smallest retention Kafka accepts (1 minute).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
 /// Applied and committed offsets of every assigned partition, and when the
 /// next commit is due.
 #[derive(Debug)]
@@ -103,6 +109,8 @@ pub struct OffsetBook {
     partitions: BTreeMap<i32, PartitionOffsets>,
     records_since_commit: u64,
     last_commit: Instant,
+    /// The last commit that sent every partition (see `REFRESH_EVERY`).
+    last_refresh: Instant,
     every_messages: u64,
     interval: Duration,
 }
@@ -113,6 +121,7 @@ impl OffsetBook {
             partitions: BTreeMap::new(),
             records_since_commit: 0,
             last_commit: now,
+            last_refresh: now,
             every_messages,
             interval,
         }
@@ -142,7 +151,7 @@ impl OffsetBook {
         self.partitions.get(&partition)
     }
 
-    /// The offsets that differ from what the group has: what a commit sends.
+    /// The offsets that differ from what the group has.
     pub fn pending(&self) -> Vec<(i32, i64)> {
         self.partitions
             .iter()
@@ -151,8 +160,28 @@ impl OffsetBook {
             .collect()
     }
 
+    fn refresh_due(&self, now: Instant) -> bool {
+        now.duration_since(self.last_refresh) >= REFRESH_EVERY
+    }
+
+    /// What a commit at `now` sends: the pending offsets, and every
+    /// partition's when a refresh is due.
+    pub fn to_commit(&self, now: Instant) -> Vec<(i32, i64)> {
+        if self.refresh_due(now) {
+            self.partitions
+                .iter()
+                .map(|(&id, p)| (id, p.applied))
+                .collect()
+        } else {
+            self.pending()
+        }
+    }
+
     pub fn commit_due(&self, now: Instant) -> bool {
         // Called on every turn of the coordinator's loop: no allocation here.
+        if self.refresh_due(now) {
+            return true;
+        }
         if self
             .partitions
             .values()
@@ -164,12 +193,8 @@ impl OffsetBook {
             || now.duration_since(self.last_commit) >= self.interval
     }
 
-    /// When the interval commit will be due (for the coordinator's waits).
-    pub fn next_interval_deadline(&self) -> Instant {
-        self.last_commit + self.interval
-    }
-
-    /// Records a successful commit of `offsets`.
+    /// Records a successful commit of `offsets`, made at `now` from
+    /// `to_commit(now)`.
     pub fn committed(&mut self, offsets: &[(i32, i64)], now: Instant) {
         for &(id, offset) in offsets {
             if let Some(p) = self.partitions.get_mut(&id) {
@@ -178,11 +203,18 @@ impl OffsetBook {
         }
         self.records_since_commit = 0;
         self.last_commit = now;
+        if self.refresh_due(now) {
+            self.last_refresh = now;
+        }
     }
 
-    /// A failed commit is retried at the next interval, not in a tight loop.
+    /// A failed commit is retried at the next interval, not in a tight loop;
+    /// a failed refresh at the next refresh.
     pub fn commit_failed(&mut self, now: Instant) {
         self.last_commit = now;
+        if self.refresh_due(now) {
+            self.last_refresh = now;
+        }
     }
 }
 
@@ -259,7 +291,7 @@ mod tests {
         assert_eq!(book.pending(), vec![(1, 0)]);
         book.committed(&book.pending(), t0);
         assert!(
-            !book.commit_due(t0 + Duration::from_secs(60)),
+            !book.commit_due(t0 + Duration::from_secs(20)),
             "nothing new"
         );
 
@@ -274,6 +306,33 @@ mod tests {
         assert!(!book.commit_due(t0 + Duration::from_secs(4)));
         assert!(book.commit_due(t0 + Duration::from_secs(5)));
         assert_eq!(book.pending(), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn every_offset_is_committed_again_before_the_broker_can_expire_it() {
+        let t0 = Instant::now();
+        let mut book = OffsetBook::new(100, Duration::from_secs(5), t0);
+        book.start(0, 10, Some(10));
+        book.start(1, 7, Some(7));
+        let before = t0 + REFRESH_EVERY - Duration::from_millis(1);
+        assert!(!book.commit_due(before), "nothing changed yet");
+        assert_eq!(book.to_commit(before), vec![]);
+
+        // A busy partition's commits do not postpone the idle one's refresh.
+        book.applied(0, 20, 10);
+        book.committed(&book.to_commit(before), before);
+        let at = t0 + REFRESH_EVERY;
+        assert!(book.commit_due(at));
+        assert_eq!(book.to_commit(at), vec![(0, 20), (1, 7)]);
+        book.committed(&book.to_commit(at), at);
+        assert!(!book.commit_due(at + Duration::from_secs(10)));
+
+        // A failed refresh is tried again at the next one, not at every turn.
+        let next = at + REFRESH_EVERY;
+        assert!(book.commit_due(next));
+        book.commit_failed(next);
+        assert!(!book.commit_due(next + Duration::from_secs(1)));
+        assert!(book.commit_due(next + REFRESH_EVERY));
     }
 
     #[test]

@@ -39,6 +39,26 @@ fn twenty_thousand_records_on_four_partitions_land_and_are_committed() {
     assert_eq!(log_end.values().sum::<i64>(), 20_000);
 }
 
+/// The test broker (scripts/services.sh) drops a group's offsets a minute
+/// after their last commit when the group has no members (this service's
+/// group never has), checking every few seconds.
+#[test]
+fn the_offsets_of_idle_partitions_do_not_expire_while_the_service_runs() {
+    let s = Setup::new("pipeline_idle_commits", 2, ORDERS, "");
+    s.produce_orders(0..2, 0, 10);
+    let mut service = s.start();
+    s.wait_rows(20, Duration::from_secs(60));
+    s.wait_committed_at_log_end(Duration::from_secs(30));
+    // Past the broker's retention, with nothing to read.
+    std::thread::sleep(Duration::from_secs(80));
+    assert_eq!(
+        group_offsets(&s.group, &s.topic),
+        [(0, Some(10)), (1, Some(10))].into(),
+        "the group's offsets after 80 idle seconds"
+    );
+    sigterm_clean(&mut service);
+}
+
 #[test]
 fn a_clean_restart_applies_nothing_twice_and_a_sigkill_loses_nothing() {
     // Insert mode into a table without a unique key: a record applied twice
