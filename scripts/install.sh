@@ -124,7 +124,9 @@ Next steps:
 EOF
 
 if ((upgrade)); then
-    if "$PREFIX/scripts/run.sh" status --config "$PREFIX/conf/kafka2mysql.toml" >/dev/null 2>&1; then
+    rc=0
+    "$PREFIX/bin/kafka2mysql" status --local --config "$PREFIX/conf/kafka2mysql.toml" >/dev/null 2>&1 || rc=$?
+    if ((rc != 3)); then
         cat <<EOF
 
 This was an upgrade and the service still runs the old binary. Restart it when

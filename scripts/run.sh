@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Starts, stops and watches one kafka2mysql service (DESIGN.md section 7).
+# Starts, stops and watches one kafka2mysql service, from cron or by hand.
+# The binary does the work (its pid lock, its stop, its status); this script
+# only reads the environment file and starts the service in the background.
 #
 #   scripts/run.sh start|stop|restart|status|check [--config FILE]
 #
-# start    starts the service in the background unless it already runs (exit 0
-#          either way; 1 when it died at start, 2 when its setup is wrong).
-#          Meant to be run by cron every minute: overlapping runs start one
-#          process.
-# stop     SIGTERM, wait for the graceful stop, then SIGKILL (exit 0).
+# start    starts `kafka2mysql run` in the background unless it already runs
+#          (exit 0 either way; 1 when it died at start, 2 when its setup is
+#          wrong). Meant for cron every minute: overlapping starts leave one
+#          process (the binary's pid lock decides).
+# stop     `kafka2mysql stop`: SIGTERM, then SIGKILL after
+#          worker.shutdown_timeout_ms plus 5 s (exit 0).
 # restart  stop, then start.
-# status   exit 0 and print pid and uptime when it runs; exit 3 otherwise.
-# check    `kafka2mysql check` with the same environment as start (env file):
-#          config, broker, database and table are fine (0) or not (2).
+# status   `kafka2mysql status`: 0 every partition flowing, 1 something
+#          retrying, blocked or unreachable, 3 not running.
+# check    `kafka2mysql check`: config, broker, database and table are fine
+#          (0) or not (2).
 #
 # The default config is conf/kafka2mysql.toml of the tree this script lives in
 # (the repository, or an installed PREFIX with bin/ conf/ scripts/ logs/ run/).
-# For a config <dir>/<stem>.toml the service keeps its pid and status files in
-# <dir>/../run/<stem>.pid and .status.json (the binary derives them the same
-# way), and this script appends the service's stdout and stderr to
-# <dir>/../logs/<stem>.out; the service's own log goes to log.file.
+# The service's stdout and stderr go to <config dir>/../logs/<stem>.out; its
+# own log goes to log.file.
 #
-# Environment: before starting, the optional file <dir>/<stem>.env (for the
-# default config: conf/kafka2mysql.env) is read, so that cron, which passes
+# Environment: the optional file <config dir>/<stem>.env (for the default
+# config: conf/kafka2mysql.env) is read first, so that cron, which passes
 # almost no environment, can supply MYSQL_PASSWORD. Its lines are KEY=VALUE,
 # taken literally (not evaluated by the shell), with # comments and blank
 # lines allowed; it must not be readable by group or others. KAFKA2MYSQL_BIN
@@ -33,10 +35,6 @@ ROOT=$(cd "$(dirname "$SCRIPT_PATH")/.." && pwd -P)
 
 # How long `start` watches a new process before calling it started.
 START_WAIT_SECONDS=${KAFKA2MYSQL_START_WAIT_SECONDS:-5}
-# How long start/stop wait for another run.sh working on the same config.
-CONTROL_LOCK_WAIT_SECONDS=120
-# What stop waits beyond worker.shutdown_timeout_ms before SIGKILL.
-STOP_GRACE_SECONDS=10
 
 NAME=kafka2mysql # replaced by the config's stem once known
 
@@ -53,8 +51,6 @@ usage() {
     exit 2
 }
 
-# ---------------------------------------------------------------- set-up
-
 find_binary() {
     if [[ -n ${KAFKA2MYSQL_BIN:-} ]]; then
         [[ -x $KAFKA2MYSQL_BIN ]] || fail 2 "KAFKA2MYSQL_BIN=$KAFKA2MYSQL_BIN is not an executable file"
@@ -69,28 +65,6 @@ find_binary() {
         fi
     done
     fail 2 "no kafka2mysql binary in $ROOT/bin or $ROOT/target/{release,debug}; build it (cargo build --release) or set KAFKA2MYSQL_BIN"
-}
-
-# Sets CONFIG (absolute, symlinks resolved, as the binary canonicalises it)
-# and the paths derived from it.
-resolve_paths() {
-    local given=$1
-    [[ -f $given ]] || fail 2 "config file $given does not exist"
-    CONFIG=$(readlink -f "$given")
-    local config_dir base
-    config_dir=$(dirname "$CONFIG")
-    base=$(basename "$CONFIG")
-    # Rust's Path::file_stem: the name without its last extension.
-    STEM=${base%.*}
-    [[ -n $STEM ]] || STEM=$base
-    NAME=$STEM
-    RUN_DIR=$(dirname "$config_dir")/run
-    LOG_DIR=$(dirname "$config_dir")/logs
-    PID_FILE=$RUN_DIR/$STEM.pid
-    STATUS_FILE=$RUN_DIR/$STEM.status.json
-    CONTROL_LOCK=$RUN_DIR/$STEM.run-sh.lock
-    OUT_FILE=$LOG_DIR/$STEM.out
-    ENV_FILE=$config_dir/$STEM.env
 }
 
 # Exports the KEY=VALUE lines of the env file, if there is one. The values are
@@ -120,205 +94,46 @@ load_env_file() {
     done <"$ENV_FILE"
 }
 
-# worker.shutdown_timeout_ms from the config (first match; good enough for the
-# flat TOML the service reads), else the default of 30000.
-shutdown_timeout_seconds() {
-    local ms
-    ms=$(sed -n 's/^[[:space:]]*shutdown_timeout_ms[[:space:]]*=[[:space:]]*\([0-9_]*\).*/\1/p' "$CONFIG" | head -n1)
-    ms=${ms//_/}
-    [[ -n $ms ]] || ms=30000
-    echo $(((ms + 999) / 1000))
-}
-
-# Serialises start, stop and restart of one config: three overlapping cron
-# runs decide one after the other, so exactly one of them starts a process.
-take_control_lock() {
-    mkdir -p "$RUN_DIR" "$LOG_DIR"
-    exec {CONTROL_FD}>>"$CONTROL_LOCK"
-    flock -w "$CONTROL_LOCK_WAIT_SECONDS" "$CONTROL_FD" \
-        || fail 1 "another run.sh has been holding $CONTROL_LOCK for ${CONTROL_LOCK_WAIT_SECONDS}s; try again later"
-}
-
-# ---------------------------------------------------------------- liveness
-
-# True while some process holds the flock on the pid file. Probes with a
-# shared lock on a descriptor opened read-only, so that the probe never
-# creates the file.
-pid_file_locked() {
-    local fd free=0
-    exec {fd}<"$PID_FILE" || return 1
-    # Getting the lock means nobody holds it; closing the descriptor drops it.
-    flock -n -s "$fd" && free=1
-    exec {fd}<&-
-    ((free == 0))
-}
-
-# True while the process exists and is not a zombie: a service whose starter
-# has exited is reaped by init, which may take a moment, and kill -0 succeeds
-# on a zombie.
-pid_alive() {
-    local stat state
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    state=${stat##*) }
-    [[ ${state%% *} != Z ]]
-}
-
-# Prints the pid of the running service and returns 0, or returns 1. A pid
-# file counts only when its pid lives and its flock is held: a stale file left
-# by a killed process, or a recycled pid, is not trusted. The lock is probed
-# last, only when the pid lives, so that a probe never makes a starting
-# service find its pid file locked.
-running_pid() {
-    local pid _
-    for _ in 1 2 3 4 5; do
-        [[ -e $PID_FILE ]] || return 1
-        pid=$(head -c 32 "$PID_FILE" 2>/dev/null | tr -dc '0-9' || true)
-        # The service writes its pid right after taking the lock.
-        if [[ -z $pid ]]; then
-            sleep 0.1
-            continue
-        fi
-        pid_alive "$pid" || return 1
-        pid_file_locked 2>/dev/null || return 1
-        echo "$pid"
-        return 0
-    done
-    return 1
-}
-
-# Seconds since the process started, from /proc, for machines without ps:
-# field 22 of /proc/PID/stat is the start time in clock ticks after boot.
-elapsed_seconds_from_proc() {
-    local stat fields uptime ticks
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-    read -ra fields <<<"${stat##*) }"
-    read -r uptime _ </proc/uptime
-    ticks=$(getconf CLK_TCK 2>/dev/null || echo 100)
-    echo $((${uptime%.*} - fields[19] / ticks))
-}
-
-format_duration() {
-    local s=$1
-    if ((s >= 86400)); then
-        printf '%dd%02dh%02dm' $((s / 86400)) $((s % 86400 / 3600)) $((s % 3600 / 60))
-    elif ((s >= 3600)); then
-        printf '%dh%02dm%02ds' $((s / 3600)) $((s % 3600 / 60)) $((s % 60))
-    elif ((s >= 60)); then
-        printf '%dm%02ds' $((s / 60)) $((s % 60))
-    else
-        printf '%ds' "$s"
-    fi
-}
-
-# ---------------------------------------------------------------- commands
-
-# Starts the service; the caller holds the control lock.
 do_start() {
-    local pid
-    if pid=$(running_pid); then
-        say "already running (pid $pid)"
+    if "$BIN" status --local --config "$CONFIG" >/dev/null 2>&1; [[ $? != 3 ]]; then
+        say "already running"
         return 0
     fi
-    find_binary
-    load_env_file
-    local password_hint=""
-    if [[ -z ${MYSQL_PASSWORD:-} ]] && ! grep -Eq '^[[:space:]]*password_file[[:space:]]*=[[:space:]]*"[^"]+"' "$CONFIG"; then
-        password_hint="MYSQL_PASSWORD is not set and the config names no mysql.password_file; put MYSQL_PASSWORD=... in $ENV_FILE (mode 600)"
-    fi
+    mkdir -p "$(dirname "$OUT_FILE")"
     local out_start=0
     [[ -f $OUT_FILE ]] && out_start=$(stat -c %s "$OUT_FILE")
     printf '%s run.sh: starting %s run --config %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$BIN" "$CONFIG" >>"$OUT_FILE"
     # setsid: its own session, so no terminal hangup or Ctrl-C reaches it.
     # nohup: SIGHUP is ignored until the service installs its own handler
-    # (logrotate's SIGHUP then reopens the log). The control lock's descriptor
-    # is closed, or the service would hold it for its whole life.
-    # A background subshell is not a process-group leader, so setsid does not
-    # fork and $! is the service's pid.
+    # (logrotate's SIGHUP then reopens the log). A background subshell is not
+    # a process-group leader, so setsid does not fork and $! is the service.
     (
         cd "$ROOT"
-        exec {CONTROL_FD}>&-
         exec setsid nohup "$BIN" run --config "$CONFIG" </dev/null >>"$OUT_FILE" 2>&1
     ) &
-    local child=$!
-    local deadline=$((SECONDS + START_WAIT_SECONDS)) rc
-    while :; do
+    local child=$! rc
+    local deadline=$((SECONDS + START_WAIT_SECONDS))
+    while ((SECONDS < deadline)); do
         if ! kill -0 "$child" 2>/dev/null; then
             rc=0
             wait "$child" || rc=$?
-            local output
-            output=$(tail -c +$((out_start + 1)) "$OUT_FILE" | tail -n 20)
-            say "kafka2mysql exited during start with code $rc; last lines of $OUT_FILE:" >&2
-            printf '%s\n' "$output" | sed 's/^/    /' >&2
-            if [[ -n $password_hint && $output == *"Access denied"* ]]; then
-                say "hint: $password_hint" >&2
+            # 3: another start won the pid lock a moment ago.
+            if ((rc == 3)); then
+                say "already running"
+                return 0
             fi
+            say "kafka2mysql exited during start with code $rc; last lines of $OUT_FILE:" >&2
+            tail -c +$((out_start + 1)) "$OUT_FILE" | tail -n 20 | sed 's/^/    /' >&2
             if ((rc == 2)); then
                 say "the config or the setup is wrong (exit code 2); fix it, then run: $SCRIPT_PATH start --config $CONFIG" >&2
                 exit 2
             fi
             exit 1
         fi
-        # The coordinator writes the status file (with its pid) once the
-        # broker and the database answered and the workers run.
-        if [[ -f $STATUS_FILE ]] && grep -Eq "\"pid\": *$child," "$STATUS_FILE" 2>/dev/null; then
-            say "started (pid $child)"
-            break
-        fi
-        if ((SECONDS >= deadline)); then
-            # The service writes its pid only once it holds the lock.
-            if [[ $(head -c 32 "$PID_FILE" 2>/dev/null | tr -dc '0-9' || true) == "$child" ]]; then
-                say "started (pid $child); still connecting to Kafka or MySQL, see ${LOG_DIR}/ and $SCRIPT_PATH status"
-            else
-                say "started (pid $child), but it holds no lock on $PID_FILE yet; see $OUT_FILE" >&2
-            fi
-            break
-        fi
         sleep 0.1
     done
     disown "$child" 2>/dev/null || true
-    return 0
-}
-
-# Stops the service; the caller holds the control lock.
-do_stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        say "not running"
-        return 0
-    fi
-    local timeout=$(($(shutdown_timeout_seconds) + STOP_GRACE_SECONDS))
-    say "stopping (pid $pid, SIGTERM; SIGKILL after ${timeout}s)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + timeout))
-    while pid_alive "$pid"; do
-        if ((SECONDS >= deadline)); then
-            say "pid $pid did not stop within ${timeout}s; sending SIGKILL (its uncommitted records will be applied again)" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            local kill_deadline=$((SECONDS + 10))
-            while pid_alive "$pid"; do
-                ((SECONDS < kill_deadline)) || fail 1 "pid $pid survived SIGKILL for 10s"
-                sleep 0.1
-            done
-            # SIGKILL leaves the pid file behind; nobody holds its lock now.
-            rm -f "$PID_FILE"
-            break
-        fi
-        sleep 0.2
-    done
-    say "stopped (pid $pid)"
-}
-
-do_status() {
-    local pid
-    if pid=$(running_pid); then
-        local etimes
-        etimes=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -dc '0-9' || true)
-        [[ -n $etimes ]] || etimes=$(elapsed_seconds_from_proc "$pid")
-        say "running (pid $pid, up $(format_duration "${etimes:-0}"))"
-        return 0
-    fi
-    say "not running"
-    return 3
+    say "started (pid $child); see $SCRIPT_PATH status --config $CONFIG"
 }
 
 main() {
@@ -344,31 +159,24 @@ main() {
         start | stop | restart | status | check) ;;
         *) usage ;;
     esac
-    resolve_paths "$config"
+    [[ -f $config ]] || fail 2 "config file $config does not exist"
+    CONFIG=$(readlink -f "$config")
+    local base=${CONFIG##*/} stem
+    stem=${base%.*}
+    NAME=${stem:-$base}
+    ENV_FILE=$(dirname "$CONFIG")/$NAME.env
+    OUT_FILE=$(dirname "$(dirname "$CONFIG")")/logs/$NAME.out
+    find_binary
+    load_env_file
     case $command in
-        start)
-            take_control_lock
-            do_start
-            ;;
-        stop)
-            take_control_lock
-            do_stop
-            ;;
+        start) do_start ;;
+        stop) exec "$BIN" stop --config "$CONFIG" ;;
         restart)
-            take_control_lock
-            do_stop
+            "$BIN" stop --config "$CONFIG" || exit $?
             do_start
             ;;
-        check)
-            find_binary
-            load_env_file
-            exec "$BIN" check --config "$CONFIG"
-            ;;
-        status)
-            local rc=0
-            do_status || rc=$?
-            exit $rc
-            ;;
+        status) exec "$BIN" status --config "$CONFIG" ;;
+        check) exec "$BIN" check --config "$CONFIG" ;;
     esac
 }
 

@@ -3,7 +3,7 @@
 #
 #   scripts/services.sh up | down | status | env | install
 #   scripts/services.sh stop-kafka | start-kafka | kill-kafka | freeze-kafka | thaw-kafka
-#   scripts/services.sh stop-mysql | start-mysql
+#   scripts/services.sh stop-mysql | start-mysql | freeze-mysql | thaw-mysql
 #   scripts/services.sh topic-create NAME PARTITIONS [KEY=VALUE ...] | topic-delete NAME | topic-list
 #   scripts/services.sh topic-alter-partitions NAME PARTITIONS
 #   scripts/services.sh delete-records TOPIC PARTITION OFFSET
@@ -680,6 +680,15 @@ signal_kafka() {
 
 # ---------------------------------------------------------------- mariadb
 
+# SIGSTOP (freeze-mysql: the server holds its connections and answers
+# nothing) or SIGCONT (thaw-mysql) to this checkout's MariaDB server.
+signal_mysql() {
+    local signal=$1 pids
+    pids=$(mariadb_pids)
+    [[ -n $pids ]] || die "no MariaDB server of this checkout runs"
+    kill "-$signal" $pids
+}
+
 write_mariadb_config() {
     mkdir -p "$MARIADB_DIR/data" "$MARIADB_DIR/tmp"
     cat >"$MARIADB_DIR/my.cnf" <<EOF
@@ -721,6 +730,8 @@ start_mysql() {
     write_mariadb_config
     local pids
     pids=$(mariadb_pids)
+    # A server left frozen by freeze-mysql answers again.
+    [[ -z $pids ]] || kill -CONT $pids 2>/dev/null || true
     if [[ -z $pids ]]; then
         terminate "a MariaDB server of another checkout on our port" $(foreign_mariadb_pids)
         port_open "$MYSQL_HOST" "$MYSQL_PORT" && die "port $MYSQL_PORT is in use by another program; mariadb cannot start"
@@ -934,7 +945,7 @@ main() {
     (($# > 0)) && shift
     case $command in
         up | start-kafka) select_kafka_version start ;;
-        install | mysql | start-mysql | stop-mysql) ;;
+        install | mysql | start-mysql | stop-mysql | freeze-mysql | thaw-mysql) ;;
         *) select_kafka_version running ;;
     esac
     case $command in
@@ -950,6 +961,8 @@ main() {
         thaw-kafka) signal_kafka CONT ;;
         start-mysql) with_lock start_mysql ;;
         stop-mysql) with_lock stop_mysql ;;
+        freeze-mysql) signal_mysql STOP ;;
+        thaw-mysql) signal_mysql CONT ;;
         topic-create)
             (($# >= 2)) || usage
             topic_create "$@"

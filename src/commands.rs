@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -132,19 +134,26 @@ fn bounds_text(bounds: &broker::LogBounds) -> BTreeMap<i32, String> {
         .collect()
 }
 
+/// How long `status` waits for the broker and the database: what they have
+/// not answered by then is reported as unreachable.
+const STATUS_DEADLINE: Duration = Duration::from_secs(2);
+
 /// One row of `status`.
 #[derive(Debug, Serialize)]
 struct PartitionRow {
     partition: i32,
     committed: Option<i64>,
-    earliest: i64,
-    latest: i64,
+    earliest: Option<i64>,
+    latest: Option<i64>,
     lag: Option<i64>,
-    /// "flowing", "blocked" or "stopped" (the service does not run).
+    /// "flowing", "retrying", "blocked" (see `status::PartitionStatus`), or
+    /// "stopped" (the service does not run).
     state: String,
-    blocked_since: Option<u64>,
+    /// Since when it is retrying or blocked (unix seconds).
+    since: Option<u64>,
+    error_class: Option<String>,
     last_error: Option<String>,
-    dead_letters: u64,
+    dead_letters: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,120 +163,233 @@ struct StatusReport {
     running: bool,
     pid: Option<u32>,
     delivery: &'static str,
+    /// Seconds since the running service last wrote its status file.
+    status_age: Option<u64>,
+    /// "ok", or why the broker's part is missing (the offsets then come
+    /// from the service's status file, where it runs).
+    kafka: String,
+    /// "ok", or why the dead-letter counts are missing.
+    mysql: String,
     partitions: Vec<PartitionRow>,
-    dead_letters: u64,
+    dead_letters: Option<u64>,
 }
 
-/// `status`: offsets from Kafka (and from the offset table in exactly-once
-/// mode), the running service's per-partition state from its status file,
-/// and the dead-letter counts.
-pub fn status(config: &Config, json: bool) -> ExitCode {
-    match status_report(config) {
-        Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serialisable")
-                );
-            } else {
-                print_status(&report);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("kafka2mysql status: {e}");
-            exit_for(&e, config)
-        }
+/// The status file is rewritten every second; older than this, what it
+/// says is stale.
+const STATUS_STALE_AFTER: u64 = 10;
+
+/// `status`: the running service's per-partition state from its status
+/// file, offsets from Kafka (and from the offset table in exactly-once
+/// mode) and the dead-letter counts from the database, each as far as it
+/// answers within `STATUS_DEADLINE`. Exit codes: 0 running and every
+/// partition flowing; 1 running, and a partition retrying or blocked, or
+/// the broker or the database unreachable, or the status file stale; 3 not
+/// running. `local`: the broker and the database are not asked.
+pub fn status(config: &Config, json: bool, local: bool) -> ExitCode {
+    let report = status_report(config, local);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print_status(&report);
+    }
+    let healthy = (local || report.kafka == "ok" && report.mysql == "ok")
+        && report.status_age.is_some_and(|a| a <= STATUS_STALE_AFTER)
+        && report.partitions.iter().all(|p| p.state == "flowing");
+    match (report.running, healthy) {
+        (false, _) => ExitCode::from(3),
+        (true, true) => ExitCode::SUCCESS,
+        (true, false) => ExitCode::from(1),
     }
 }
 
-fn status_report(config: &Config) -> Result<StatusReport, Error> {
+/// What the broker says, for `status`.
+struct KafkaView {
+    partitions: Vec<i32>,
+    offsets: Offsets,
+}
+
+/// Runs `work` on a thread of its own and waits for it until `deadline`:
+/// a broker or a database that does not answer must not hold `status`.
+/// The thread is left behind when it is late; the process ends soon after.
+fn within<T: Send + 'static>(
+    deadline: Instant,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, String> {
+    let (sender, receiver) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = sender.send(work());
+    });
+    match receiver.recv_deadline(deadline) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", STATUS_DEADLINE.as_secs())),
+    }
+}
+
+fn status_report(config: &Config, local: bool) -> StatusReport {
+    let deadline = Instant::now() + STATUS_DEADLINE;
+    let config = Arc::new(config.clone());
+    let kafka = if local {
+        Err("not asked (--local)".to_string())
+    } else {
+        let config = Arc::clone(&config);
+        within(deadline, move || {
+            let mut broker = broker::connect(&config)?;
+            let partitions = selected(&config, broker.partitions()?);
+            let mut conn = match config.mysql.delivery {
+                Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+                Delivery::AtLeastOnce => None,
+            };
+            let offsets = read_offsets(&config, broker.as_mut(), conn.as_mut())?;
+            Ok(KafkaView {
+                partitions,
+                offsets,
+            })
+        })
+    };
+    let dead_letters = if local {
+        Err("not asked (--local)".to_string())
+    } else {
+        let config = Arc::clone(&config);
+        within(deadline, move || {
+            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
+            match mysql_sink::dead_letter_counts(&mut conn, &config) {
+                Ok(d) => Ok(d),
+                // The table is created by the first run.
+                Err(e) if e.mysql_code() == Some(1146) => Ok(BTreeMap::new()),
+                Err(e) => Err(e),
+            }
+        })
+    };
+    // Read after the remote parts, so that it is the newest there is.
     let paths = config.source.as_deref().map(Paths::for_config);
     let pid = paths.as_ref().and_then(|p| PidLock::holder(&p.pid_file));
     let live = match (&paths, pid) {
         (Some(p), Some(_)) => ServiceStatus::read(&p.status_file),
         _ => None,
     };
-    let mut broker = broker::connect(config)?;
-    let partitions = selected(config, broker.partitions()?);
-    let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-    let Offsets {
-        earliest,
-        latest,
-        stored: committed,
-    } = read_offsets(config, broker.as_mut(), Some(&mut conn))?;
-    let dead_letters = match mysql_sink::dead_letter_counts(&mut conn, config) {
-        Ok(d) => d,
-        // The table is created by the first run.
-        Err(e) if e.mysql_code() == Some(1146) => BTreeMap::new(),
-        Err(e) => return Err(e),
+    let now = crate::status::unix_seconds(std::time::SystemTime::now());
+    let partitions: Vec<i32> = match (&kafka, &live) {
+        (Ok(k), _) => k.partitions.clone(),
+        (Err(_), Some(l)) => l.partitions.keys().copied().collect(),
+        (Err(_), None) => Vec::new(),
     };
     let rows: Vec<PartitionRow> = partitions
         .iter()
         .map(|&p| {
-            let committed = committed.get(&p).copied().flatten();
-            let latest = latest.get(&p).copied().unwrap_or(0);
             let live = live.as_ref().and_then(|s| s.partitions.get(&p));
+            let (committed, earliest, latest) = match &kafka {
+                Ok(k) => (
+                    k.offsets.stored.get(&p).copied().flatten(),
+                    k.offsets.earliest.get(&p).copied(),
+                    k.offsets.latest.get(&p).copied(),
+                ),
+                // The service's own view, as of its last status file.
+                Err(_) => (
+                    live.and_then(|l| l.committed_offset),
+                    None,
+                    live.and_then(|l| l.high_watermark),
+                ),
+            };
             PartitionRow {
                 partition: p,
                 committed,
-                earliest: earliest.get(&p).copied().unwrap_or(0),
+                earliest,
                 latest,
-                lag: committed.map(|c| (latest - c).max(0)),
+                lag: committed.zip(latest).map(|(c, l)| (l - c).max(0)),
                 state: live.map_or_else(|| "stopped".to_string(), |s| s.state.clone()),
-                blocked_since: live.and_then(|s| s.blocked_since),
+                since: live.and_then(|s| s.blocked_since),
+                error_class: live.and_then(|s| s.error_class.clone()),
                 last_error: live.and_then(|s| s.last_error.clone()),
-                dead_letters: dead_letters.get(&p).copied().unwrap_or(0),
+                dead_letters: dead_letters
+                    .as_ref()
+                    .ok()
+                    .map(|d| d.get(&p).copied().unwrap_or(0)),
             }
         })
         .collect();
-    Ok(StatusReport {
+    StatusReport {
         topic: config.kafka.topic.clone(),
         group: config.kafka.group.clone(),
         running: pid.is_some(),
-        pid,
+        pid: pid.filter(|&p| p != 0),
         delivery: match config.mysql.delivery {
             Delivery::AtLeastOnce => "at_least_once",
             Delivery::ExactlyOnce => "exactly_once",
         },
-        dead_letters: rows.iter().map(|r| r.dead_letters).sum(),
+        status_age: live.as_ref().map(|l| now.saturating_sub(l.updated_at)),
+        kafka: remote_state(&kafka, local),
+        mysql: remote_state(&dead_letters, local),
+        dead_letters: dead_letters.as_ref().ok().map(|d| d.values().sum()),
         partitions: rows,
-    })
+    }
+}
+
+fn remote_state<T>(answer: &Result<T, String>, local: bool) -> String {
+    match answer {
+        Ok(_) => "ok".to_string(),
+        Err(_) if local => "not asked".to_string(),
+        Err(e) => format!("unreachable: {e}"),
+    }
 }
 
 fn print_status(r: &StatusReport) {
-    let running = match r.pid {
-        Some(pid) => format!("running (pid {pid})"),
-        None => "not running".to_string(),
+    let running = match (r.running, r.pid) {
+        (true, Some(pid)) => format!("running (pid {pid})"),
+        (true, None) => "starting".to_string(),
+        (false, _) => "not running".to_string(),
     };
     println!(
         "topic {}  group {}  {}  delivery {}",
         r.topic, r.group, running, r.delivery
     );
+    match r.status_age {
+        Some(age) if age > STATUS_STALE_AFTER => {
+            println!("status file: stale, last written {age}s ago (the service may hang)")
+        }
+        None if r.running => println!("status file: not written yet"),
+        _ => {}
+    }
+    if r.kafka != "ok" {
+        println!("kafka: {} (offsets as the service last saw them)", r.kafka);
+    }
+    if r.mysql != "ok" && r.mysql != r.kafka {
+        println!("mysql: {}", r.mysql);
+    }
     println!(
-        "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  blocked since / last error",
+        "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  since / last error",
         "partition", "committed", "earliest", "latest", "lag", "state", "dead_letters"
     );
     let now = crate::status::unix_seconds(std::time::SystemTime::now());
+    let dash = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
     for p in &r.partitions {
-        let dash = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
-        let blocked = match (&p.blocked_since, &p.last_error) {
-            (Some(since), Some(e)) => format!("{}s ago: {e}", now.saturating_sub(*since)),
+        let trouble = match (&p.since, &p.last_error) {
+            (Some(since), Some(e)) => format!(
+                "{} ago ({}): {e}",
+                crate::retry::human(Duration::from_secs(now.saturating_sub(*since))),
+                p.error_class.as_deref().unwrap_or("?")
+            ),
             _ => String::new(),
         };
         println!(
             "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  {}",
             p.partition,
             dash(p.committed),
-            p.earliest,
-            p.latest,
+            dash(p.earliest),
+            dash(p.latest),
             dash(p.lag),
             p.state,
-            p.dead_letters,
-            blocked
+            p.dead_letters.map_or("-".to_string(), |d| d.to_string()),
+            trouble
         );
     }
-    println!("dead letters: {}", r.dead_letters);
+    match r.dead_letters {
+        Some(d) => println!("dead letters: {d}"),
+        None => println!("dead letters: unknown (mysql {})", r.mysql),
+    }
 }
 
 /// A topic's offsets as the operator commands see them.
@@ -312,6 +434,83 @@ fn selected(config: &Config, all: Vec<i32>) -> Vec<i32> {
     }
 }
 
+/// What `stop` waits beyond `worker.shutdown_timeout_ms` before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// `stop`: SIGTERM to the process holding the config's pid lock, then waits
+/// for the lock to go, up to `worker.shutdown_timeout_ms` plus
+/// `STOP_GRACE`; past that, SIGKILL (its unfinished work is applied again
+/// at the next start). Exit codes: 0 stopped or not running, 1 it could not
+/// be stopped.
+pub fn stop(config: &Config) -> ExitCode {
+    let Some(paths) = config.source.as_deref().map(Paths::for_config) else {
+        eprintln!("kafka2mysql stop: the config was not read from a file");
+        return ExitCode::from(2);
+    };
+    let Some(pid) = holder_pid(&paths.pid_file) else {
+        println!("not running");
+        return ExitCode::SUCCESS;
+    };
+    let timeout = config.worker.shutdown_timeout + STOP_GRACE;
+    println!(
+        "stopping (pid {pid}, SIGTERM; SIGKILL after {}s)",
+        timeout.as_secs()
+    );
+    let started = Instant::now();
+    // SAFETY: kill(2) with a pid and a signal; no memory is shared.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    if wait_released(&paths.pid_file, pid, started + timeout) {
+        println!(
+            "stopped (pid {pid}) in {}",
+            crate::retry::human(started.elapsed())
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "pid {pid} did not stop within {}s; sending SIGKILL (its uncommitted records will be applied again)",
+        timeout.as_secs()
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    if wait_released(
+        &paths.pid_file,
+        pid,
+        Instant::now() + Duration::from_secs(10),
+    ) {
+        println!("killed (pid {pid})");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("pid {pid} survived SIGKILL for 10s");
+        ExitCode::from(1)
+    }
+}
+
+/// The pid of the process holding the pid lock. A process that has just
+/// taken it writes its pid right after: wait a moment for it.
+fn holder_pid(pid_file: &std::path::Path) -> Option<u32> {
+    for _ in 0..20 {
+        match PidLock::holder(pid_file)? {
+            0 => std::thread::sleep(Duration::from_millis(50)),
+            pid => return Some(pid),
+        }
+    }
+    None
+}
+
+/// Waits until `pid` no longer holds the lock (it ended, even when not yet
+/// reaped by its parent: the lock goes with its descriptors).
+fn wait_released(pid_file: &std::path::Path, pid: u32, deadline: Instant) -> bool {
+    loop {
+        if PidLock::holder(pid_file) != Some(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Where `reset-offsets` moves the partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTarget {
@@ -337,15 +536,22 @@ impl FromStr for ResetTarget {
     }
 }
 
-/// `reset-offsets`: refuses while the service runs; sets the group's offsets
-/// (and the offset table's, in exactly-once mode) and prints old and new.
+/// `reset-offsets`: holds the service's pid lock while it works, so that it
+/// refuses while the service runs and a start waits for it to finish (cron
+/// tries again a minute later); sets the group's offsets (and the offset
+/// table's, in exactly-once mode) and prints old and new.
 pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> ExitCode {
-    if let Some(paths) = config.source.as_deref().map(Paths::for_config) {
-        if let Some(pid) = PidLock::holder(&paths.pid_file) {
-            eprintln!("kafka2mysql reset-offsets: the service is running (pid {pid}); stop it first (scripts/run.sh stop)");
+    let _lock = match crate::service::lock_run_files(config) {
+        Ok(lock) => lock,
+        Err(crate::service::LockRefused::Running(message)) => {
+            eprintln!("kafka2mysql reset-offsets: the service is {message}; stop it first (scripts/run.sh stop)");
             return ExitCode::from(1);
         }
-    }
+        Err(crate::service::LockRefused::Failed(message)) => {
+            eprintln!("kafka2mysql reset-offsets: {message}");
+            return ExitCode::from(1);
+        }
+    };
     match reset(config, to, only) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -380,10 +586,11 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     } = read_offsets(config, broker.as_mut(), conn.as_mut())?;
     let mut new = Vec::new();
     for &p in &partitions {
-        let (e, l) = (
-            earliest.get(&p).copied().unwrap_or(0),
-            latest.get(&p).copied().unwrap_or(0),
-        );
+        let (Some(&e), Some(&l)) = (earliest.get(&p), latest.get(&p)) else {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "partition {p}: its log bounds cannot be read (no leader?); nothing was reset, try again later"
+            ))));
+        };
         let offset = match to {
             ResetTarget::Earliest => e,
             ResetTarget::Latest => l,

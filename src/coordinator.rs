@@ -23,18 +23,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::{Config, OffsetReset};
-use crate::error::Error;
+use crate::error::{Class, Error};
 use crate::offsets::{out_of_range_position, reset_name, OffsetBook};
 use crate::record::Record;
-use crate::retry::Backoff;
-use crate::status::{unix_seconds, PartitionStatus, ServiceStatus, Stats};
+use crate::retry::{human, Backoff, Outage};
+use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
 use crate::worker::{Batch, WorkerEvent, WorkerHandle};
 
 /// How often the status file is rewritten.
@@ -61,7 +61,10 @@ struct PartitionState {
     retry_at: Option<Instant>,
     failures: u32,
     high_watermark: Option<i64>,
-    blocked: Option<(SystemTime, i64, String)>,
+    /// Since when, at which offset, of which class, why.
+    blocked: Option<(SystemTime, i64, Class, String)>,
+    /// Fetches of this partition failing (the broker answers for others).
+    fetch_outage: Option<Outage>,
     /// OffsetOutOfRange with `offset_reset = fail`: fetch nothing more.
     halted: bool,
     /// A new position (the topic was recreated) waiting for room in the
@@ -95,6 +98,8 @@ pub struct Coordinator {
     /// missing at the last check.
     topic_id: Option<String>,
     topic_missing: bool,
+    /// The broker unreachable (no client, or every call failing).
+    broker_outage: Option<Outage>,
 }
 
 /// Everything the coordinator is started with.
@@ -130,6 +135,7 @@ impl Coordinator {
                     failures: 0,
                     high_watermark: None,
                     blocked: None,
+                    fetch_outage: None,
                     halted: false,
                     pending_reset: None,
                     commit_hold: None,
@@ -167,6 +173,7 @@ impl Coordinator {
             last_topic_check: now,
             topic_id,
             topic_missing: false,
+            broker_outage: None,
             config,
         }
     }
@@ -254,11 +261,11 @@ impl Coordinator {
                 partition,
                 offset,
                 since,
+                class,
                 error,
-                ..
             } => {
                 if let Some(p) = self.partitions.get_mut(&partition) {
-                    p.blocked = Some((since, offset, error));
+                    p.blocked = Some((since, offset, class, error));
                 }
             }
             WorkerEvent::Flowing { partition } => {
@@ -302,7 +309,7 @@ impl Coordinator {
                 return;
             }
         };
-        self.broker_failures = 0;
+        self.broker_answered();
         let mut reload_metadata = false;
         for fetch in fetches {
             match fetch.outcome {
@@ -325,7 +332,7 @@ impl Coordinator {
                             fetch.partition, s.fetch_offset
                         );
                         s.halted = true;
-                        s.blocked = Some((SystemTime::now(), s.fetch_offset, reason));
+                        s.blocked = Some((SystemTime::now(), s.fetch_offset, Class::Fatal, reason));
                     }
                 }
                 FetchOutcome::Retry(reason) => {
@@ -335,11 +342,26 @@ impl Coordinator {
                     };
                     s.failures += 1;
                     let wait = self.kafka_backoff.delay(s.failures);
-                    s.retry_at = Some(Instant::now() + wait);
-                    warn!(
-                        "topic {} partition {} offset {}: fetch error, retrying in {wait:?} (attempt {}): {reason}",
-                        self.config.kafka.topic, fetch.partition, s.fetch_offset, s.failures
-                    );
+                    let now = Instant::now();
+                    s.retry_at = Some(now + wait);
+                    let topic = &self.config.kafka.topic;
+                    match &mut s.fetch_outage {
+                        None => {
+                            warn!(
+                                "topic {topic} partition {} offset {}: fetch error, retrying in {wait:?}: {reason}",
+                                fetch.partition, s.fetch_offset
+                            );
+                            s.fetch_outage = Some(Outage::begin(now, reason));
+                        }
+                        Some(outage) => {
+                            if let Some(n) = outage.again(now, reason) {
+                                warn!(
+                                    "topic {topic} partition {} offset {}: fetch still failing after {} ({n} retries since the last line): {}",
+                                    fetch.partition, s.fetch_offset, human(outage.lasted(now)), outage.reason
+                                );
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -371,6 +393,14 @@ impl Coordinator {
         };
         s.failures = 0;
         s.retry_at = None;
+        if let Some(outage) = s.fetch_outage.take() {
+            info!(
+                "topic {} partition {partition}: fetching again after {} ({} failed attempts)",
+                self.config.kafka.topic,
+                human(outage.lasted(Instant::now())),
+                outage.retries
+            );
+        }
         if high_watermark.is_some() {
             s.high_watermark = high_watermark;
         }
@@ -463,7 +493,7 @@ impl Coordinator {
                 );
                 error!("topic {topic} partition {partition}: {message}");
                 s.halted = true;
-                s.blocked = Some((SystemTime::now(), requested, message));
+                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
             }
         }
     }
@@ -542,7 +572,7 @@ impl Coordinator {
                     );
                     error!("topic {topic} partition {p}: {message}");
                     s.halted = true;
-                    s.blocked = Some((SystemTime::now(), old, message));
+                    s.blocked = Some((SystemTime::now(), old, Class::Fatal, message));
                 }
                 OffsetReset::Earliest | OffsetReset::Latest => {
                     let new = if reset == OffsetReset::Earliest {
@@ -594,12 +624,35 @@ impl Coordinator {
     fn broker_failed(&mut self, what: &str) {
         self.broker_failures += 1;
         let wait = self.kafka_backoff.delay(self.broker_failures);
-        self.broker_retry_at = Instant::now() + wait;
+        let now = Instant::now();
+        self.broker_retry_at = now + wait;
         self.broker = None;
-        warn!(
-            "kafka: {what}; reconnecting in {wait:?} (attempt {}); no record is skipped meanwhile",
-            self.broker_failures
-        );
+        match &mut self.broker_outage {
+            None => {
+                warn!("kafka: {what}; reconnecting in {wait:?}; no record is skipped meanwhile");
+                self.broker_outage = Some(Outage::begin(now, what.to_string()));
+            }
+            Some(outage) => {
+                if let Some(n) = outage.again(now, what.to_string()) {
+                    warn!(
+                        "kafka: still unreachable after {} ({n} attempts since the last line): {what}",
+                        human(outage.lasted(now))
+                    );
+                }
+            }
+        }
+    }
+
+    /// The broker answered: ends a broker outage, with one line.
+    fn broker_answered(&mut self) {
+        self.broker_failures = 0;
+        if let Some(outage) = self.broker_outage.take() {
+            info!(
+                "kafka: reachable again after {} ({} failed attempts)",
+                human(outage.lasted(Instant::now())),
+                outage.retries
+            );
+        }
     }
 
     /// Recreates the Kafka client when its backoff has passed.
@@ -609,7 +662,7 @@ impl Coordinator {
         }
         match broker::connect(&self.config) {
             Ok(b) => {
-                info!("kafka: connected again to {:?}", self.config.kafka.brokers);
+                debug!("kafka: connected again to {:?}", self.config.kafka.brokers);
                 self.broker = Some(b);
                 true
             }
@@ -704,23 +757,64 @@ impl Coordinator {
             return;
         };
         self.status.updated_at = unix_seconds(SystemTime::now());
+        let now_ms = unix_millis(SystemTime::now());
         self.status.stats = self.stats.snapshot();
         self.status.partitions = self
             .partitions
             .iter()
             .map(|(&p, s)| {
                 let offsets = self.book.get(p);
+                let slow = slow_write(&self.workers, p, now_ms);
+                let (state, since, at, class, error) = match (&s.blocked, &s.fetch_outage) {
+                    (Some((since, at, class, error)), _) => (
+                        if *class == Class::Technical {
+                            "retrying"
+                        } else {
+                            "blocked"
+                        },
+                        Some(*since),
+                        Some(*at),
+                        Some(class.to_string()),
+                        Some(error.clone()),
+                    ),
+                    (None, Some(outage)) => (
+                        "retrying",
+                        Some(outage.since),
+                        Some(s.fetch_offset),
+                        Some(Class::Technical.to_string()),
+                        Some(format!("kafka: {}", outage.reason)),
+                    ),
+                    (None, None) if slow.is_some() => {
+                        let since = slow.unwrap_or(now_ms);
+                        (
+                            "retrying",
+                            Some(UNIX_EPOCH + Duration::from_millis(since)),
+                            Some(offsets.map_or(s.fetch_offset, |o| o.applied)),
+                            Some(Class::Technical.to_string()),
+                            Some(format!(
+                                "mysql: a write has not returned for {}",
+                                human(Duration::from_millis(now_ms.saturating_sub(since)))
+                            )),
+                        )
+                    }
+                    (None, None) => match &self.broker_outage {
+                        Some(outage) => (
+                            "retrying",
+                            Some(outage.since),
+                            Some(s.fetch_offset),
+                            Some(Class::Technical.to_string()),
+                            Some(format!("kafka: {}", outage.reason)),
+                        ),
+                        None => ("flowing", None, None, None, None),
+                    },
+                };
                 let status = PartitionStatus {
                     partition: p,
-                    state: if s.blocked.is_some() {
-                        "blocked"
-                    } else {
-                        "flowing"
-                    }
-                    .to_string(),
-                    blocked_since: s.blocked.as_ref().map(|(t, _, _)| unix_seconds(*t)),
-                    blocked_at_offset: s.blocked.as_ref().map(|(_, o, _)| *o),
-                    last_error: s.blocked.as_ref().map(|(_, _, e)| e.clone()),
+                    state: state.to_string(),
+                    blocked_since: since.map(unix_seconds),
+                    blocked_at_offset: at,
+                    error_class: class,
+                    last_error: error,
                     fetch_offset: s.fetch_offset,
                     applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
                     committed_offset: offsets.and_then(|o| o.committed),
@@ -795,4 +889,18 @@ impl Coordinator {
             .map(|&p| (p, self.book.get(p).and_then(|o| o.committed)))
             .collect()
     }
+}
+
+/// A write that has not returned for this long shows as "retrying" in the
+/// status (the driver's own read timeout is much longer).
+const SLOW_WRITE: Duration = Duration::from_secs(10);
+
+/// When the write in progress on `partition` began (unix ms), if it is
+/// older than `SLOW_WRITE`.
+fn slow_write(workers: &BTreeMap<i32, WorkerHandle>, partition: i32, now_ms: u64) -> Option<u64> {
+    let since = workers
+        .get(&partition)?
+        .writing_since
+        .load(std::sync::atomic::Ordering::Relaxed);
+    (since != 0 && now_ms.saturating_sub(since) >= SLOW_WRITE.as_millis() as u64).then_some(since)
 }

@@ -1,5 +1,7 @@
 //! The `kafka2mysql` command line: parse, set up logging, run, exit.
-//! Exit codes: 0 clean stop, 1 runtime failure, 2 bad config or setup.
+//! Exit codes of `run`: 0 clean stop, 1 runtime failure, 2 bad config or
+//! setup, 3 already running (nothing was done). The other commands document
+//! theirs in `commands.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +11,7 @@ use clap::{Parser, Subcommand};
 use kafka2mysql::commands::{self, ResetTarget};
 use kafka2mysql::config::Config;
 use kafka2mysql::logging;
-use kafka2mysql::service::{self, RunOutcome};
+use kafka2mysql::service::{self, LockRefused, RunOutcome};
 
 #[derive(Parser)]
 #[command(
@@ -35,12 +37,24 @@ enum Command {
         config: PathBuf,
     },
     /// Per partition: committed, earliest, latest, lag, state; dead letters.
+    /// Exit 0 all flowing, 1 something retrying, blocked or unreachable,
+    /// 3 not running.
     Status {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only what the running service's own files say (pid lock, status
+        /// file): asks neither the broker nor the database.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Stop the running service: SIGTERM, then SIGKILL after
+    /// worker.shutdown_timeout_ms plus 5 s.
+    Stop {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Move the group's committed offsets (refused while the service runs).
     ResetOffsets {
@@ -70,6 +84,17 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let lock = match service::lock_run_files(&config) {
+                Ok(lock) => lock,
+                Err(LockRefused::Running(message)) => {
+                    eprintln!("kafka2mysql: {message}");
+                    return ExitCode::from(3);
+                }
+                Err(LockRefused::Failed(message)) => {
+                    eprintln!("kafka2mysql: {message}");
+                    return ExitCode::from(1);
+                }
+            };
             if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref())
             {
                 eprintln!("kafka2mysql: cannot open log file (log.file): {e}");
@@ -82,7 +107,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match service::run(config, shutdown) {
+            match service::run(config, shutdown, lock) {
                 RunOutcome::Stopped => ExitCode::SUCCESS,
                 RunOutcome::Setup(message) => {
                     log::error!("setup error: {message}");
@@ -100,8 +125,16 @@ fn main() -> ExitCode {
             Ok(c) => commands::check(&c),
             Err(code) => code,
         },
-        Command::Status { config, json } => match load(&config) {
-            Ok(c) => commands::status(&c, json),
+        Command::Status {
+            config,
+            json,
+            local,
+        } => match load(&config) {
+            Ok(c) => commands::status(&c, json, local),
+            Err(code) => code,
+        },
+        Command::Stop { config } => match load(&config) {
+            Ok(c) => commands::stop(&c),
             Err(code) => code,
         },
         Command::ResetOffsets {

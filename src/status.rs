@@ -73,11 +73,15 @@ pub struct StatsSnapshot {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     pub partition: i32,
-    /// "flowing" or "blocked".
+    /// "flowing"; "retrying" (a technical fault: it resumes by itself once
+    /// the fault clears); "blocked" (the operator must act).
     pub state: String,
-    /// Unix seconds since when the partition is blocked.
+    /// Unix seconds since when the partition is retrying or blocked.
     pub blocked_since: Option<u64>,
     pub blocked_at_offset: Option<i64>,
+    /// "technical", "business" or "fatal".
+    #[serde(default)]
+    pub error_class: Option<String>,
     pub last_error: Option<String>,
     /// Next offset to fetch.
     pub fetch_offset: i64,
@@ -100,6 +104,12 @@ pub struct ServiceStatus {
     pub stats: StatsSnapshot,
 }
 
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -107,10 +117,21 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
 }
 
 impl ServiceStatus {
+    /// Writes the file atomically (a new file, then renamed), readable by
+    /// its owner only: its last errors may quote record values.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&text)?;
+        drop(file);
         std::fs::rename(&tmp, path)
     }
 
@@ -155,13 +176,27 @@ impl Paths {
     }
 }
 
-/// The pid file, held with an exclusive `flock` for the life of the process:
-/// a second `run` with the same configuration refuses to start, and
-/// `reset-offsets` refuses while the lock is held.
+/// The pid file, held with an exclusive lock for the life of the process: a
+/// second `run` with the same configuration refuses to start, and
+/// `reset-offsets` holds it while it works.
+///
+/// The lock is an open file description lock (`F_OFD_SETLK`), so that
+/// `holder` can ask whether it is held without taking it (a `status` during a
+/// start never makes the start fail). The file is never removed: removing a
+/// locked file lets a second process lock a new file of the same name while
+/// the first still runs. At the end its content is cleared instead.
 #[derive(Debug)]
 pub struct PidLock {
-    _file: std::fs::File,
-    path: PathBuf,
+    file: std::fs::File,
+}
+
+/// A whole-file write lock, as `fcntl` takes it.
+fn whole_file_lock() -> libc::flock {
+    // SAFETY: `flock` is a plain C struct; all zeroes is a valid value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
 }
 
 impl PidLock {
@@ -169,6 +204,7 @@ impl PidLock {
     /// process holds it.
     pub fn acquire(path: &Path) -> Result<PidLock, std::io::Result<Option<u32>>> {
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::io::AsRawFd;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(Err)?;
@@ -178,31 +214,35 @@ impl PidLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
             .open(path)
             .map_err(Err)?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let lock = whole_file_lock();
+        // SAFETY: fcntl on a descriptor we own, with a valid `flock`.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
         if rc != 0 {
-            return Err(Ok(read_pid(path)));
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EACCES) => Err(Ok(read_pid(path))),
+                _ => Err(Err(e)),
+            };
         }
         file.set_len(0).map_err(Err)?;
         writeln!(file, "{}", std::process::id()).map_err(Err)?;
         file.flush().map_err(Err)?;
-        Ok(PidLock {
-            _file: file,
-            path: path.to_path_buf(),
-        })
+        Ok(PidLock { file })
     }
 
-    /// The pid of the process holding the lock, if one does.
+    /// Whether a process holds the lock, and its pid as the file says (0
+    /// while a starting process has not written it yet). Never takes the
+    /// lock and never creates the file.
     pub fn holder(path: &Path) -> Option<u32> {
         use std::os::unix::io::AsRawFd;
         let file = std::fs::File::open(path).ok()?;
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        if rc == 0 {
-            // SAFETY: as above.
-            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        let mut lock = whole_file_lock();
+        // SAFETY: as above; F_OFD_GETLK only fills in `lock`.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        if rc != 0 || lock.l_type == libc::F_UNLCK as libc::c_short {
             return None;
         }
         Some(read_pid(path).unwrap_or(0))
@@ -211,7 +251,8 @@ impl PidLock {
 
 impl Drop for PidLock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Cleared while still locked; the lock goes with the descriptor.
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -253,6 +294,37 @@ mod tests {
         );
         s.write(&path).unwrap();
         assert_eq!(ServiceStatus::read(&path), Some(s));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the status file is its owner's only");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_pid_lock_is_seen_without_taking_it_and_its_file_stays() {
+        let dir = std::env::temp_dir().join(format!("k2m-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.pid");
+        assert_eq!(PidLock::holder(&path), None, "no file: nobody");
+        assert!(!path.exists(), "asking creates nothing");
+        let lock = PidLock::acquire(&path).unwrap();
+        let me = std::process::id();
+        assert_eq!(PidLock::holder(&path), Some(me));
+        // A second lock in the same process conflicts too (a lock of its own
+        // open file description), as a second process's would.
+        assert_eq!(PidLock::acquire(&path).unwrap_err().unwrap(), Some(me));
+        assert_eq!(
+            PidLock::holder(&path),
+            Some(me),
+            "still held after a refusal"
+        );
+        drop(lock);
+        assert!(path.exists(), "the pid file is never removed");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert_eq!(PidLock::holder(&path), None);
+        let again = PidLock::acquire(&path).unwrap();
+        assert_eq!(PidLock::holder(&path), Some(me));
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

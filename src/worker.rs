@@ -20,6 +20,7 @@
 //! its retry at once (nothing past the failing record was reported, so nothing
 //! is lost: it is fetched again at the next start).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -100,6 +101,10 @@ pub struct WorkerHandle {
     pub partition: i32,
     pub sender: Sender<Batch>,
     pub thread: JoinHandle<()>,
+    /// Unix milliseconds when the write in progress began; 0 between
+    /// writes. A write that does not return (a database that holds the
+    /// connection without answering) shows in the status this way.
+    pub writing_since: Arc<AtomicU64>,
 }
 
 /// Starts the worker thread `partition-N`.
@@ -116,6 +121,7 @@ pub fn spawn(
     stats: Arc<Stats>,
 ) -> std::io::Result<WorkerHandle> {
     let (sender, receiver) = crossbeam_channel::bounded(queue_batches);
+    let writing_since = Arc::new(AtomicU64::new(0));
     let mut worker = Worker {
         partition,
         next_offset: start_offset,
@@ -127,6 +133,7 @@ pub fn spawn(
         stats,
         dead_letters_in_a_row: 0,
         blocked: false,
+        writing_since: Arc::clone(&writing_since),
     };
     let thread = std::thread::Builder::new()
         .name(format!("partition-{partition}"))
@@ -135,6 +142,7 @@ pub fn spawn(
         partition,
         sender,
         thread,
+        writing_since,
     })
 }
 
@@ -158,6 +166,7 @@ pub struct Worker {
     stats: Arc<Stats>,
     dead_letters_in_a_row: u32,
     blocked: bool,
+    writing_since: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -404,7 +413,11 @@ impl Worker {
         let mut blocked_since: Option<SystemTime> = None;
         let started = Instant::now();
         loop {
-            let error = match self.sink.apply(write) {
+            let now_ms = crate::status::unix_millis(SystemTime::now());
+            self.writing_since.store(now_ms, Ordering::Relaxed);
+            let applied = self.sink.apply(write);
+            self.writing_since.store(0, Ordering::Relaxed);
+            let error = match applied {
                 Ok(()) => {
                     self.resume();
                     return Ok(());

@@ -684,6 +684,34 @@ impl KafkaRust {
     }
 }
 
+impl KafkaRust {
+    /// What Metadata v10 says of the topic, asked of the first bootstrap
+    /// broker; `None` where the broker has no Metadata v10.
+    fn wire_topic_id(&mut self) -> Result<Option<wire::TopicId>, Error> {
+        let host = self.brokers[0].clone();
+        let has_ids = match self.has_topic_ids.get(&host) {
+            Some(&known) => known,
+            None => {
+                let supported = self.wire.api_versions(&host)?;
+                let known = supported
+                    .iter()
+                    .any(|&(key, min, max)| key == wire::API_METADATA && (min..=max).contains(&10));
+                self.has_topic_ids.insert(host.clone(), known);
+                known
+            }
+        };
+        if !has_ids {
+            return Ok(None);
+        }
+        match self.wire.topic_id(&host, &self.topic)? {
+            wire::TopicId::Failed(code) => Err(Error::Kafka(kafka::Error::Io(io::Error::other(
+                format!("metadata for topic {}: error code {code}", self.topic),
+            )))),
+            answer => Ok(Some(answer)),
+        }
+    }
+}
+
 fn no_leader() -> FetchOutcome {
     FetchOutcome::Retry(format!(
         "{:?}: no leader known for this partition",
@@ -705,7 +733,16 @@ impl Broker for KafkaRust {
 
     /// Loads the topic's metadata, and checks that each new leader accepts
     /// a connection (the crate would wait for it without a timeout).
+    ///
+    /// The crate's Metadata v0 makes a broker with
+    /// `auto.create.topics.enable=true` (Kafka's default) create a missing
+    /// topic. So the topic is looked up first without that (Metadata v10,
+    /// Kafka 2.8 and later), and a missing one is reported as missing.
     fn reload_metadata(&mut self) -> Result<(), Error> {
+        // A broker that does not answer this is asked by the crate anyway.
+        if let Ok(Some(wire::TopicId::Missing)) = self.wire_topic_id() {
+            return Err(Error::NoSuchTopic(self.topic.clone()));
+        }
         let (client, topic) = (&mut self.client, &self.topic);
         guard(|| client.load_metadata(&[topic]))?;
         for host in self.leader_hosts() {
@@ -795,32 +832,10 @@ impl Broker for KafkaRust {
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
         self.reload_metadata()?;
         self.partitions()?;
-        let host = self
-            .leader_hosts()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.brokers[0].clone());
-        let has_ids = match self.has_topic_ids.get(&host) {
-            Some(&known) => known,
-            None => {
-                let supported = self.wire.api_versions(&host)?;
-                let known = supported
-                    .iter()
-                    .any(|&(key, min, max)| key == wire::API_METADATA && (min..=max).contains(&10));
-                self.has_topic_ids.insert(host.clone(), known);
-                known
-            }
-        };
-        if !has_ids {
-            return Ok(None);
-        }
-        match self.wire.topic_id(&host, &self.topic)? {
-            wire::TopicId::Id(id) if id == [0; 16] => Ok(None),
-            wire::TopicId::Id(id) => Ok(Some(wire::topic_id_text(&id))),
-            wire::TopicId::Missing => Err(Error::NoSuchTopic(self.topic.clone())),
-            wire::TopicId::Failed(code) => Err(Error::Kafka(kafka::Error::Io(io::Error::other(
-                format!("metadata for topic {}: error code {code}", self.topic),
-            )))),
+        match self.wire_topic_id()? {
+            Some(wire::TopicId::Id(id)) if id != [0; 16] => Ok(Some(wire::topic_id_text(&id))),
+            Some(wire::TopicId::Missing) => Err(Error::NoSuchTopic(self.topic.clone())),
+            _ => Ok(None),
         }
     }
 }

@@ -135,14 +135,16 @@ fn status_agrees_with_kafkas_tools_and_reset_offsets_refuses_while_running() {
     let mut service = s.start();
     s.wait_rows(450, Duration::from_secs(60));
     let log_end = log_end_offsets(&s.topic);
-    let status_json = || -> serde_json::Value {
+    // Exit 0 running with every partition flowing, 3 not running.
+    let status_json_exit = |code: i32| -> serde_json::Value {
         let out = run_binary(
             &["status", "--config", s.config_arg(), "--json"],
             Duration::from_secs(60),
         );
-        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.status.code(), Some(code), "{out:?}");
         serde_json::from_str(&out.stdout).expect("status --json prints JSON")
     };
+    let status_json = || status_json_exit(0);
     let report = wait_until(
         "status to show lag 0 everywhere",
         Duration::from_secs(60),
@@ -208,7 +210,7 @@ fn status_agrees_with_kafkas_tools_and_reset_offsets_refuses_while_running() {
     assert!(refused.stderr.contains("running"), "{refused:?}");
 
     assert!(service.sigterm_and_wait(Duration::from_secs(30)).success());
-    let stopped = status_json();
+    let stopped = status_json_exit(3);
     assert_eq!(stopped["running"], false);
     assert_eq!(stopped["partitions"][0]["state"], "stopped");
 
@@ -341,4 +343,129 @@ fn sighup_reopens_the_log_file_for_logrotate() {
     assert!(!std::fs::read_to_string(&rotated)
         .unwrap()
         .contains("log file reopened"));
+}
+
+/// The run files: a second `run` and `reset-offsets` are refused while the
+/// pid lock is held, and leave the running instance's files alone; `status`
+/// never takes the lock, so that calling it during a start cannot make the
+/// start fail; the pid file is never removed; the status file is private.
+#[test]
+fn run_files_hold_one_instance_without_races() {
+    let s = Setup::new(
+        "ops_runfiles",
+        1,
+        ORDERS,
+        "[log]\nfile = \"../logs/service.log\"\nlevel = \"info\"",
+    );
+    s.produce_orders(0..1, 0, 50);
+    let pid_file = s.dir.join("run/kafka2mysql.pid");
+    let log_file = s.dir.join("logs/service.log");
+
+    // Status calls all through the start: each one sees "starting",
+    // "running" or "not running", and the start succeeds.
+    let stop_polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let config = s.config_arg().to_string();
+        let stop = std::sync::Arc::clone(&stop_polling);
+        std::thread::spawn(move || {
+            let mut calls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = run_binary(
+                    &["status", "--local", "--config", &config],
+                    Duration::from_secs(10),
+                );
+                assert!(
+                    matches!(out.status.code(), Some(0 | 1 | 3)),
+                    "status --local: {out:?}"
+                );
+                calls += 1;
+            }
+            calls
+        })
+    };
+    let mut service = s.start();
+    s.wait_rows(50, Duration::from_secs(60));
+    stop_polling.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(poller.join().unwrap() > 0);
+    assert!(service.is_running(), "{}", service.log_text());
+
+    let log_before = std::fs::read(&log_file).expect("the service's log file");
+    let second = run_binary(
+        &["run", "--config", s.config_arg()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains(&format!("already running (pid {},", service.pid())),
+        "{second:?}"
+    );
+    let reset = run_binary(
+        &[
+            "reset-offsets",
+            "--config",
+            s.config_arg(),
+            "--to",
+            "earliest",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(reset.status.code(), Some(1), "{reset:?}");
+    let log_after = std::fs::read(&log_file).expect("the service's log file");
+    assert!(
+        log_after.starts_with(&log_before)
+            && !String::from_utf8_lossy(&log_after[log_before.len()..]).contains("starting with"),
+        "the refused run wrote into the running instance's log"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let status_mode = std::fs::metadata(s.status_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(status_mode & 0o077, 0, "status file mode {status_mode:o}");
+    let local = run_binary(
+        &["status", "--local", "--config", s.config_arg(), "--json"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(local.status.code(), Some(0), "{local:?}");
+    assert!(
+        local
+            .stdout
+            .contains(&format!("\"pid\": {}", service.pid())),
+        "{local:?}"
+    );
+
+    let stop = run_binary(
+        &["stop", "--config", s.config_arg()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(stop.status.code(), Some(0), "{stop:?}");
+    assert!(stop.stdout.contains("stopped"), "{stop:?}");
+    assert!(service.wait_exit(Duration::from_secs(10)).success());
+    assert!(pid_file.exists(), "the pid file stays, empty");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "");
+    let stopped = run_binary(
+        &["status", "--local", "--config", s.config_arg()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(stopped.status.code(), Some(3), "{stopped:?}");
+    let again = run_binary(
+        &["stop", "--config", s.config_arg()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert!(again.stdout.contains("not running"), "{again:?}");
+
+    // With the service stopped, reset-offsets takes the lock itself: a run
+    // started meanwhile is refused. Its lock is held here, as it holds it.
+    let held = kafka2mysql::status::PidLock::acquire(&pid_file).expect("the lock is free");
+    let refused = run_binary(
+        &["run", "--config", s.config_arg()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    drop(held);
+    s.assert_committed_at_log_end();
 }

@@ -26,6 +26,95 @@ fn wait_for_leaders(topic: &str, partitions: usize) {
     wait_for_partitions_with_leaders(topic, partitions as i32);
 }
 
+/// `kafka2mysql status --json`, which must answer within 4 s whatever the
+/// services do: its exit code and report.
+fn timed_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
+    let started = std::time::Instant::now();
+    let out = run_binary(
+        &["status", "--config", s.config_arg(), "--json"],
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "status took {took:?}: {out:?}"
+    );
+    let report = serde_json::from_str(&out.stdout).expect("status --json prints JSON");
+    (out.status.code(), report)
+}
+
+#[test]
+fn a_frozen_database_shows_in_status_and_does_not_hold_a_stop() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new(
+        "outage_mysql_frozen",
+        2,
+        ORDERS,
+        "[worker]\nshutdown_timeout_ms = 5000",
+    );
+    s.produce_orders(0..2, 0, 100);
+    let mut service = s.start();
+    s.wait_rows(200, Duration::from_secs(60));
+
+    /// Thaws the server however the test ends, so that later tests find it.
+    struct Thaw;
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            thaw_mysql();
+        }
+    }
+    freeze_mysql();
+    let thaw = Thaw;
+    s.produce_orders(0..2, 100, 100);
+    // A write that does not return shows after 10 s.
+    let report = wait_until(
+        "status to show both partitions retrying",
+        Duration::from_secs(60),
+        || {
+            let (code, report) = timed_status(&s);
+            let states: Vec<&str> = (0..2)
+                .map(|p| report["partitions"][p]["state"].as_str().unwrap_or("?"))
+                .collect();
+            if code == Some(1) && states == ["retrying", "retrying"] {
+                Ok(report)
+            } else {
+                Err(format!("exit {code:?}, {report}"))
+            }
+        },
+    );
+    assert!(
+        report["mysql"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("unreachable"),
+        "{report}"
+    );
+    assert!(
+        report["partitions"][0]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("has not returned"),
+        "{report}"
+    );
+    // SIGTERM while the database holds the writes: bounded by
+    // shutdown_timeout_ms (5 s) and a margin.
+    let started = std::time::Instant::now();
+    let status = service.sigterm_and_wait(Duration::from_secs(40));
+    let took = started.elapsed();
+    drop(thaw);
+    assert!(status.success(), "{status:?}:\n{}", service.log_text());
+    assert!(
+        took < Duration::from_secs(12),
+        "the stop took {took:?}:\n{}",
+        service.log_text()
+    );
+    // Nothing was lost: the rest lands after the server is back.
+    let mut service = s.start();
+    s.wait_rows(400, Duration::from_secs(90));
+    sigterm_clean(&mut service);
+    s.assert_committed_at_log_end();
+}
+
 #[test]
 fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +147,7 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
         service.log_text()
     );
     let blocked = s.live(0).expect("status file");
-    assert_eq!(blocked["state"], "blocked", "{blocked}");
+    assert_eq!(blocked["state"], "retrying", "{blocked}");
     start_mysql();
     producer.join().expect("producer thread");
 
@@ -111,11 +200,12 @@ fn broker_down_for_20_seconds_then_back() {
     std::thread::sleep(Duration::from_secs(1));
     sigterm_clean(&mut service);
     s.assert_committed_at_log_end();
-    // The kafka crate's client is recreated ("connected again"); librdkafka
-    // reconnects by itself and says the brokers were down.
+    // The kafka crate's client is recreated (one line when the broker is
+    // reachable again); librdkafka reconnects by itself and says the brokers
+    // were down.
     let log = service.log_text();
     assert!(
-        log.contains("kafka: connected again") || log.contains("brokers are down"),
+        log.contains("kafka: reachable again after") || log.contains("brokers are down"),
         "{log}"
     );
 }
@@ -237,7 +327,17 @@ fn a_frozen_broker_neither_stops_the_service_nor_holds_its_stop() {
     }
     freeze_kafka();
     let thaw = Thaw;
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(30));
+    let (code, report) = timed_status(&s);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report["kafka"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("unreachable"),
+        "{report}"
+    );
+    std::thread::sleep(Duration::from_secs(30));
     let running = service.is_running();
     // SIGTERM while the broker still does not answer: bounded by
     // shutdown_timeout_ms (5 s) plus the commit's own limit and a margin.

@@ -232,6 +232,13 @@ pub fn freeze_kafka() {
 pub fn thaw_kafka() {
     services(&["thaw-kafka"]);
 }
+/// The database server stopped (SIGSTOP) and resumed (SIGCONT).
+pub fn freeze_mysql() {
+    services(&["freeze-mysql"]);
+}
+pub fn thaw_mysql() {
+    services(&["thaw-mysql"]);
+}
 /// The broker killed without warning (SIGKILL); `start_kafka` brings it back.
 pub fn kill_kafka() {
     services(&["kill-kafka"]);
