@@ -491,3 +491,68 @@ fn a_switch_to_at_least_once_and_back_does_not_apply_that_period_again() {
         "{log}"
     );
 }
+
+#[test]
+fn records_deleted_under_a_running_exactly_once_partition_halt_it() {
+    let s = Setup::new(
+        "eo_deleted",
+        1,
+        "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name TEXT",
+        &format!(
+            "{EXACTLY_ONCE}\n[worker]\nqueue_batches = 1\n[kafka]\nfetch_max_bytes_per_partition = 8192"
+        ),
+    );
+    produce_json(&s.topic, 0, &events(0, 0, 20));
+    let mut service = s.start();
+    s.wait_rows(20, Duration::from_secs(60));
+    // A slow table keeps the reader behind the log end (its queue and the
+    // client's prefetch hold about a hundred of these records) while the log
+    // loses everything it has not read yet.
+    slow_inserts(&s, 0.05);
+    let large: Vec<serde_json::Value> = (20..3_020)
+        .map(|id| json!({"id": id, "name": "x".repeat(1_000)}))
+        .collect();
+    produce_json(&s.topic, 0, &large);
+    std::thread::sleep(Duration::from_secs(3));
+    delete_records(&s.topic, 0, 3_020);
+    produce_json(&s.topic, 0, &events(0, 3_020, 20));
+    mysql_exec(&format!("DROP TRIGGER `{}_slow`", s.table));
+
+    let error = wait_until(
+        "partition 0 halted below the log start",
+        Duration::from_secs(120),
+        || match s.live(0) {
+            Some(p) if p["state"] == "blocked" => Ok(p["last_error"].to_string()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(error.contains("is below the log start"), "{error}");
+    assert!(
+        error.contains("kafka2mysql reset-offsets --partition 0"),
+        "{error}"
+    );
+    let applied = settled_count(&s);
+    assert!(applied < 3_020, "the deletion cost records ({applied})");
+    assert_eq!(s.count("WHERE id >= 3020"), 0, "nothing read past the gap");
+    assert_eq!(
+        offset_table_rows(&s),
+        [(0, applied)].into_iter().collect(),
+        "the offset table stays where the records stopped"
+    );
+    sigterm_clean(&mut service);
+
+    let out = run_binary(
+        &[
+            "reset-offsets",
+            "--config",
+            s.config_arg(),
+            "--to",
+            "earliest",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut service = s.start();
+    s.wait_rows(applied + 20, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+}
