@@ -14,6 +14,7 @@ use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::error::{classify, Class, Error};
 use crate::mysql_sink;
+use crate::offsets::exactly_once_stored;
 use crate::status::{Paths, PidLock, ServiceStatus};
 
 fn exit_for(error: &Error, config: &Config) -> ExitCode {
@@ -397,7 +398,8 @@ struct Offsets {
     earliest: BTreeMap<i32, i64>,
     latest: BTreeMap<i32, i64>,
     /// The next offset each partition resumes from: the Kafka group's, or in
-    /// exactly-once mode the offset table's where it has one (it wins at start).
+    /// exactly-once mode the further along of the offset table's and the
+    /// group's (`offsets::exactly_once_stored`, as at start).
     stored: BTreeMap<i32, Option<i64>>,
 }
 
@@ -414,7 +416,8 @@ fn read_offsets(
     if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
         mysql_sink::create_offset_table(conn, &config.mysql.offset_table)?;
         for (p, o) in mysql_sink::stored_offsets(conn, config)? {
-            stored.insert(p, Some(o));
+            let group = stored.get(&p).copied().flatten();
+            stored.insert(p, exactly_once_stored(Some(o), group).0);
         }
     }
     Ok(Offsets {

@@ -173,6 +173,9 @@ pub struct MysqlConfig {
     pub dead_letter_table: String,
     pub delivery: Delivery,
     pub offset_table: String,
+    /// Exactly-once: a stored offset outside the log moves as
+    /// `kafka.offset_reset` says instead of stopping the partition.
+    pub exactly_once_auto_reset: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +300,7 @@ struct RawMysql {
     dead_letter_table: Option<String>,
     delivery: Option<String>,
     offset_table: Option<String>,
+    exactly_once_auto_reset: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -890,6 +894,10 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             "must differ from dead_letter_table and offset_table",
         ));
     }
+    // Off by default: in exactly-once mode, moving a stored position that the
+    // log no longer holds either skips records or applies them again, so the
+    // operator chooses (kafka2mysql reset-offsets) unless told otherwise here.
+    let exactly_once_auto_reset = mysql.exactly_once_auto_reset.unwrap_or(false);
 
     // [commit]
     let every_messages = positive(raw.commit.every_messages, 1000, "commit.every_messages")?;
@@ -983,6 +991,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             dead_letter_table,
             delivery,
             offset_table,
+            exactly_once_auto_reset,
         },
         commit: CommitConfig {
             every_messages: every_messages as u64,
@@ -1052,6 +1061,7 @@ key_columns = ["id"]
         assert_eq!(c.kafka.client_id, "kafka2mysql");
         assert_eq!(c.mysql.write_mode, WriteMode::Upsert);
         assert_eq!(c.mysql.delivery, Delivery::AtLeastOnce);
+        assert!(!c.mysql.exactly_once_auto_reset);
         assert_eq!(c.mysql.dead_letter_table, "kafka2mysql_dead_letters");
         assert_eq!(c.commit.every_messages, 1000);
         assert_eq!(c.retry.technical_attempts, 5);

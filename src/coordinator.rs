@@ -31,7 +31,9 @@ use log::{debug, error, info, warn};
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::{Config, OffsetReset};
 use crate::error::{Class, Error};
-use crate::offsets::{out_of_range_position, reset_name, OffsetBook};
+use crate::offsets::{
+    out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
+};
 use crate::record::Record;
 use crate::retry::{human, Backoff, Outage};
 use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
@@ -443,8 +445,22 @@ impl Coordinator {
 
     /// OffsetOutOfRange while running: recreate this partition's reader at the
     /// earliest (or latest) offset, as `offset_reset` says. Others go on.
+    /// Exactly-once halts the partition instead (`Rewind::Refused`), unless
+    /// the topic turns out to have been recreated: a new log is read as
+    /// `check_topic` decides.
     fn offset_out_of_range(&mut self, partition: i32) {
         let reset = self.config.kafka.offset_reset;
+        let rewind = Rewind::from_config(&self.config);
+        if rewind == Rewind::Refused {
+            self.check_topic();
+            if self
+                .partitions
+                .get(&partition)
+                .is_none_or(|s| s.pending_reset.is_some())
+            {
+                return;
+            }
+        }
         let topic = self.config.kafka.topic.clone();
         let broker = self.broker.as_mut().expect("connected");
         let bounds = broker.log_bounds().map(|b| (b.earliest, b.latest));
@@ -467,7 +483,7 @@ impl Coordinator {
                 return;
             }
         };
-        match out_of_range_position(requested, earliest, latest, reset) {
+        match out_of_range_position(requested, earliest, latest, reset, rewind) {
             Some((new_offset, skipped)) => {
                 warn!(
                     "topic {topic} partition {partition}: offset {requested} is out of range [{earliest}, {latest}]; \
@@ -485,6 +501,12 @@ impl Coordinator {
                         reset_to: Some(new_offset),
                     },
                 );
+            }
+            None if rewind == Rewind::Refused => {
+                let message = refused_rewind_message(partition, requested, earliest, latest);
+                error!("topic {topic} partition {partition}: {message}");
+                s.halted = true;
+                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
             }
             None => {
                 let message = format!(

@@ -3,6 +3,13 @@
 //! `WriteSet` (rows, dead letters and, for exactly-once, the partition's next
 //! offset) in one transaction.
 //!
+//! Exactly-once is fenced: a write moves the partition's row in the offset
+//! table only from the position this process last stored
+//! (`WriteSet::previous_offset`), in the same transaction as the rows. When
+//! another process moved it (two processes on one partition), the write is
+//! rolled back and this sink writes nothing more for the partition; the
+//! worker blocks on the error until the process is restarted.
+//!
 //! SQL is built only from names that come from the configuration and the
 //! schema, always quoted; every value from a record is a bound parameter.
 //! Consecutive rows with the same columns share one multi-row statement, cut
@@ -41,6 +48,10 @@ pub struct WriteSet<'a> {
     /// The offset after the last record this write set covers; stored in the
     /// offset table in exactly-once mode.
     pub next_offset: i64,
+    /// The partition's stored position before this write (its start, or the
+    /// last write's `next_offset`): exactly-once moves the offset table's row
+    /// from this value only.
+    pub previous_offset: i64,
 }
 
 /// Where a worker applies its records. `MysqlSink` in production; the worker's
@@ -130,6 +141,77 @@ pub fn create_offset_table(conn: &mut Conn, offset_table: &str) -> Result<(), Er
     Ok(())
 }
 
+/// Exactly-once, at start: makes each partition's row in the offset table
+/// hold its start offset, moving it only from the value read when the start
+/// was chosen (`read`; `None` when there was no row). The workers' fenced
+/// writes go on from there. A row that another process inserted or moved in
+/// between means two processes on one partition: a setup error. Safe to
+/// repeat after a lost connection (a row already at its start is left alone).
+pub fn claim_offsets(
+    conn: &mut Conn,
+    config: &Config,
+    claims: &BTreeMap<i32, (Option<i64>, i64)>,
+) -> Result<(), Error> {
+    let table = quote(&config.mysql.offset_table);
+    let (group, topic) = (&config.kafka.group, &config.kafka.topic);
+    for (&partition, &(read, start)) in claims {
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        let now: Option<i64> = tx.exec_first(
+            format!(
+                "SELECT next_offset FROM {table} \
+                 WHERE consumer_group = ? AND topic = ? AND `partition` = ? FOR UPDATE"
+            ),
+            (group, topic, partition),
+        )?;
+        let claimed = match now {
+            Some(now) if now == start => true,
+            Some(now) if Some(now) == read => {
+                tx.exec_drop(
+                    format!(
+                        "UPDATE {table} SET next_offset = ? \
+                         WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?"
+                    ),
+                    (start, group, topic, partition, now),
+                )?;
+                tx.affected_rows() == 1
+            }
+            Some(_) => false,
+            None => {
+                // Two processes inserting the first row: one of them gets it.
+                tx.exec_drop(
+                    format!(
+                        "INSERT IGNORE INTO {table} (consumer_group, topic, `partition`, next_offset) \
+                         VALUES (?, ?, ?, ?)"
+                    ),
+                    (group, topic, partition, start),
+                )?;
+                tx.affected_rows() == 1
+            }
+        };
+        if !claimed {
+            return Err(Error::Setup(format!(
+                "topic {topic} partition {partition}: the offset table {} changed while this process \
+                 started (read {}, now {}); {}",
+                config.mysql.offset_table,
+                offset_text(read),
+                offset_text(now),
+                TWO_WRITERS
+            )));
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// What an exactly-once fence failure means, and what to do.
+const TWO_WRITERS: &str = "another process writes this partition for the same group \
+     (kafka.partitions overlapping in two configs, or two starts racing); \
+     stop one of them and restart this one";
+
+fn offset_text(offset: Option<i64>) -> String {
+    offset.map_or_else(|| "no row".to_string(), |o| o.to_string())
+}
+
 /// The next offsets stored in the offset table for this group and topic.
 pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, i64>, Error> {
     let rows: Vec<(i32, i64)> = conn.exec(
@@ -142,8 +224,8 @@ pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, 
     Ok(rows.into_iter().collect())
 }
 
-/// Sets the stored next offset of one partition (reset-offsets, and the
-/// coordinator when OffsetOutOfRange moves a partition).
+/// Sets the stored next offset of one partition whatever it was
+/// (reset-offsets, while the service is stopped).
 pub fn store_offset(
     conn: &mut impl Queryable,
     config: &Config,
@@ -217,8 +299,9 @@ pub struct MysqlSink {
     table: String,
     /// Statements on the service's own tables, built once.
     dead_letter_sql: String,
-    offset_upsert_sql: String,
+    offset_move_sql: String,
     offset_select_sql: String,
+    offset_table: String,
     topic: String,
     group: String,
     write_mode: WriteMode,
@@ -230,6 +313,9 @@ pub struct MysqlSink {
     bulk: bool,
     /// Set after a failed write: exactly-once checks the stored offset first.
     verify_before_write: bool,
+    /// Exactly-once: another process moved the partition's stored position
+    /// (the message says how); nothing more is written.
+    fenced: Option<String>,
 }
 
 impl MysqlSink {
@@ -239,7 +325,12 @@ impl MysqlSink {
             conn: None,
             table: quote(&config.mysql.table),
             dead_letter_sql: dead_letter_sql(&config.mysql.dead_letter_table),
-            offset_upsert_sql: offset_upsert_sql(&config.mysql.offset_table),
+            offset_move_sql: format!(
+                "UPDATE {} SET next_offset = ? \
+                 WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?",
+                quote(&config.mysql.offset_table)
+            ),
+            offset_table: config.mysql.offset_table.clone(),
             offset_select_sql: format!(
                 "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND `partition` = ?",
                 quote(&config.mysql.offset_table)
@@ -252,6 +343,7 @@ impl MysqlSink {
             max_allowed_packet: 4 * 1024 * 1024,
             bulk: false,
             verify_before_write: false,
+            fenced: None,
             schema,
         }
     }
@@ -279,17 +371,40 @@ impl MysqlSink {
         )?)
     }
 
+    /// Exactly-once: the stored position is `found` where this process
+    /// expected the write's `previous_offset`. Nothing more is written.
+    fn fence_lost(&mut self, write: &WriteSet<'_>, found: Option<i64>) -> Error {
+        let message = format!(
+            "exactly-once fence: the offset table {} holds {} for topic {} partition {}, \
+             but this process stored {} there last; {}",
+            self.offset_table,
+            offset_text(found),
+            self.topic,
+            write.partition,
+            write.previous_offset,
+            TWO_WRITERS
+        );
+        self.fenced = Some(message.clone());
+        Error::Setup(message)
+    }
+
     fn apply_inner(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
-        if self.delivery == Delivery::ExactlyOnce && self.verify_before_write {
+        let exactly_once = self.delivery == Delivery::ExactlyOnce;
+        if let (true, Some(message)) = (exactly_once, &self.fenced) {
+            return Err(Error::Setup(message.clone()));
+        }
+        if exactly_once && self.verify_before_write {
             // The last attempt failed, possibly after the server committed it
             // (a connection lost during COMMIT). The offset stored with the
-            // rows tells: if it already covers this write set, it is applied.
-            if self
-                .stored_next_offset(write.partition)?
-                .is_some_and(|o| o >= write.next_offset)
-            {
-                self.verify_before_write = false;
-                return Ok(());
+            // rows tells: at this write's end it is applied, at its start it
+            // is not, anywhere else another process moved it.
+            match self.stored_next_offset(write.partition)? {
+                Some(o) if o == write.next_offset => {
+                    self.verify_before_write = false;
+                    return Ok(());
+                }
+                Some(o) if o == write.previous_offset => {}
+                other => return Err(self.fence_lost(&write, other)),
             }
         }
         // Connect first: the statement shapes depend on the server.
@@ -299,6 +414,33 @@ impl MysqlSink {
         let plan = self.plan(write.rows, budget, bulk)?;
         let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
+        if exactly_once {
+            // The fence comes first: it locks the offset row, so a second
+            // writer waits here and finds the row moved, before it writes a row.
+            tx.exec_drop(
+                &self.offset_move_sql,
+                (
+                    write.next_offset,
+                    &self.group,
+                    &self.topic,
+                    write.partition,
+                    write.previous_offset,
+                ),
+            )?;
+            // A row set to the value it has counts as not changed.
+            if tx.affected_rows() == 0 {
+                let found: Option<i64> = tx.exec_first(
+                    &self.offset_select_sql,
+                    (&self.group, &self.topic, write.partition),
+                )?;
+                if found != Some(write.previous_offset)
+                    || write.next_offset != write.previous_offset
+                {
+                    drop(tx);
+                    return Err(self.fence_lost(&write, found));
+                }
+            }
+        }
         // Each statement's parameters are built when it is sent, so that at
         // most one statement's copy of the values is held at a time.
         for statement in &plan {
@@ -323,12 +465,6 @@ impl MysqlSink {
             tx.exec_drop(
                 &self.dead_letter_sql,
                 dead_letter_params(dl, &self.topic, write.partition, budget),
-            )?;
-        }
-        if self.delivery == Delivery::ExactlyOnce {
-            tx.exec_drop(
-                &self.offset_upsert_sql,
-                (&self.group, &self.topic, write.partition, write.next_offset),
             )?;
         }
         tx.commit()?;

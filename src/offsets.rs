@@ -2,13 +2,17 @@
 //! partition starts, where it goes after OffsetOutOfRange, and which applied
 //! offsets are due for a commit.
 //!
+//! Exactly-once never rewinds silently: a stored offset outside the log
+//! stops the partition (`Rewind::Refused`) unless
+//! `mysql.exactly_once_auto_reset` lets `offset_reset` decide.
+//!
 //! Invariant: only offsets that a worker reported as applied are ever handed
 //! out for a commit; the committed value is the next offset to read.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::config::OffsetReset;
+use crate::config::{Config, Delivery, OffsetReset};
 
 /// Why a partition starts where it does (logged at start, per partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +23,9 @@ pub enum StartReason {
     NoStoredOffset(OffsetReset),
     /// The stored offset lies outside [earliest, latest]: `offset_reset` decided.
     StoredOutOfRange { stored: i64, reset: OffsetReset },
+    /// Exactly-once: the stored offset lies outside [earliest, latest] and
+    /// nothing may move it but the operator.
+    StoredOutOfRangeRefused { stored: i64 },
 }
 
 impl std::fmt::Display for StartReason {
@@ -33,7 +40,75 @@ impl std::fmt::Display for StartReason {
                 "stored offset {stored} is out of range, offset_reset = {}",
                 reset_name(*reset)
             ),
+            StartReason::StoredOutOfRangeRefused { stored } => write!(
+                f,
+                "stored offset {stored} is out of range, and exactly-once does not move it by itself"
+            ),
         }
+    }
+}
+
+/// Whether a stored offset outside the log may be moved by `offset_reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewind {
+    /// At-least-once, or exactly-once with `mysql.exactly_once_auto_reset`.
+    ByOffsetReset,
+    /// Exactly-once: moving on would skip records or apply them a second
+    /// time, so the partition stops until the operator picks a position.
+    Refused,
+}
+
+impl Rewind {
+    pub fn from_config(config: &Config) -> Rewind {
+        match config.mysql.delivery {
+            Delivery::ExactlyOnce if !config.mysql.exactly_once_auto_reset => Rewind::Refused,
+            _ => Rewind::ByOffsetReset,
+        }
+    }
+}
+
+/// Why an exactly-once partition stops at `requested`, and what the operator
+/// can do about it.
+pub fn refused_rewind_message(
+    partition: i32,
+    requested: i64,
+    earliest: i64,
+    latest: i64,
+) -> String {
+    let why = if requested > latest {
+        "past the log end (the log was truncated by an unclean leader election, or the topic \
+         was recreated): reading it from the start would apply its records a second time"
+    } else {
+        "below the log start (records were deleted before they were applied): \
+         going on from the log start skips them"
+    };
+    format!(
+        "exactly-once: offset {requested} is {why}; log {earliest}..{latest}; nothing is written \
+         for this partition until a position is chosen with: kafka2mysql reset-offsets \
+         --partition {partition} --to earliest|latest|OFFSET (or set \
+         mysql.exactly_once_auto_reset = true to let kafka.offset_reset decide)"
+    )
+}
+
+/// Where an exactly-once partition's stored position was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredIn {
+    OffsetTable,
+    /// The Kafka group's offset is ahead of the offset table's: at-least-once
+    /// ran since exactly-once last wrote (or the table has no row).
+    Group,
+}
+
+/// Exactly-once: the position to resume from, of the offset table's and the
+/// Kafka group's, is the one further along the log. While exactly-once runs,
+/// the table is written with the rows and the group only after them, so the
+/// group is never ahead; a group ahead of the table was moved by an
+/// at-least-once period, and the stale table would apply that period again.
+pub fn exactly_once_stored(table: Option<i64>, group: Option<i64>) -> (Option<i64>, StoredIn) {
+    match (table, group) {
+        (Some(t), Some(g)) if g > t => (Some(g), StoredIn::Group),
+        (Some(t), _) => (Some(t), StoredIn::OffsetTable),
+        (None, g) => (g, StoredIn::Group),
     }
 }
 
@@ -46,15 +121,19 @@ pub fn reset_name(r: OffsetReset) -> &'static str {
 }
 
 /// The start offset of a partition, or an error when `offset_reset = fail`
-/// and the stored offset cannot be used.
+/// or `rewind` refuses to move a stored offset that cannot be used.
 pub fn start_position(
     stored: Option<i64>,
     earliest: i64,
     latest: i64,
     reset: OffsetReset,
+    rewind: Rewind,
 ) -> Result<(i64, StartReason), StartReason> {
     let reason = match stored {
         Some(s) if s >= earliest && s <= latest => return Ok((s, StartReason::Stored)),
+        Some(s) if rewind == Rewind::Refused => {
+            return Err(StartReason::StoredOutOfRangeRefused { stored: s })
+        }
         Some(s) => StartReason::StoredOutOfRange { stored: s, reset },
         None => StartReason::NoStoredOffset(reset),
     };
@@ -66,15 +145,20 @@ pub fn start_position(
 }
 
 /// Where a running partition goes after OffsetOutOfRange at `requested`:
-/// `Some((new_offset, skipped))`, or `None` when `offset_reset = fail`.
-/// `skipped` counts the offsets between the requested and the new position
-/// that will never be read (0 when the new position is behind the request).
+/// `Some((new_offset, skipped))`, or `None` when `offset_reset = fail` or
+/// `rewind` refuses. `skipped` counts the offsets between the requested and
+/// the new position that will never be read (0 when the new position is
+/// behind the request).
 pub fn out_of_range_position(
     requested: i64,
     earliest: i64,
     latest: i64,
     reset: OffsetReset,
+    rewind: Rewind,
 ) -> Option<(i64, i64)> {
+    if rewind == Rewind::Refused {
+        return None;
+    }
     let new = match reset {
         OffsetReset::Earliest => {
             // Records were deleted below `earliest`; a request past the end
@@ -222,9 +306,20 @@ impl OffsetBook {
 mod tests {
     use super::*;
 
+    /// `start_position` as at-least-once calls it.
+    fn start_position_alo(
+        stored: Option<i64>,
+        earliest: i64,
+        latest: i64,
+        reset: OffsetReset,
+    ) -> Result<(i64, StartReason), StartReason> {
+        start_position(stored, earliest, latest, reset, Rewind::ByOffsetReset)
+    }
+
     #[test]
     fn start_positions() {
         use OffsetReset::*;
+        let start_position = start_position_alo;
         assert_eq!(
             start_position(Some(5), 0, 10, Earliest),
             Ok((5, StartReason::Stored))
@@ -268,8 +363,68 @@ mod tests {
     }
 
     #[test]
+    fn exactly_once_never_moves_a_stored_offset_outside_the_log() {
+        use OffsetReset::*;
+        for reset in [Earliest, Latest, Fail] {
+            for stored in [2, 11] {
+                assert_eq!(
+                    start_position(Some(stored), 3, 10, reset, Rewind::Refused),
+                    Err(StartReason::StoredOutOfRangeRefused { stored })
+                );
+                assert_eq!(
+                    out_of_range_position(stored, 3, 10, reset, Rewind::Refused),
+                    None
+                );
+            }
+        }
+        // In range, or nothing stored yet (a first start): as always.
+        assert_eq!(
+            start_position(Some(10), 3, 10, Earliest, Rewind::Refused),
+            Ok((10, StartReason::Stored))
+        );
+        assert_eq!(
+            start_position(None, 3, 10, Latest, Rewind::Refused),
+            Ok((10, StartReason::NoStoredOffset(Latest)))
+        );
+        let past = refused_rewind_message(4, 11, 3, 10);
+        assert!(past.contains("offset 11 is past the log end"), "{past}");
+        assert!(
+            past.contains("kafka2mysql reset-offsets --partition 4 --to"),
+            "{past}"
+        );
+        let below = refused_rewind_message(4, 2, 3, 10);
+        assert!(below.contains("offset 2 is below the log start"), "{below}");
+    }
+
+    #[test]
+    fn the_further_of_offset_table_and_group_wins_in_exactly_once() {
+        use StoredIn::*;
+        assert_eq!(
+            exactly_once_stored(Some(100), Some(40)),
+            (Some(100), OffsetTable)
+        );
+        assert_eq!(
+            exactly_once_stored(Some(100), Some(100)),
+            (Some(100), OffsetTable)
+        );
+        assert_eq!(
+            exactly_once_stored(Some(100), None),
+            (Some(100), OffsetTable)
+        );
+        assert_eq!(
+            exactly_once_stored(Some(100), Some(250)),
+            (Some(250), Group)
+        );
+        assert_eq!(exactly_once_stored(None, Some(7)), (Some(7), Group));
+        assert_eq!(exactly_once_stored(None, None), (None, Group));
+    }
+
+    #[test]
     fn out_of_range_moves_and_counts_skipped() {
         use OffsetReset::*;
+        let out_of_range_position = |requested, earliest, latest, reset| {
+            out_of_range_position(requested, earliest, latest, reset, Rewind::ByOffsetReset)
+        };
         assert_eq!(
             out_of_range_position(100, 150, 300, Earliest),
             Some((150, 50))

@@ -4,7 +4,9 @@
 //! file is opened); connect to the broker and find the
 //! partitions; read the table's schema and create the dead-letter (and offset)
 //! tables; read earliest, latest and stored offsets and choose each
-//! partition's start; start one worker per partition; run the coordinator.
+//! partition's start (exactly-once: and claim it in the offset table, see
+//! `mysql_sink::claim_offsets`); start one worker per partition; run the
+//! coordinator.
 //! A technical failure during start-up (broker or database away) is retried
 //! until it succeeds or a signal arrives; a fatal one (table missing, topic
 //! missing, access denied) ends the process with exit code 2.
@@ -21,7 +23,9 @@ use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
 use crate::mysql_sink::{self, MysqlSink, Sink};
-use crate::offsets::start_position;
+use crate::offsets::{
+    exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
+};
 use crate::record::{Mapper, TableSchema};
 use crate::retry::Backoff;
 use crate::status::{Paths, PidLock, Stats};
@@ -206,6 +210,19 @@ pub fn run_pipeline(
     else {
         return Ok(None);
     };
+    if config.mysql.delivery == Delivery::ExactlyOnce {
+        let claims = starts
+            .iter()
+            .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
+            .collect();
+        let claimed = until_ready("mysql offset table", config, &shutdown, || {
+            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
+            mysql_sink::claim_offsets(&mut conn, config, &claims)
+        })?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+    }
 
     let mapper = Arc::new(Mapper {
         schema: schema.clone(),
@@ -289,17 +306,26 @@ fn start_positions(
             )));
         };
         let group = committed.get(&p).copied().flatten();
+        let in_table = stored_in_mysql.get(&p).copied();
         let (stored, source) = match config.mysql.delivery {
-            Delivery::ExactlyOnce if stale.contains(&p) => {
-                (None, "offset table, of a deleted topic of the same name")
-            }
-            Delivery::ExactlyOnce => match stored_in_mysql.get(&p) {
-                Some(&o) => (Some(o), "offset table"),
-                None => (group, "kafka group"),
+            Delivery::ExactlyOnce if stale.contains(&p) => (
+                None,
+                "offset table, of a deleted topic of the same name".to_string(),
+            ),
+            Delivery::ExactlyOnce => match (exactly_once_stored(in_table, group), in_table) {
+                ((stored, StoredIn::OffsetTable), _) => (stored, "offset table".to_string()),
+                ((stored, StoredIn::Group), Some(t)) => (
+                    stored,
+                    format!(
+                        "kafka group, ahead of the offset table's {t}: at-least-once ran since"
+                    ),
+                ),
+                ((stored, StoredIn::Group), None) => (stored, "kafka group".to_string()),
             },
-            Delivery::AtLeastOnce => (group, "kafka group"),
+            Delivery::AtLeastOnce => (group, "kafka group".to_string()),
         };
-        match start_position(stored, e, l, config.kafka.offset_reset) {
+        let rewind = Rewind::from_config(config);
+        match start_position(stored, e, l, config.kafka.offset_reset, rewind) {
             Ok((start, reason)) => {
                 info!(
                     "topic {} partition {p}: starting at offset {start} ({reason}; stored {} in {source}, earliest {e}, latest {l})",
@@ -307,6 +333,13 @@ fn start_positions(
                     stored.map_or("nothing".to_string(), |s| s.to_string()),
                 );
                 starts.insert(p, (start, group));
+            }
+            Err(StartReason::StoredOutOfRangeRefused { stored }) => {
+                return Err(Error::Setup(format!(
+                    "topic {} partition {p}: cannot start (stored {stored} in {source}): {}",
+                    config.kafka.topic,
+                    refused_rewind_message(p, stored, e, l)
+                )))
             }
             Err(reason) => {
                 return Err(Error::Setup(format!(

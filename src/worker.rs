@@ -125,6 +125,7 @@ pub fn spawn(
     let mut worker = Worker {
         partition,
         next_offset: start_offset,
+        stored_offset: start_offset,
         sink,
         mapper,
         settings,
@@ -158,6 +159,9 @@ pub struct Worker {
     partition: i32,
     /// Records below this offset are applied already and never applied again.
     next_offset: i64,
+    /// The position the sink stored last (the start, then each reported
+    /// offset): every write moves it from here (`WriteSet::previous_offset`).
+    stored_offset: i64,
     sink: Box<dyn Sink>,
     mapper: Arc<Mapper>,
     settings: WorkerSettings,
@@ -198,6 +202,7 @@ impl Worker {
 
     fn report(&mut self, next_offset: i64, records: u64) {
         self.next_offset = next_offset;
+        self.stored_offset = next_offset;
         let _ = self.events.send(WorkerEvent::Applied {
             partition: self.partition,
             next_offset,
@@ -215,6 +220,7 @@ impl Worker {
                     rows: &[],
                     dead_letters: &[],
                     next_offset: offset,
+                    previous_offset: self.stored_offset,
                 };
                 return match self.write_with_retry(write, offset) {
                     Ok(()) => {
@@ -272,6 +278,7 @@ impl Worker {
                 rows: &rows,
                 dead_letters: &dead_letters,
                 next_offset,
+                previous_offset: self.stored_offset,
             };
             match self.write_with_retry(write, records[0].offset) {
                 Ok(()) => {
@@ -329,6 +336,7 @@ impl Worker {
                         rows: &rows,
                         dead_letters: &[],
                         next_offset: record.offset + 1,
+                        previous_offset: self.stored_offset,
                     };
                     self.write_with_retry(write, record.offset).map(|()| rows)
                 }
@@ -377,6 +385,7 @@ impl Worker {
                 rows: &[],
                 dead_letters: &dead_letters,
                 next_offset: record.offset + 1,
+                previous_offset: self.stored_offset,
             };
             match self.write_with_retry(write, record.offset) {
                 Ok(()) => {
@@ -548,6 +557,8 @@ mod tests {
         /// Ids whose write fails with a business error (like a value too long).
         poison_ids: Vec<i64>,
         applies: usize,
+        /// The stored position, as an exactly-once offset table holds it.
+        position: Option<i64>,
     }
 
     #[derive(Clone, Default)]
@@ -584,6 +595,11 @@ mod tests {
             for dl in write.dead_letters {
                 m.dead_letters.insert(dl.offset, dl.clone());
             }
+            // Every write starts where the last one ended (the fence).
+            if let Some(position) = m.position {
+                assert_eq!(write.previous_offset, position, "{write:?}");
+            }
+            m.position = Some(write.next_offset);
             Ok(())
         }
     }

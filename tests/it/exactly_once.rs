@@ -101,7 +101,14 @@ fn six_sigkills_apply_every_record_exactly_once() {
 
 #[test]
 fn the_offset_table_wins_over_the_group_and_follows_resets() {
-    let s = Setup::new("eo_reset", 2, EVENTS, EXACTLY_ONCE);
+    // Moving a stored offset that the log no longer holds takes a word in
+    // the config in exactly-once mode.
+    let s = Setup::new(
+        "eo_reset",
+        2,
+        EVENTS,
+        &format!("{EXACTLY_ONCE}\nexactly_once_auto_reset = true"),
+    );
     for p in 0..2 {
         produce_json(&s.topic, p, &events(p, 0, 100));
     }
@@ -204,4 +211,348 @@ fn exactly_once_upserts_and_tombstones() {
     );
     sigterm_clean(&mut service);
     assert_eq!(offset_table_rows(&s), [(0, 4)].into_iter().collect());
+}
+
+/// A second config for the same topic, group and tables, in a directory of
+/// its own (its own pid file): a second process on the same partitions.
+fn second_config(s: &Setup) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&s.config).expect("the test's config");
+    write_config(
+        &test_dir(&format!("{}_second", s.topic)).join("conf"),
+        &text,
+    )
+}
+
+/// Rewrites the test's config with `from` replaced by `to`.
+fn edit_config(s: &Setup, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&s.config).expect("the test's config");
+    assert!(text.contains(from), "{from:?} in the config:\n{text}");
+    write_config(
+        s.config.parent().expect("conf dir"),
+        &text.replace(from, to),
+    );
+}
+
+/// Waits until the table's row count stops changing for three seconds.
+fn settled_count(s: &Setup) -> i64 {
+    let mut last = s.count("");
+    let mut since = std::time::Instant::now();
+    wait_until(
+        &format!("the row count of {} to settle", s.table),
+        Duration::from_secs(120),
+        || {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = s.count("");
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            }
+            if since.elapsed() >= Duration::from_secs(3) {
+                Ok(())
+            } else {
+                Err(format!("{now} rows"))
+            }
+        },
+    );
+    last
+}
+
+/// Slows every insert into the test's table down, so that two processes
+/// overlap in time.
+fn slow_inserts(s: &Setup, seconds_per_row: f64) {
+    mysql_exec(&format!(
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP({seconds_per_row})",
+        t = s.table
+    ));
+}
+
+/// Waits until partition 0's offset table row reaches `records` (its log
+/// end) and the row count settles, then checks that every record is in the
+/// table once.
+fn assert_every_record_once_at_log_end(s: &Setup, records: i64) {
+    wait_for_eq(
+        "the offset table at the log end",
+        Duration::from_secs(120),
+        [(0, records)].into_iter().collect(),
+        || offset_table_rows(s),
+    );
+    assert_eq!(
+        settled_count(s),
+        records,
+        "every record once, with two writers"
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        records
+    );
+}
+
+const ANOTHER_PROCESS: &str = "another process writes this partition";
+
+#[test]
+fn a_second_process_on_a_partition_is_fenced_and_every_record_lands_once() {
+    let s = Setup::new(
+        "eo_fence",
+        1,
+        EVENTS,
+        &format!("{EXACTLY_ONCE}\n[kafka]\nfetch_max_bytes_per_partition = 16384"),
+    );
+    produce_json(&s.topic, 0, &events(0, 0, 1_000));
+    let mut first = s.start();
+    wait_for_eq(
+        "the first process at the log end",
+        Duration::from_secs(60),
+        [(0, 1_000)].into_iter().collect(),
+        || offset_table_rows(&s),
+    );
+    // The second process starts where the first one stands, while it waits
+    // for records; then both read the same new records and race to write.
+    // (A second process that starts while the first one writes finds the
+    // offset row moved under it and exits at once: the next test.)
+    let second_config = second_config(&s);
+    let mut second = Service::start(&["run", "--config", second_config.to_str().unwrap()]);
+    wait_until(
+        "the second process running",
+        Duration::from_secs(60),
+        || match second.log_text().contains("running: topic") {
+            true => Ok(()),
+            false => Err(second.log_text()),
+        },
+    );
+    slow_inserts(&s, 0.002);
+    produce_json(&s.topic, 0, &events(0, 1_000, 5_000));
+    assert_every_record_once_at_log_end(&s, 6_000);
+    // Exactly one of them lost the race: its partition is blocked, with the
+    // cause in its status and its log; the other one went on to the end.
+    let second_status = second_config
+        .parent()
+        .and_then(|conf| conf.parent())
+        .map(|dir| dir.join("run/kafka2mysql.status.json"))
+        .unwrap();
+    let blocked_error = |status: &std::path::Path| -> Option<String> {
+        let text = std::fs::read_to_string(status).ok()?;
+        let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let partition = &status["partitions"]["0"];
+        (partition["state"] == "blocked").then(|| partition["last_error"].to_string())
+    };
+    let (first_lost, loser_error) = wait_until(
+        "one process blocked on the fence",
+        Duration::from_secs(30),
+        || match (
+            blocked_error(&s.status_file()),
+            blocked_error(&second_status),
+        ) {
+            (Some(e), None) => Ok((true, e)),
+            (None, Some(e)) => Ok((false, e)),
+            other => Err(format!("blocked errors (first, second): {other:?}")),
+        },
+    );
+    assert!(loser_error.contains(ANOTHER_PROCESS), "{loser_error}");
+    let loser = if first_lost { &first } else { &second };
+    assert!(
+        loser.log_text().contains("exactly-once fence"),
+        "{}",
+        loser.log_text()
+    );
+    sigterm_clean(&mut first);
+    sigterm_clean(&mut second);
+    assert_eq!(s.count(""), 6_000);
+}
+
+#[test]
+fn two_starts_racing_on_a_new_offset_row_apply_every_record_once() {
+    let s = Setup::new("eo_race", 1, EVENTS, EXACTLY_ONCE);
+    produce_json(&s.topic, 0, &events(0, 0, 2_000));
+    slow_inserts(&s, 0.002);
+    let second_config = second_config(&s);
+    let mut first = s.start();
+    let mut second = Service::start(&["run", "--config", second_config.to_str().unwrap()]);
+    assert_every_record_once_at_log_end(&s, 2_000);
+    // The loser either lost the offset row at start (exit 2) or its first
+    // write (its partition blocked); either way its log names the cause.
+    let logs = [first.log_text(), second.log_text()];
+    assert_eq!(
+        logs.iter().filter(|l| l.contains(ANOTHER_PROCESS)).count(),
+        1,
+        "exactly one loser:\n{}\n----\n{}",
+        logs[0],
+        logs[1]
+    );
+    for service in [&mut first, &mut second] {
+        if service.is_running() {
+            sigterm_clean(service);
+        } else {
+            assert_eq!(service.wait_exit(Duration::from_secs(1)).code(), Some(2));
+        }
+    }
+}
+
+#[test]
+fn a_stored_offset_outside_the_log_stops_exactly_once_until_the_operator_resets_it() {
+    let s = Setup::new("eo_outside", 1, EVENTS, EXACTLY_ONCE);
+    produce_json(&s.topic, 0, &events(0, 0, 100));
+    let mut service = s.start();
+    s.wait_rows(100, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+
+    // Past the log end, as after an unclean leader election that truncated
+    // the log: reading from earliest would apply the 100 records again.
+    mysql_exec(&format!(
+        "UPDATE kafka2mysql_offsets SET next_offset = 500 WHERE consumer_group = '{}' AND topic = '{}'",
+        s.group, s.topic
+    ));
+    let mut service = s.start();
+    let status = service.wait_exit(Duration::from_secs(60));
+    let log = service.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("offset 500 is past the log end"), "{log}");
+    assert!(
+        log.contains("kafka2mysql reset-offsets --partition 0 --to earliest|latest|OFFSET"),
+        "{log}"
+    );
+    assert_eq!(s.count(""), 100, "nothing applied again");
+
+    // The operator chooses the log end and the service goes on from there.
+    let out = run_binary(
+        &[
+            "reset-offsets",
+            "--config",
+            s.config_arg(),
+            "--to",
+            "latest",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{out:?}");
+    produce_json(&s.topic, 0, &events(0, 100, 50));
+    let mut service = s.start();
+    s.wait_rows(150, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+
+    // Below the log start: records deleted before they were applied.
+    produce_json(&s.topic, 0, &events(0, 150, 50));
+    delete_records(&s.topic, 0, 170);
+    let mut service = s.start();
+    let status = service.wait_exit(Duration::from_secs(60));
+    let log = service.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("offset 150 is below the log start"), "{log}");
+    assert_eq!(s.count(""), 150);
+
+    // Saying so in the config lets offset_reset move it.
+    edit_config(
+        &s,
+        "delivery = \"exactly_once\"",
+        "delivery = \"exactly_once\"\nexactly_once_auto_reset = true",
+    );
+    let mut service = s.start();
+    s.wait_rows(180, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(offset_table_rows(&s), [(0, 200)].into_iter().collect());
+}
+
+#[test]
+fn a_switch_to_at_least_once_and_back_does_not_apply_that_period_again() {
+    let s = Setup::new("eo_switch", 1, EVENTS, EXACTLY_ONCE);
+    produce_json(&s.topic, 0, &events(0, 0, 100));
+    let mut service = s.start();
+    s.wait_rows(100, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+
+    edit_config(&s, "\"exactly_once\"", "\"at_least_once\"");
+    produce_json(&s.topic, 0, &events(0, 100, 100));
+    let mut service = s.start();
+    s.wait_rows(200, Duration::from_secs(60));
+    s.wait_committed_at_log_end(Duration::from_secs(30));
+    sigterm_clean(&mut service);
+    assert_eq!(
+        offset_table_rows(&s),
+        [(0, 100)].into_iter().collect(),
+        "at-least-once leaves the offset table behind"
+    );
+
+    edit_config(&s, "\"at_least_once\"", "\"exactly_once\"");
+    produce_json(&s.topic, 0, &events(0, 200, 50));
+    let mut service = s.start();
+    s.wait_rows(250, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(
+        s.count(""),
+        250,
+        "the at-least-once period is not applied again"
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        250
+    );
+    assert_eq!(offset_table_rows(&s), [(0, 250)].into_iter().collect());
+    let log = service.log_text();
+    assert!(
+        log.contains("partition 0: starting at offset 200 (stored offset; stored 200 in kafka group, ahead of the offset table's 100"),
+        "{log}"
+    );
+}
+
+#[test]
+fn records_deleted_under_a_running_exactly_once_partition_halt_it() {
+    let s = Setup::new(
+        "eo_deleted",
+        1,
+        "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name TEXT",
+        &format!(
+            "{EXACTLY_ONCE}\n[worker]\nqueue_batches = 1\n[kafka]\nfetch_max_bytes_per_partition = 8192"
+        ),
+    );
+    produce_json(&s.topic, 0, &events(0, 0, 20));
+    let mut service = s.start();
+    s.wait_rows(20, Duration::from_secs(60));
+    // A slow table keeps the reader behind the log end (its queue and the
+    // client's prefetch hold about a hundred of these records) while the log
+    // loses everything it has not read yet.
+    slow_inserts(&s, 0.05);
+    let large: Vec<serde_json::Value> = (20..3_020)
+        .map(|id| json!({"id": id, "name": "x".repeat(1_000)}))
+        .collect();
+    produce_json(&s.topic, 0, &large);
+    std::thread::sleep(Duration::from_secs(3));
+    delete_records(&s.topic, 0, 3_020);
+    produce_json(&s.topic, 0, &events(0, 3_020, 20));
+    mysql_exec(&format!("DROP TRIGGER `{}_slow`", s.table));
+
+    let error = wait_until(
+        "partition 0 halted below the log start",
+        Duration::from_secs(120),
+        || match s.live(0) {
+            Some(p) if p["state"] == "blocked" => Ok(p["last_error"].to_string()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(error.contains("is below the log start"), "{error}");
+    assert!(
+        error.contains("kafka2mysql reset-offsets --partition 0"),
+        "{error}"
+    );
+    let applied = settled_count(&s);
+    assert!(applied < 3_020, "the deletion cost records ({applied})");
+    assert_eq!(s.count("WHERE id >= 3020"), 0, "nothing read past the gap");
+    assert_eq!(
+        offset_table_rows(&s),
+        [(0, applied)].into_iter().collect(),
+        "the offset table stays where the records stopped"
+    );
+    sigterm_clean(&mut service);
+
+    let out = run_binary(
+        &[
+            "reset-offsets",
+            "--config",
+            s.config_arg(),
+            "--to",
+            "earliest",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut service = s.start();
+    s.wait_rows(applied + 20, Duration::from_secs(60));
+    sigterm_clean(&mut service);
 }
