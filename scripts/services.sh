@@ -823,9 +823,13 @@ with_lock() {
     "$@"
 }
 
+# Standard output carries the KEY=VALUE lines and nothing else: whatever
+# starting the services prints (apt, mvn, the servers) goes to stderr.
 cmd_up() {
-    start_mysql
-    start_kafka
+    {
+        start_mysql
+        start_kafka
+    } >&2
     print_env
 }
 
@@ -953,7 +957,7 @@ main() {
         down) with_lock cmd_down ;;
         status) cmd_status ;;
         env) print_exports ;;
-        install) with_lock install_all ;;
+        install) with_lock install_all >&2 ;;
         start-kafka) with_lock start_kafka ;;
         stop-kafka) with_lock stop_kafka ;;
         kill-kafka) with_lock kill_kafka ;;

@@ -44,12 +44,20 @@ run_phase() {
     shift 2
     (
         started=$SECONDS
-        if ! KAFKA_VERSION=$version scripts/services.sh up >/dev/null; then
+        local up
+        if ! up=$(KAFKA_VERSION=$version scripts/services.sh up); then
             say "the test services (Kafka $version) did not start; the message above names the service and its log"
             exit 1
         fi
         say "services up in $((SECONDS - started))s"
         scripts/services.sh status >&2 || true
+        # What scripts/demo.sh reads: KEY=VALUE lines only, whatever the
+        # first start printed (a cold jar cache once put mvn's output there).
+        if grep -qvE '^[A-Z][A-Z0-9_]*=' <<<"$up"; then
+            say "scripts/services.sh up printed more than KEY=VALUE lines on stdout:"
+            printf '%s\n' "$up" >&2
+            exit 1
+        fi
         # KAFKA_VERSION, KAFKA_BROKERS, KAFKA_SASL_BROKERS, KAFKA_SSL_CA,
         # KAFKA_SASL_USER, KAFKA_SASL_TEST_PASSWORD, MYSQL_URL, MYSQL_PASSWORD.
         eval "$(KAFKA_VERSION=$version scripts/services.sh env)"

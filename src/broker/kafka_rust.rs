@@ -1122,6 +1122,19 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_is_looked_up_without_creating_it() {
+        let body = wire::metadata_request("orders");
+        let mut expected = vec![2];
+        expected.extend_from_slice(&[0; 16]);
+        expected.push(7);
+        expected.extend_from_slice(b"orders");
+        // Topic tags; allow_auto_topic_creation false; no authorized
+        // operations asked; tags.
+        expected.extend_from_slice(&[0, 0, 0, 0, 0]);
+        assert_eq!(body, expected);
+    }
+
+    #[test]
     fn topic_ids_print_as_librdkafka_prints_them() {
         let id: [u8; 16] = std::array::from_fn(|i| i as u8);
         assert_eq!(wire::topic_id_text(&id), "AAECAwQFBgcICQoLDA0ODw");

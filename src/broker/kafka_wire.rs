@@ -294,20 +294,27 @@ impl Conns {
     /// The topic's id, from Metadata v10 (Kafka 2.8 and later), asked
     /// without creating the topic.
     pub fn topic_id(&mut self, host: &str, topic: &str) -> io::Result<TopicId> {
-        let mut body = Vec::with_capacity(32 + topic.len());
-        body.push(2); // one topic (compact array: length plus one)
-        body.extend_from_slice(&[0; 16]); // no topic id: asked by name
-        put_compact_string(&mut body, topic);
-        body.push(0); // tagged fields of the topic
-        body.push(0); // allow auto topic creation: false
-        body.push(0); // include cluster authorized operations
-        body.push(0); // include topic authorized operations
-        body.push(0); // tagged fields
-                      // The rest (the partitions) is drained: a few bytes per partition.
+        let body = metadata_request(topic);
+        // The rest (the partitions) is drained: a few bytes per partition.
         self.call(host, (API_METADATA, 10, true), &body, 1 << 20, |r| {
             parse_metadata_topic_id(r)
         })
     }
+}
+
+/// The body of a Metadata v10 request for one topic by name, which a broker
+/// with `auto.create.topics.enable=true` must not create.
+pub fn metadata_request(topic: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(32 + topic.len());
+    body.push(2); // one topic (compact array: length plus one)
+    body.extend_from_slice(&[0; 16]); // no topic id: asked by name
+    put_compact_string(&mut body, topic);
+    body.push(0); // tagged fields of the topic
+    body.push(0); // allow auto topic creation: false
+    body.push(0); // include cluster authorized operations
+    body.push(0); // include topic authorized operations
+    body.push(0); // tagged fields
+    body
 }
 
 fn put_compact_string(buffer: &mut Vec<u8>, s: &str) {

@@ -474,6 +474,19 @@ fn bad_configs_exit_2_and_name_the_key_or_object() {
             );
         }
     }
+    // Neither command created what it found missing.
+    let topics = services(&["topic-list"]);
+    assert!(
+        !topics.lines().any(|t| t.trim() == "no_such_topic_k2m"),
+        "a missing topic was created: {topics}"
+    );
+    assert_eq!(
+        query_count(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'no_such_table_k2m'"
+        ),
+        0,
+        "a missing table was created"
+    );
 }
 
 /// Resident set size of a process in KiB.
