@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kafka2mysql and installs it into a tree of its own (DESIGN.md section 7):
+# Builds kafka2mysql and installs it into a tree of its own (README.md, "Installing on a VM"):
 #
 #   scripts/install.sh PREFIX          e.g. scripts/install.sh /opt/kafka2mysql
 #

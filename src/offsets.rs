@@ -1,4 +1,4 @@
-//! Offset bookkeeping (DESIGN.md section 2), pure and unit-tested: where a
+//! Offset bookkeeping (docs/architecture.md, "Offsets"), pure and unit-tested: where a
 //! partition starts, where it goes after OffsetOutOfRange, and which applied
 //! offsets are due for a commit.
 //!

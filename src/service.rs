@@ -286,7 +286,7 @@ fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Err
     Ok(chosen)
 }
 
-/// Chooses each partition's start (DESIGN.md section 2) and logs it with its
+/// Chooses each partition's start (docs/architecture.md, "Offsets") and logs it with its
 /// reason.
 fn start_positions(
     config: &Config,

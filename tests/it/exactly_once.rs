@@ -1,4 +1,4 @@
-//! Exactly-once delivery (issue 6): rows and the partition's next offset are
+//! Exactly-once delivery: rows and the partition's next offset are
 //! written in one transaction, so a crash at any moment applies no record
 //! twice, even into a table without a unique key.
 

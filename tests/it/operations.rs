@@ -1,4 +1,4 @@
-//! Operating the service (issue 5): `scripts/run.sh` under cron, `status`
+//! Operating the service: `scripts/run.sh` under cron, `status`
 //! against Kafka's own tools, `reset-offsets`, and the password kept out of
 //! command lines and logs.
 

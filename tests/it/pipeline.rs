@@ -1,4 +1,4 @@
-//! The pipeline end to end (issue 3): records of a real topic become rows of a
+//! The pipeline end to end: records of a real topic become rows of a
 //! real table; offsets are committed only after the rows are in; stops,
 //! crashes and OffsetOutOfRange lose nothing that is still in the log.
 

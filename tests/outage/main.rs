@@ -1,4 +1,4 @@
-//! Outage tests (issue 4): the whole database or the whole broker goes away
+//! Outage tests: the whole database or the whole broker goes away
 //! for 20 s while the service runs. They stop and start the shared services,
 //! so they live in a test binary of their own: cargo runs test binaries one
 //! after another, so no `it` test is running meanwhile, and the tests here

@@ -1148,7 +1148,7 @@ pub fn write_config(dir: &Path, toml_text: &str) -> PathBuf {
     path
 }
 
-/// A configuration (DESIGN.md section 5) for the test services with quick
+/// A configuration (README.md, "Configuration reference") for the test services with quick
 /// commits and millisecond backoff, with `overrides` (TOML text, e.g.
 /// `"[mysql]\nwrite_mode = \"insert\""`) merged in key by key. When
 /// `K2M_CLIENT` is set (e.g. `kafka-rust`), `[kafka]` gets `client =` it
