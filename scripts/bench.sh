@@ -554,7 +554,7 @@ budget() {
     echo "- read path: kafka2mysql $(median "${read_cpu[@]}") + broker $(median "${read_broker[@]}") = $(budget "${read_cpu[@]}" -- "${read_broker[@]}"),"
     echo "  kcat: $(median "${kcat_cpu[@]}") + broker $(median "${kcat_broker[@]}") = $(budget "${kcat_cpu[@]}" -- "${kcat_broker[@]}")."
     echo
-    echo "Config: the documented defaults (README.md, "Configuration reference") except commit.interval_ms = 100, so that the"
+    echo "Config: the documented defaults (README.md, Configuration reference) except commit.interval_ms = 100, so that the"
     echo "drain's end (lag 0, read from the committed offsets, polled every 0.1 s) is seen within about 0.2 s."
     echo "kcat with its default fetch.wait.max.ms (500 ms) took ${KCAT_DEFAULT_SECONDS}s for the same topic: it idles at the"
     echo "end until a fetch comes back empty; the read limit above leaves that wait out."
