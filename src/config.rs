@@ -231,6 +231,13 @@ pub struct LogConfig {
     pub stats_interval: Duration,
 }
 
+/// The Prometheus metrics endpoint (`metrics.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served; `None` (the default) serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// The validated configuration: every field is usable as it is.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -240,6 +247,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub worker: WorkerConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     /// The file this configuration was read from (pid and status files sit beside
     /// the log directory derived from it).
     pub source: Option<PathBuf>,
@@ -262,6 +270,8 @@ struct RawConfig {
     worker: RawWorker,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,6 +346,12 @@ struct RawLog {
     file: Option<String>,
     level: Option<String>,
     stats_interval_ms: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 /// Where the password comes from when the file names no `password_file`.
@@ -965,6 +981,20 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
     )?;
     let stats_interval = positive(l.stats_interval_ms, 60_000, "log.stats_interval_ms")?;
 
+    // [metrics]: an IP address, not a host name, so that validating it never
+    // waits for DNS.
+    let listen = match raw.metrics.listen.filter(|l| !l.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|_| {
+            ConfigError::new(
+                "metrics.listen",
+                format!(
+                    "expected an IP address and a port such as \"127.0.0.1:9187\", got {text:?}"
+                ),
+            )
+        })?),
+    };
+
     Ok(Config {
         kafka: KafkaConfig {
             client,
@@ -1016,6 +1046,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             level,
             stats_interval: millis(stats_interval),
         },
+        metrics: MetricsConfig { listen },
         source: None,
     })
 }
@@ -1069,6 +1100,19 @@ key_columns = ["id"]
         assert_eq!(c.worker.queue_batches, 4);
         assert_eq!(c.worker.max_batch_rows, 500);
         assert_eq!(c.mysql.password.expose(), "pw");
+        assert_eq!(c.metrics.listen, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_and_port() {
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1:9187\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9187".parse().unwrap()));
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"[::1]:9187\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.metrics.listen, Some("[::1]:9187".parse().unwrap()));
+        let text = format!("{MINIMAL}\n[metrics]\nlisten = \"\"\n");
+        assert_eq!(Config::parse(&text, None).unwrap().metrics.listen, None);
     }
 
     #[test]
@@ -1119,6 +1163,18 @@ key_columns = ["id"]
             (
                 &format!("{MINIMAL}\n[log]\nlevel = \"loud\"\n"),
                 "log.level",
+            ),
+            (
+                &format!("{MINIMAL}\n[metrics]\nlisten = \"localhost:9187\"\n"),
+                "metrics.listen",
+            ),
+            (
+                &format!("{MINIMAL}\n[metrics]\nlisten = \"127.0.0.1\"\n"),
+                "metrics.listen",
+            ),
+            (
+                &format!("{MINIMAL}\n[metrics]\nport = 9187\n"),
+                "metrics.port",
             ),
         ];
         for (text, key) in cases {
