@@ -775,9 +775,6 @@ impl Coordinator {
     }
 
     fn write_status(&mut self) {
-        let Some(path) = self.status_file.clone() else {
-            return;
-        };
         self.status.updated_at = unix_seconds(SystemTime::now());
         let now_ms = unix_millis(SystemTime::now());
         self.status.stats = self.stats.snapshot();
@@ -845,7 +842,11 @@ impl Coordinator {
                 (p, status)
             })
             .collect();
-        if let Err(e) = self.status.write(&path) {
+        self.stats.partitions.publish(&self.status.partitions);
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        if let Err(e) = self.status.write(path) {
             debug!("cannot write status file {}: {e}", path.display());
         }
     }

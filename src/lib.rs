@@ -11,6 +11,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod mysql_sink;
 pub mod offsets;
 pub mod record;

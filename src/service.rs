@@ -172,6 +172,10 @@ pub fn run_pipeline(
     status_file: Option<std::path::PathBuf>,
     sinks: &dyn Fn(&TableSchema) -> Box<dyn Sink>,
 ) -> Result<Option<Ending>, Error> {
+    let stats = Arc::new(Stats::default());
+    // Up before the broker and the database are reached, so that a start
+    // waiting for them is seen; it stops when the pipeline returns.
+    let _metrics = crate::metrics::serve(config, stats.clone())?;
     let Some((broker, partitions)) = until_ready("kafka", config, &shutdown, || {
         let mut broker = broker::connect(config)?;
         let all = broker.partitions()?;
@@ -231,7 +235,6 @@ pub fn run_pipeline(
         delete_on_tombstone: config.mysql.delete_on_tombstone,
         max_record_bytes: config.worker.max_record_bytes,
     });
-    let stats = Arc::new(Stats::default());
     let (event_sender, events) = crossbeam_channel::unbounded();
     let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
     let mut workers = BTreeMap::new();

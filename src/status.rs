@@ -22,6 +22,9 @@ pub struct Stats {
     pub blocked_partitions: AtomicU64,
     pub offset_resets: AtomicU64,
     pub records_fetched: AtomicU64,
+    /// The same per partition, with the coordinator's view, for the metrics
+    /// endpoint (`metrics.rs`).
+    pub partitions: crate::metrics::PartitionMetrics,
 }
 
 impl Stats {

@@ -30,6 +30,7 @@ use log::{error, info, warn};
 
 use crate::config::Config;
 use crate::error::{classify, Class, Error};
+use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
 use crate::retry::Backoff;
@@ -124,6 +125,7 @@ pub fn spawn(
     let writing_since = Arc::new(AtomicU64::new(0));
     let mut worker = Worker {
         partition,
+        counters: stats.partitions.counters(partition),
         next_offset: start_offset,
         stored_offset: start_offset,
         sink,
@@ -168,6 +170,8 @@ pub struct Worker {
     events: Sender<WorkerEvent>,
     stop: Receiver<()>,
     stats: Arc<Stats>,
+    /// This partition's share of `stats`, for the metrics endpoint.
+    counters: Arc<PartitionCounters>,
     dead_letters_in_a_row: u32,
     blocked: bool,
     writing_since: Arc<AtomicU64>,
@@ -356,6 +360,7 @@ impl Worker {
             };
             if attempts < attempts_allowed {
                 self.stats.add_retry();
+                self.counters.add_retry();
                 if !matches!(error, Error::Record(_))
                     && self.sleep(self.settings.backoff.delay(attempts)).is_err()
                 {
@@ -424,10 +429,16 @@ impl Worker {
         loop {
             let now_ms = crate::status::unix_millis(SystemTime::now());
             self.writing_since.store(now_ms, Ordering::Relaxed);
+            let attempt_started = Instant::now();
             let applied = self.sink.apply(write);
             self.writing_since.store(0, Ordering::Relaxed);
             let error = match applied {
                 Ok(()) => {
+                    if !write.rows.is_empty() || !write.dead_letters.is_empty() {
+                        self.counters
+                            .write_seconds
+                            .observe(attempt_started.elapsed());
+                    }
                     self.resume();
                     return Ok(());
                 }
@@ -439,6 +450,7 @@ impl Worker {
             }
             failures += 1;
             self.stats.add_retry();
+            self.counters.add_retry();
             let wait = if failures <= self.settings.technical_attempts {
                 let wait = self.settings.backoff.delay(failures);
                 warn!(
@@ -534,6 +546,8 @@ impl Worker {
             .filter(|(_, op)| !matches!(op, RowOp::Skip))
             .count();
         self.stats
+            .add_applied(rows.len() + dead_letters, written, dead_letters);
+        self.counters
             .add_applied(rows.len() + dead_letters, written, dead_letters);
     }
 }
