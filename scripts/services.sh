@@ -123,10 +123,11 @@ select_kafka_version() {
 
 # ---------------------------------------------------------------- install
 
-# Installs the Debian packages and tools that are missing, running
-# `apt-get update` once first and only when something is missing.
+# Installs the Debian packages and tools that are missing, and the packages
+# given as arguments, running `apt-get update` once first and only when
+# something is missing.
 install_packages() {
-    local missing=()
+    local missing=("$@")
     command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
     command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
@@ -173,8 +174,12 @@ install_missing() {
     install_kafka_jars "$KAFKA_VERSION"
 }
 
+# What the tests need besides the services: promtool (Debian's prometheus
+# package) checks the metrics endpoint's output and conf/kafka2mysql-alerts.yml.
 install_all() {
-    install_packages
+    local test_tools=()
+    command -v promtool >/dev/null 2>&1 || test_tools+=(prometheus)
+    install_packages "${test_tools[@]}"
     local version
     for version in "${KAFKA_VERSIONS[@]}"; do
         install_kafka_jars "$version"

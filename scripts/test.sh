@@ -33,8 +33,9 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
 fi
 command -v cargo >/dev/null 2>&1 || { say "cargo is not installed (https://rustup.rs)"; exit 1; }
 
-# Debian packages (mariadb-server, mariadb-client, kcat, openssl, Java, Maven)
-# and the jars of both Kafka versions, each only when missing.
+# Debian packages (mariadb-server, mariadb-client, kcat, openssl, Java, Maven,
+# prometheus for promtool) and the jars of both Kafka versions, each only
+# when missing.
 scripts/services.sh install || { say "installing the test services' packages failed"; exit 1; }
 
 # Runs `cargo test ARGS` against Kafka VERSION, with K2M_CLIENT=CLIENT unless
