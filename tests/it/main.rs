@@ -13,6 +13,8 @@ mod exactly_once;
 mod failures;
 mod harness;
 mod kafka_rust_client;
+mod metrics;
 mod operations;
 mod pipeline;
+mod scrape;
 mod setup;

@@ -6,6 +6,9 @@
 
 #[path = "../it/common/mod.rs"]
 mod common;
+#[path = "../it/scrape.rs"]
+#[allow(dead_code)]
+mod scrape;
 #[path = "../it/setup.rs"]
 #[allow(dead_code)]
 mod setup;
@@ -14,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
+use scrape::{metrics_address, scrape, Samples};
 use setup::{orders, sigterm_clean, Setup, ORDERS};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -368,4 +372,87 @@ fn a_frozen_broker_neither_stops_the_service_nor_holds_its_stop() {
     s.wait_rows(1_200, Duration::from_secs(90));
     sigterm_clean(&mut service);
     s.assert_committed_at_log_end();
+}
+
+/// Starts MariaDB again when dropped, so that a failing test does not leave
+/// it stopped for the next one.
+struct MysqlBack;
+
+impl Drop for MysqlBack {
+    fn drop(&mut self) {
+        start_mysql();
+    }
+}
+
+#[test]
+fn metrics_answer_during_a_database_outage_and_show_the_partitions_blocked() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new(
+        "outage_metrics",
+        2,
+        ORDERS,
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[retry]\ntechnical_attempts = 2\nbackoff_max_ms = 500",
+    );
+    s.produce_orders(0..2, 0, 100);
+    let mut service = s.start();
+    let address = metrics_address(&service);
+    s.wait_rows(200, Duration::from_secs(60));
+
+    let mysql_back = MysqlBack;
+    stop_mysql();
+    s.produce_orders(0..2, 100, 50);
+    // Every scrape answers within scrape::SCRAPE_TIMEOUT and passes promtool
+    // while the workers retry and then block.
+    let seen = |samples: &Samples| -> Vec<(Option<i64>, Option<i64>, Option<i64>)> {
+        (0..2)
+            .map(|p| {
+                (
+                    samples.state(p, "blocked"),
+                    samples.partition("kafka2mysql_partition_lag", p),
+                    samples.partition("kafka2mysql_records_applied_total", p),
+                )
+            })
+            .collect()
+    };
+    let blocked = wait_until(
+        "both partitions blocked, lag 50 each, 100 records applied each",
+        Duration::from_secs(60),
+        || {
+            let samples = scrape(address);
+            let now = seen(&samples);
+            if now == vec![(Some(1), Some(50), Some(100)); 2] {
+                Ok(samples)
+            } else {
+                Err(format!("(blocked, lag, applied) per partition: {now:?}"))
+            }
+        },
+    );
+    for p in 0..2 {
+        assert_eq!(blocked.state(p, "flowing"), Some(0), "partition {p}");
+        assert!(
+            blocked.partition("kafka2mysql_retries_total", p) > Some(2),
+            "partition {p} retried: {blocked:?}"
+        );
+    }
+    assert!(service.is_running(), "{}", service.log_text());
+
+    drop(mysql_back);
+    wait_until(
+        "both partitions flowing again with 150 records applied and lag 0",
+        Duration::from_secs(90),
+        || {
+            let samples = scrape(address);
+            let flowing: Vec<Option<i64>> = (0..2).map(|p| samples.state(p, "flowing")).collect();
+            let now = seen(&samples);
+            if flowing == [Some(1), Some(1)] && now == vec![(Some(0), Some(0), Some(150)); 2] {
+                Ok(())
+            } else {
+                Err(format!(
+                    "flowing {flowing:?}, (blocked, lag, applied) {now:?}"
+                ))
+            }
+        },
+    );
+    s.wait_rows(300, Duration::from_secs(30));
+    sigterm_clean(&mut service);
 }
