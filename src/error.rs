@@ -99,6 +99,10 @@ pub enum RecordError {
     TooLarge { size: usize, limit: usize },
     #[error("record has no field that is a column of the table")]
     NoColumns,
+    /// A value its column cannot hold exactly (`1.5` for a BIGINT), or a key
+    /// that cannot be compared with its column (`abc` for a BIGINT key).
+    #[error("column {column:?}: {reason}")]
+    BadValue { column: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]

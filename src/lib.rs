@@ -30,6 +30,7 @@
 //!   size: the queued and in-hand batches, and librdkafka's prefetch.
 
 pub mod broker;
+pub mod column_values;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
