@@ -21,8 +21,9 @@
 //!
 //! Why not leave it to the server: strict SQL mode refuses text that is not
 //! a number, but it rounds `'1.5'` into a BIGINT to 2 and `'1.555'` into a
-//! DECIMAL(10,2) to 1.56 with a note, not an error (MariaDB 10.11, checked
-//! by `tests/it/values.rs`).
+//! DECIMAL(10,2) to 1.56 with a note, not an error (MariaDB 10.11); and a
+//! `WHERE` compares a DECIMAL with text as binary floats (see
+//! `comparison_placeholder`; `tests/it/values.rs` shows each case).
 
 use std::borrow::Cow;
 

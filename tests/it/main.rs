@@ -16,3 +16,4 @@ mod kafka_rust_client;
 mod operations;
 mod pipeline;
 mod setup;
+mod values;
