@@ -41,10 +41,21 @@ pub struct Record {
     key_len: u32,
     /// False for a tombstone (null or empty value).
     has_value: bool,
-    /// Set by the coordinator when the record could not be fetched whole
+    /// Set by the broker client when the record could not be fetched whole
     /// because it is larger than any fetch it may make; it is then
-    /// dead-lettered without its content.
-    pub oversized: bool,
+    /// dead-lettered with what was kept of it. Its real size then follows
+    /// its bytes (8 bytes, little-endian), so that every other record
+    /// stays as small as it was.
+    pub oversized: Option<Oversized>,
+}
+
+/// What was kept of a record too large to fetch (see `Record::oversized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversized {
+    /// Its key and the start of its value; the size is the record's.
+    Record,
+    /// Nothing; the size is that of the batch holding it.
+    Batch,
 }
 
 impl Record {
@@ -58,29 +69,66 @@ impl Record {
             // Kafka sizes are i32, so a key always fits.
             key_len: u32::try_from(key.len()).expect("a Kafka key is shorter than 2 GiB"),
             has_value: !value.is_empty(),
-            oversized: false,
+            oversized: None,
         }
     }
 
-    /// The stand-in for a record too large to fetch: no key, no value.
-    pub fn oversized(offset: i64) -> Record {
+    /// A record too large to fetch whole, of `size` bytes of key and value:
+    /// its key and the first bytes of its value (`value_start`).
+    pub fn oversized(offset: i64, key: &[u8], value_start: &[u8], size: usize) -> Record {
+        Record::with_size(offset, key, value_start, Oversized::Record, size as u64)
+    }
+
+    /// The stand-in for a record of which nothing could be read, in a batch
+    /// of `batch_size` bytes too large to fetch.
+    pub fn oversized_batch(offset: i64, batch_size: u64) -> Record {
+        Record::with_size(offset, b"", b"", Oversized::Batch, batch_size)
+    }
+
+    fn with_size(offset: i64, key: &[u8], value: &[u8], kind: Oversized, size: u64) -> Record {
+        let mut value_and_size = Vec::with_capacity(value.len() + 8);
+        value_and_size.extend_from_slice(value);
+        value_and_size.extend_from_slice(&size.to_le_bytes());
         Record {
-            oversized: true,
-            ..Record::new(offset, b"", b"")
+            oversized: Some(kind),
+            ..Record::new(offset, key, &value_and_size)
         }
+    }
+
+    /// The bytes after the key: the value, and for an oversized record its size.
+    fn rest(&self) -> &[u8] {
+        &self.bytes[self.key_len as usize..]
     }
 
     pub fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len as usize]
     }
 
-    /// `None` for a tombstone.
+    /// `None` for a tombstone and for a record of which nothing could be
+    /// read; for an oversized record, what was kept.
     pub fn value(&self) -> Option<&[u8]> {
-        self.has_value.then(|| &self.bytes[self.key_len as usize..])
+        if !self.has_value {
+            return None;
+        }
+        let rest = self.rest();
+        match self.oversized {
+            None => Some(rest),
+            Some(Oversized::Record) => Some(&rest[..rest.len() - 8]),
+            Some(Oversized::Batch) => None,
+        }
     }
 
+    /// Key and value bytes; for an oversized record, as it is in Kafka.
     pub fn size(&self) -> usize {
-        self.bytes.len()
+        match self.oversized {
+            None => self.bytes.len(),
+            Some(_) => {
+                let rest = self.rest();
+                let mut size = [0; 8];
+                size.copy_from_slice(&rest[rest.len() - 8..]);
+                usize::try_from(u64::from_le_bytes(size)).unwrap_or(usize::MAX)
+            }
+        }
     }
 }
 
@@ -207,11 +255,20 @@ pub struct Mapper {
 
 impl Mapper {
     pub fn map(&self, record: &Record) -> Result<RowOp, RecordError> {
-        if record.oversized {
-            return Err(RecordError::TooLarge {
-                size: record.size().max(self.max_record_bytes + 1),
-                limit: self.max_record_bytes,
-            });
+        match record.oversized {
+            None => {}
+            Some(Oversized::Record) => {
+                return Err(RecordError::TooLargeToFetch {
+                    size: record.size(),
+                    limit: self.max_record_bytes,
+                    kept: record.value().map_or(0, <[u8]>::len),
+                })
+            }
+            Some(Oversized::Batch) => {
+                return Err(RecordError::BatchTooLargeToFetch {
+                    batch: record.size(),
+                })
+            }
         }
         if record.size() > self.max_record_bytes {
             return Err(RecordError::TooLarge {
@@ -625,9 +682,24 @@ mod tests {
             map(&m, "", &big),
             Err(RecordError::TooLarge { limit: 1000, .. })
         ));
-        let mut r = Record::new(1, b"k", b"");
-        r.oversized = true;
-        assert!(matches!(m.map(&r), Err(RecordError::TooLarge { .. })));
+        let r = Record::oversized(1, b"k", b"{\"id\": 1, \"na", 3_000_000);
+        assert_eq!(
+            (r.key(), r.value(), r.size()),
+            (&b"k"[..], Some(&b"{\"id\": 1, \"na"[..]), 3_000_000)
+        );
+        assert_eq!(
+            m.map(&r).unwrap_err().to_string(),
+            "record of 3000000 bytes is larger than 1000 bytes and than any fetch; \
+             the dead letter keeps the first 13 bytes of its value"
+        );
+        let r = Record::oversized_batch(1, 5_000_000);
+        assert_eq!((r.key(), r.value(), r.size()), (&b""[..], None, 5_000_000));
+        // The size is kept in the bytes, not in a field of every record.
+        assert_eq!(std::mem::size_of::<Record>(), 32);
+        assert_eq!(
+            m.map(&r),
+            Err(RecordError::BatchTooLargeToFetch { batch: 5_000_000 })
+        );
     }
 
     #[test]

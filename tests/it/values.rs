@@ -288,3 +288,38 @@ fn a_decimal_key_is_compared_as_a_decimal() {
     );
     assert_eq!(dead_letters(&s), BTreeMap::new());
 }
+
+#[test]
+fn an_oversized_record_is_dead_lettered_with_its_key_size_and_value() {
+    // librdkafka fetches any record whole: the dead letter keeps all of it.
+    // (The `kafka` crate client's records too large to fetch at all are
+    // in `kafka_rust_client`.)
+    let s = Setup::new(
+        "values_oversized",
+        1,
+        "id BIGINT PRIMARY KEY, note MEDIUMTEXT",
+        "[worker]\nmax_record_bytes = 20000",
+    );
+    let value = format!(r#"{{"id": 1, "note": "{}"}}"#, "x".repeat(30_000));
+    produce_texts(
+        &s,
+        &[(Some("key-1"), Some(&value)), (None, Some(r#"{"id": 2}"#))],
+    );
+    run_to_the_end(&s);
+    let rows = query_rows(&format!(
+        "SELECT record_key, record_value, error_text FROM `{}`",
+        s.dead_letters
+    ));
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("key-1".to_string()),
+            Some(value.clone()),
+            Some(format!(
+                "record of {} bytes is larger than 20000 bytes",
+                5 + value.len()
+            )),
+        ]]
+    );
+    assert_eq!(s.count(""), 1);
+}
