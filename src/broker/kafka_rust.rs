@@ -35,7 +35,13 @@
 //!    - its codec is lz4, zstd or unknown: the partition is reported
 //!      `Unreadable` at that batch (after stepping over the markers before
 //!      it), with the advice to use librdkafka;
-//!    - it is larger than the largest fetch allowed: an oversized record;
+//!    - it is larger than the largest fetch allowed: when it is plain
+//!      (uncompressed, format v2), its record at the requested offset is
+//!      read from the header fetch's answer, which holds the whole first
+//!      batch (`wire::Capture`): the record itself when it fits
+//!      `max_record_bytes`, else an oversized record with its key, size and
+//!      the start of its value; otherwise an oversized record of which
+//!      nothing is known but the batch's size;
 //!    - otherwise the crate fetches again with exactly the bytes that hold
 //!      that batch, and, when it is uncompressed, the uncompressed and
 //!      control batches after it up to the next compressed one. Such a
