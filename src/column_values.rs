@@ -9,7 +9,8 @@
 //!   is an error naming the column); a DECIMAL column gets the number's
 //!   digits as text, once they are known to fit its precision and scale;
 //!   every other column gets the number's text as the record holds it
-//!   (`1.50`, `-0`, `1e3`).
+//!   (`1.50`, `-0`, `1e3`), but for an integer into an ENUM or SET, which
+//!   MySQL reads as a member's index.
 //! - Objects and arrays are bound as the record's JSON text, unchanged, so
 //!   that a JSON column keeps the producer's numbers.
 //! - A string is bound as its text; one that holds a number goes to an
@@ -42,6 +43,9 @@ pub enum ColumnKind {
     Decimal { precision: u32, scale: u32 },
     /// FLOAT and DOUBLE: the server converts the number's text.
     Float,
+    /// ENUM and SET: text, but an integer is a member's index, as MySQL
+    /// reads an integer for them (so it is bound as an integer).
+    Enum,
     /// Everything else: text, JSON, dates, enums, blobs.
     Text,
 }
@@ -83,6 +87,7 @@ impl ColumnKind {
                 }
             }
             "float" | "double" | "real" => return ColumnKind::Float,
+            "enum" | "set" => return ColumnKind::Enum,
             _ => return ColumnKind::Text,
         };
         if column_type.contains("unsigned") {
@@ -153,7 +158,9 @@ pub fn scalar_key_value(
         }
         // A text column compares text: the key as it was produced, `true`
         // and `1.50` included.
-        _ if kind == ColumnKind::Text => Ok(Value::Bytes(key.as_bytes().to_vec())),
+        _ if matches!(kind, ColumnKind::Text | ColumnKind::Enum) => {
+            Ok(Value::Bytes(key.as_bytes().to_vec()))
+        }
         Some(raw) => field_value(kind, column, raw, true),
         None => string_value(kind, column, Cow::Borrowed(key), true),
     }
@@ -197,7 +204,7 @@ fn string_value(
     text: Cow<'_, str>,
     key: bool,
 ) -> Result<Value, RecordError> {
-    if kind == ColumnKind::Text || (kind == ColumnKind::Float && !key) {
+    if matches!(kind, ColumnKind::Text | ColumnKind::Enum) || (kind == ColumnKind::Float && !key) {
         return Ok(Value::Bytes(text.into_owned().into_bytes()));
     }
     let trimmed = text.trim_ascii();
@@ -228,6 +235,10 @@ fn number_value(kind: ColumnKind, column: &Column, text: &str) -> Result<Value, 
                     return Ok(Value::Int(v));
                 }
             }
+        }
+        ColumnKind::Enum => {
+            return Ok(small_integer(text)
+                .map_or_else(|| Value::Bytes(text.as_bytes().to_vec()), Value::Int))
         }
         ColumnKind::Decimal { .. } => {}
     }
@@ -441,7 +452,9 @@ impl<'a> Number<'a> {
             }
             // Only integer and DECIMAL columns are checked; the server
             // reads a float from the text as it would from JSON.
-            ColumnKind::Float | ColumnKind::Text => Ok(Value::Bytes(text.as_bytes().to_vec())),
+            ColumnKind::Float | ColumnKind::Text | ColumnKind::Enum => {
+                Ok(Value::Bytes(text.as_bytes().to_vec()))
+            }
         }
     }
 
@@ -545,6 +558,8 @@ mod tests {
             ("json", ColumnKind::Text),
             ("year(4)", ColumnKind::Text),
             ("datetime(3)", ColumnKind::Text),
+            ("enum('a','b')", ColumnKind::Enum),
+            ("set('a','b')", ColumnKind::Enum),
         ];
         for (column_type, kind) in cases {
             assert_eq!(ColumnKind::of(column_type), kind, "{column_type}");
@@ -571,6 +586,10 @@ mod tests {
             bytes("123456789012345678901234567890")
         );
         assert_eq!(bound("decimal(10,2)", "1.50", false), bytes("1.50"));
+        // An ENUM reads an integer as a member's index.
+        assert_eq!(bound("enum('a','b')", "2", false), Ok(Value::Int(2)));
+        assert_eq!(bound("enum('1.5')", "1.5", false), bytes("1.5"));
+        assert_eq!(bound("enum('a','b')", r#""2""#, false), bytes("2"));
         assert_eq!(bound("decimal(10,2)", "1.5e2", false), bytes("150"));
         assert_eq!(bound("decimal(10,3)", "-12e-3", false), bytes("-0.012"));
         assert_eq!(bound("decimal(10,2)", "-0e5", false), bytes("0"));
