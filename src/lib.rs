@@ -15,8 +15,7 @@
 //!
 //! A record's way: `coordinator.rs` fetches it (through `broker/`: librdkafka
 //! or the `kafka` crate behind one trait) and sends it to its partition's
-//! worker; `worker.rs` maps it (`record.rs`, each value bound as its
-//! column's type asks by `column_values.rs`) and retries by error class
+//! worker; `worker.rs` maps it (`record.rs`) and retries by error class
 //! (`error.rs`, `retry.rs`); `mysql_sink.rs` writes it.
 //!
 //! # Invariants
