@@ -97,8 +97,29 @@ pub enum RecordError {
     BadTombstoneKey(String),
     #[error("record of {size} bytes is larger than {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// Read from a batch too large to fetch (the `kafka` crate client).
+    #[error(
+        "record of {size} bytes is larger than {limit} bytes and than any fetch; \
+         the dead letter keeps the first {kept} bytes of its value"
+    )]
+    TooLargeToFetch {
+        size: usize,
+        limit: usize,
+        kept: usize,
+    },
+    /// In a compressed (or pre-0.11) batch too large to fetch: nothing of
+    /// it could be read (the `kafka` crate client; librdkafka fetches it).
+    #[error(
+        "record in a compressed batch of {batch} bytes, larger than any fetch: \
+         its key and value are not kept"
+    )]
+    BatchTooLargeToFetch { batch: usize },
     #[error("record has no field that is a column of the table")]
     NoColumns,
+    /// A value its column cannot hold exactly (`1.5` for a BIGINT), or a key
+    /// that cannot be compared with its column (`abc` for a BIGINT key).
+    #[error("column {column:?}: {reason}")]
+    BadValue { column: String, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]

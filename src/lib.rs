@@ -6,6 +6,7 @@
 //! `docs/architecture.md`.
 
 pub mod broker;
+pub mod column_values;
 pub mod commands;
 pub mod config;
 pub mod coordinator;

@@ -82,7 +82,7 @@ pub fn connect(opts: &Opts) -> Result<Conn, Error> {
 pub fn load_schema(conn: &mut Conn, config: &Config) -> Result<TableSchema, Error> {
     let table = &config.mysql.table;
     let rows: Vec<(String, String)> = conn.exec(
-        "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+        "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
         (table,),
     )?;
@@ -95,7 +95,7 @@ pub fn load_schema(conn: &mut Conn, config: &Config) -> Result<TableSchema, Erro
     }
     let columns = rows
         .into_iter()
-        .map(|(name, data_type)| Column { name, data_type })
+        .map(|(name, column_type)| Column { name, column_type })
         .collect();
     TableSchema::new(table, columns, &config.mysql.key_columns).map_err(Error::Setup)
 }
@@ -619,15 +619,23 @@ impl MysqlSink {
             .iter()
             .map(|&c| quote(&self.schema.columns[c].name))
             .collect();
+        // Each key value compared as its column's type (a DECIMAL key is
+        // bound as text: see `ColumnKind::comparison_placeholder`).
+        let placeholders: Vec<_> = self
+            .schema
+            .key_columns
+            .iter()
+            .map(|&c| self.schema.kind(c).comparison_placeholder())
+            .collect();
         if keys.len() == 1 {
             format!(
                 "DELETE FROM {} WHERE {} IN ({})",
                 self.table,
                 keys[0],
-                vec!["?"; rows].join(",")
+                vec![placeholders[0].as_ref(); rows].join(",")
             )
         } else {
-            let one = format!("({})", vec!["?"; keys.len()].join(","));
+            let one = format!("({})", placeholders.join(","));
             format!(
                 "DELETE FROM {} WHERE ({}) IN ({})",
                 self.table,
@@ -810,7 +818,7 @@ max_batch_rows = {max_batch_rows}
             .iter()
             .map(|n| Column {
                 name: n.to_string(),
-                data_type: "x".into(),
+                column_type: "varchar(64)".into(),
             })
             .collect();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();

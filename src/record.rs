@@ -9,19 +9,22 @@
 //! - The `kafka` crate reports a null value and an empty value alike (both as
 //!   an empty slice), so an empty value is a tombstone.
 //! - JSON field names match column names case-insensitively, as MySQL does.
-//! - Integers are bound as integers; other numbers as their JSON text, so
-//!   that a DECIMAL column receives the exact digits and not a binary float.
+//! - Each value is bound as its column's type asks, exactly: numbers never
+//!   pass through a binary float (`column_values.rs` has the rules).
 //! - A tombstone's key may be a JSON object (one field per key column), a JSON
-//!   scalar, or plain text, when the table has a single key column.
+//!   scalar, or plain text, when the table has a single key column. A text
+//!   key column compares the key's text as it is; a number key column needs
+//!   a number.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use mysql::Value;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
+use crate::column_values::{field_value, scalar_key_value, ColumnKind};
 use crate::config::{UnknownFields, WriteMode};
 use crate::error::RecordError;
 
@@ -38,10 +41,21 @@ pub struct Record {
     key_len: u32,
     /// False for a tombstone (null or empty value).
     has_value: bool,
-    /// Set by the coordinator when the record could not be fetched whole
+    /// Set by the broker client when the record could not be fetched whole
     /// because it is larger than any fetch it may make; it is then
-    /// dead-lettered without its content.
-    pub oversized: bool,
+    /// dead-lettered with what was kept of it. Its real size then follows
+    /// its bytes (8 bytes, little-endian), so that every other record
+    /// stays as small as it was.
+    pub oversized: Option<Oversized>,
+}
+
+/// What was kept of a record too large to fetch (see `Record::oversized`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversized {
+    /// Its key and the start of its value; the size is the record's.
+    Record,
+    /// Nothing; the size is that of the batch holding it.
+    Batch,
 }
 
 impl Record {
@@ -55,29 +69,66 @@ impl Record {
             // Kafka sizes are i32, so a key always fits.
             key_len: u32::try_from(key.len()).expect("a Kafka key is shorter than 2 GiB"),
             has_value: !value.is_empty(),
-            oversized: false,
+            oversized: None,
         }
     }
 
-    /// The stand-in for a record too large to fetch: no key, no value.
-    pub fn oversized(offset: i64) -> Record {
+    /// A record too large to fetch whole, of `size` bytes of key and value:
+    /// its key and the first bytes of its value (`value_start`).
+    pub fn oversized(offset: i64, key: &[u8], value_start: &[u8], size: usize) -> Record {
+        Record::with_size(offset, key, value_start, Oversized::Record, size as u64)
+    }
+
+    /// The stand-in for a record of which nothing could be read, in a batch
+    /// of `batch_size` bytes too large to fetch.
+    pub fn oversized_batch(offset: i64, batch_size: u64) -> Record {
+        Record::with_size(offset, b"", b"", Oversized::Batch, batch_size)
+    }
+
+    fn with_size(offset: i64, key: &[u8], value: &[u8], kind: Oversized, size: u64) -> Record {
+        let mut value_and_size = Vec::with_capacity(value.len() + 8);
+        value_and_size.extend_from_slice(value);
+        value_and_size.extend_from_slice(&size.to_le_bytes());
         Record {
-            oversized: true,
-            ..Record::new(offset, b"", b"")
+            oversized: Some(kind),
+            ..Record::new(offset, key, &value_and_size)
         }
+    }
+
+    /// The bytes after the key: the value, and for an oversized record its size.
+    fn rest(&self) -> &[u8] {
+        &self.bytes[self.key_len as usize..]
     }
 
     pub fn key(&self) -> &[u8] {
         &self.bytes[..self.key_len as usize]
     }
 
-    /// `None` for a tombstone.
+    /// `None` for a tombstone and for a record of which nothing could be
+    /// read; for an oversized record, what was kept.
     pub fn value(&self) -> Option<&[u8]> {
-        self.has_value.then(|| &self.bytes[self.key_len as usize..])
+        if !self.has_value {
+            return None;
+        }
+        let rest = self.rest();
+        match self.oversized {
+            None => Some(rest),
+            Some(Oversized::Record) => Some(&rest[..rest.len() - 8]),
+            Some(Oversized::Batch) => None,
+        }
     }
 
+    /// Key and value bytes; for an oversized record, as it is in Kafka.
     pub fn size(&self) -> usize {
-        self.bytes.len()
+        match self.oversized {
+            None => self.bytes.len(),
+            Some(_) => {
+                let rest = self.rest();
+                let mut size = [0; 8];
+                size.copy_from_slice(&rest[rest.len() - 8..]);
+                usize::try_from(u64::from_le_bytes(size)).unwrap_or(usize::MAX)
+            }
+        }
     }
 }
 
@@ -96,7 +147,8 @@ impl std::fmt::Debug for Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
-    pub data_type: String,
+    /// `COLUMN_TYPE`: `bigint(20) unsigned`, `decimal(20,2)`, `varchar(64)`.
+    pub column_type: String,
 }
 
 /// The target table: its columns in table order and the key columns.
@@ -107,6 +159,9 @@ pub struct TableSchema {
     /// Indexes into `columns` of the configured key columns, in config order.
     pub key_columns: Vec<usize>,
     by_name: HashMap<String, usize>,
+    /// Per column, what its type does to a bound value, and whether it is a
+    /// key column.
+    kinds: Vec<(ColumnKind, bool)>,
 }
 
 impl TableSchema {
@@ -133,12 +188,28 @@ impl TableSchema {
                 }
             }
         }
+        let kinds = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (ColumnKind::of(&c.column_type), keys.contains(&i)))
+            .collect();
         Ok(TableSchema {
             table: table.to_string(),
             columns,
             key_columns: keys,
             by_name,
+            kinds,
         })
+    }
+
+    pub fn kind(&self, column: usize) -> ColumnKind {
+        self.kinds[column].0
+    }
+
+    /// A field's JSON text as the parameter bound for column `column`.
+    pub fn value(&self, column: usize, raw: &RawValue) -> Result<Value, RecordError> {
+        let (kind, key) = self.kinds[column];
+        field_value(kind, &self.columns[column], raw, key)
     }
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
@@ -184,11 +255,20 @@ pub struct Mapper {
 
 impl Mapper {
     pub fn map(&self, record: &Record) -> Result<RowOp, RecordError> {
-        if record.oversized {
-            return Err(RecordError::TooLarge {
-                size: record.size().max(self.max_record_bytes + 1),
-                limit: self.max_record_bytes,
-            });
+        match record.oversized {
+            None => {}
+            Some(Oversized::Record) => {
+                return Err(RecordError::TooLargeToFetch {
+                    size: record.size(),
+                    limit: self.max_record_bytes,
+                    kept: record.value().map_or(0, <[u8]>::len),
+                })
+            }
+            Some(Oversized::Batch) => {
+                return Err(RecordError::BatchTooLargeToFetch {
+                    batch: record.size(),
+                })
+            }
         }
         if record.size() > self.max_record_bytes {
             return Err(RecordError::TooLarge {
@@ -202,11 +282,12 @@ impl Mapper {
         }
     }
 
-    /// Reads the JSON object in one pass, straight into bound parameters:
-    /// no intermediate `serde_json::Value` tree, no owned field names (the
-    /// mapping was most of a worker's time). It gives exactly what reading
-    /// the object into a `serde_json::Map` and mapping its fields in name
-    /// order gives (see `map_value_reference` in the tests): a repeated field
+    /// Reads the JSON object in one pass: no intermediate `serde_json::Value`
+    /// tree, no owned field names, each column's value kept as its JSON text
+    /// (borrowed) until it is bound (the mapping was most of a worker's
+    /// time). It gives exactly what reading the object into a map from names
+    /// to JSON texts and mapping its fields in name order gives (see
+    /// `map_value_reference` in the tests): a repeated field
     /// counts once, with its last value; of two names for the same column
     /// ("id", "ID") the bytewise smaller one wins; with `unknown_fields =
     /// dead_letter` the bytewise smallest unknown name is reported.
@@ -215,23 +296,18 @@ impl Mapper {
             schema: &self.schema,
             keep_unknown_name: self.unknown_fields == UnknownFields::DeadLetter,
         };
-        let mut deserializer = serde_json::Deserializer::from_slice(value);
+        // The whole record is checked for UTF-8 once, here: serde_json then
+        // reads a `str` and checks no string, name or value on its own
+        // (each field's raw text would be checked again otherwise).
+        let text = std::str::from_utf8(value).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let parsed = top
             .deserialize(&mut deserializer)
             .and_then(|fields| deserializer.end().map(|()| fields));
         let fields = match parsed {
             Ok(Some(fields)) => fields,
             Ok(None) => return Err(RecordError::NotObject),
-            // Bytes that are not UTF-8 never parse: outside strings they are
-            // not JSON, inside them serde_json checks every string it reads
-            // (and every value is read, none skipped). So only a value that
-            // did not parse needs the UTF-8 check, which says which it was.
-            Err(e) => {
-                return Err(match std::str::from_utf8(value) {
-                    Err(u) => RecordError::NotUtf8(u.valid_up_to()),
-                    Ok(_) => RecordError::NotJson(e.to_string()),
-                })
-            }
+            Err(e) => return Err(RecordError::NotJson(e.to_string())),
         };
         if let Some(name) = fields.smallest_unknown {
             return Err(RecordError::UnknownField(shorten(&name)));
@@ -241,16 +317,23 @@ impl Mapper {
             return Err(RecordError::NoColumns);
         }
         pairs.sort_unstable_by_key(|(i, _, _)| *i);
+        // In column order, so that of two bad values the same one is named
+        // whatever the field order.
+        let mut columns = Vec::with_capacity(pairs.len());
+        let mut values = Vec::with_capacity(pairs.len());
+        for (i, _, raw) in pairs {
+            values.push(self.schema.value(i, raw)?);
+            columns.push(i);
+        }
         for &k in &self.schema.key_columns {
-            let present = pairs
-                .binary_search_by_key(&k, |(i, _, _)| *i)
-                .map(|pos| pairs[pos].2 != Value::NULL)
+            let present = columns
+                .binary_search(&k)
+                .map(|pos| values[pos] != Value::NULL)
                 .unwrap_or(false);
             if !present {
                 return Err(RecordError::MissingKey(self.schema.columns[k].name.clone()));
             }
         }
-        let (columns, values) = pairs.into_iter().map(|(i, _, v)| (i, v)).unzip();
         Ok(RowOp::Write { columns, values })
     }
 
@@ -265,29 +348,41 @@ impl Mapper {
         let text = std::str::from_utf8(key).map_err(|e| {
             RecordError::BadTombstoneKey(format!("key is not UTF-8 (byte {})", e.valid_up_to()))
         })?;
-        let parsed: Option<Json> = serde_json::from_str(text).ok();
-        let key_values = match parsed {
-            Some(Json::Object(mut fields)) => {
+        let parsed: Option<&RawValue> = serde_json::from_str(text).ok();
+        let first = parsed.and_then(|raw| raw.get().bytes().next());
+        let key_values = match first {
+            Some(b'{') => {
+                // As a JSON map reads it: a repeated name keeps its last value.
+                let fields: std::collections::BTreeMap<Cow<str>, &RawValue> =
+                    serde_json::from_str(text)
+                        .map_err(|e| RecordError::BadTombstoneKey(e.to_string()))?;
                 let mut values = Vec::with_capacity(keys.len());
                 for &k in keys {
                     let name = &self.schema.columns[k].name;
                     let found = fields
                         .iter()
                         .find(|(f, _)| f.eq_ignore_ascii_case(name))
-                        .map(|(f, _)| f.clone());
-                    match found.and_then(|f| fields.remove(&f)) {
-                        Some(v) if !v.is_null() => values.push(json_to_value(v)),
+                        .map(|(_, v)| *v);
+                    match found {
+                        Some(v) if v.get() != "null" => values.push(self.schema.value(k, v)?),
                         _ => return Err(RecordError::MissingKey(name.clone())),
                     }
                 }
                 values
             }
-            Some(Json::Array(_)) => {
+            Some(b'[') => {
                 return Err(RecordError::BadTombstoneKey("key is a JSON array".into()));
             }
-            Some(Json::Null) => return Err(RecordError::BadTombstoneKey("key is null".into())),
-            Some(scalar) if keys.len() == 1 => vec![json_to_value(scalar)],
-            None if keys.len() == 1 => vec![Value::Bytes(key.to_vec())],
+            Some(b'n') => return Err(RecordError::BadTombstoneKey("key is null".into())),
+            _ if keys.len() == 1 => {
+                let k = keys[0];
+                vec![scalar_key_value(
+                    self.schema.kind(k),
+                    &self.schema.columns[k],
+                    text,
+                    parsed,
+                )?]
+            }
             _ => {
                 return Err(RecordError::BadTombstoneKey(format!(
                     "the table has {} key columns; the key must be a JSON object",
@@ -300,9 +395,10 @@ impl Mapper {
 }
 
 /// The fields of a record's JSON object that are columns, as read by
-/// `TopLevelSeed`: (column, the JSON name that set it, value), in JSON order.
+/// `TopLevelSeed`: (column, the JSON name that set it, its JSON text), in
+/// JSON order.
 struct ObjectFields<'de> {
-    pairs: Vec<(usize, Cow<'de, str>, Value)>,
+    pairs: Vec<(usize, Cow<'de, str>, &'de RawValue)>,
     /// Kept only with `unknown_fields = dead_letter`.
     smallest_unknown: Option<String>,
 }
@@ -347,9 +443,9 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
                 _ => self.schema.column_index(&name),
             };
             let Some(column) = column else {
-                // Read as a value (not skipped): a broken record is then
-                // reported with the parser's same words as before.
-                map.next_value::<Json>()?;
+                // Skipped, but still read to its end: a broken record is
+                // reported as a known field's value would be.
+                map.next_value::<de::IgnoredAny>()?;
                 if self.keep_unknown_name
                     && fields
                         .smallest_unknown
@@ -361,7 +457,7 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
                 continue;
             };
             next_column = column + 1;
-            let value = map.next_value_seed(ColumnValue)?;
+            let value = map.next_value::<&'de RawValue>()?;
             if column < 128 && seen & (1 << column) == 0 {
                 seen |= 1 << column;
                 fields.pairs.push((column, name, value));
@@ -409,66 +505,6 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
     }
 }
 
-/// A field's value as a bound parameter, read straight from the text;
-/// exactly `json_to_value` of the field read as a `serde_json::Value`.
-struct ColumnValue;
-
-impl<'de> DeserializeSeed<'de> for ColumnValue {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ColumnValue {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::NULL)
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Int(v as i64))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Int(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map_or(Value::UInt(v), Value::Int))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // As serde_json keeps it: a float number, or null if not finite.
-        Ok(serde_json::Number::from_f64(v)
-            .map_or(Value::NULL, |n| Value::Bytes(n.to_string().into_bytes())))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Bytes(v.as_bytes().to_vec()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Bytes(v.into_bytes()))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        let json = Json::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(json_to_value(json))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        let json = Json::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(json_to_value(json))
-    }
-}
-
 /// A field name, borrowed from the record unless it holds escapes.
 struct FieldName;
 
@@ -497,25 +533,6 @@ impl<'de> Visitor<'de> for FieldName {
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v))
-    }
-}
-
-/// JSON to a bound parameter (see the module doc for numbers).
-pub fn json_to_value(v: Json) -> Value {
-    match v {
-        Json::Null => Value::NULL,
-        Json::Bool(b) => Value::Int(b as i64),
-        Json::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::Int(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
-            } else {
-                Value::Bytes(n.to_string().into_bytes())
-            }
-        }
-        Json::String(s) => Value::Bytes(s.into_bytes()),
-        other @ (Json::Array(_) | Json::Object(_)) => Value::Bytes(other.to_string().into_bytes()),
     }
 }
 
@@ -550,13 +567,19 @@ mod tests {
     use super::*;
 
     fn schema(keys: &[&str]) -> TableSchema {
-        let columns = ["id", "name", "amount", "tags", "region"]
-            .iter()
-            .map(|n| Column {
-                name: n.to_string(),
-                data_type: "varchar".into(),
-            })
-            .collect();
+        let columns = [
+            ("id", "bigint(20)"),
+            ("name", "varchar(64)"),
+            ("amount", "decimal(10,2)"),
+            ("tags", "longtext"),
+            ("region", "varchar(8)"),
+        ]
+        .iter()
+        .map(|(name, column_type)| Column {
+            name: name.to_string(),
+            column_type: column_type.to_string(),
+        })
+        .collect();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         TableSchema::new("orders", columns, &keys).unwrap()
     }
@@ -591,7 +614,7 @@ mod tests {
                 values: vec![
                     Value::Int(3),
                     Value::Bytes(b"x".to_vec()),
-                    Value::Bytes(b"12.5".to_vec()),
+                    Value::Bytes(b"12.50".to_vec()),
                     Value::Bytes(b"[1,2]".to_vec()),
                 ],
             }
@@ -659,9 +682,24 @@ mod tests {
             map(&m, "", &big),
             Err(RecordError::TooLarge { limit: 1000, .. })
         ));
-        let mut r = Record::new(1, b"k", b"");
-        r.oversized = true;
-        assert!(matches!(m.map(&r), Err(RecordError::TooLarge { .. })));
+        let r = Record::oversized(1, b"k", b"{\"id\": 1, \"na", 3_000_000);
+        assert_eq!(
+            (r.key(), r.value(), r.size()),
+            (&b"k"[..], Some(&b"{\"id\": 1, \"na"[..]), 3_000_000)
+        );
+        assert_eq!(
+            m.map(&r).unwrap_err().to_string(),
+            "record of 3000000 bytes is larger than 1000 bytes and than any fetch; \
+             the dead letter keeps the first 13 bytes of its value"
+        );
+        let r = Record::oversized_batch(1, 5_000_000);
+        assert_eq!((r.key(), r.value(), r.size()), (&b""[..], None, 5_000_000));
+        // The size is kept in the bytes, not in a field of every record.
+        assert_eq!(std::mem::size_of::<Record>(), 32);
+        assert_eq!(
+            m.map(&r),
+            Err(RecordError::BatchTooLargeToFetch { batch: 5_000_000 })
+        );
     }
 
     #[test]
@@ -673,10 +711,39 @@ mod tests {
                 key_values: vec![Value::Int(42)]
             })
         );
+        // A BIGINT key compares numbers: text that is not one deletes nothing.
+        for text in ["abc", "41abc", "1.5", "true x"] {
+            assert!(
+                matches!(map(&m, text, ""), Err(RecordError::BadValue { .. })),
+                "{text}"
+            );
+        }
         assert_eq!(
-            map(&m, "abc", ""),
+            map(&m, "\"42\"", ""),
             Ok(RowOp::Delete {
-                key_values: vec![Value::Bytes(b"abc".to_vec())]
+                key_values: vec![Value::Int(42)]
+            })
+        );
+        // A text key compares text: the key as it was produced.
+        let by_region = mapper(&["region"]);
+        for (key, bound) in [
+            ("123", "123"),
+            ("0123", "0123"),
+            ("1.50", "1.50"),
+            ("\"x\"", "x"),
+        ] {
+            assert_eq!(
+                map(&by_region, key, ""),
+                Ok(RowOp::Delete {
+                    key_values: vec![Value::Bytes(bound.as_bytes().to_vec())]
+                }),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            map(&by_region, r#"{"REGION": 7}"#, ""),
+            Ok(RowOp::Delete {
+                key_values: vec![Value::Bytes(b"7".to_vec())]
             })
         );
         assert_eq!(
@@ -715,31 +782,34 @@ mod tests {
     fn missing_key_column_in_schema_is_named() {
         let columns = vec![Column {
             name: "id".into(),
-            data_type: "int".into(),
+            column_type: "int(11)".into(),
         }];
         let err = TableSchema::new("t", columns, &["idd".to_string()]).unwrap_err();
         assert!(err.contains("\"idd\""), "{err}");
     }
 
-    /// The mapping as it was before the one-pass reader (issue 7): the
-    /// object read into a `serde_json::Map`, its fields mapped in name order.
-    /// (It sorted with `sort_unstable_by_key`, which keeps equal keys in
-    /// order for the small slices of real records; a stable sort says so.)
+    /// The simple mapping the one-pass reader must agree with: the object
+    /// read into a map from names to JSON texts (a repeated name keeps its
+    /// last value), its fields mapped in name order, each value converted
+    /// as the column asks (`column_values.rs`, tested on its own).
     fn map_value_reference(m: &Mapper, value: &[u8]) -> Result<RowOp, RecordError> {
-        if let Err(e) = std::str::from_utf8(value) {
-            return Err(RecordError::NotUtf8(e.valid_up_to()));
-        }
-        let json: Json =
-            serde_json::from_slice(value).map_err(|e| RecordError::NotJson(e.to_string()))?;
-        let Json::Object(fields) = json else {
+        let text = std::str::from_utf8(value).map_err(|e| RecordError::NotUtf8(e.valid_up_to()))?;
+        let not_json = |e: serde_json::Error| RecordError::NotJson(e.to_string());
+        if !text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            serde_json::from_str::<Json>(text).map_err(not_json)?;
             return Err(RecordError::NotObject);
-        };
-        let mut pairs: Vec<(usize, Value)> = Vec::with_capacity(fields.len());
-        for (name, v) in fields {
-            match m.schema.column_index(&name) {
-                Some(i) => pairs.push((i, json_to_value(v))),
+        }
+        let fields: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(text).map_err(not_json)?;
+        let mut pairs: Vec<(usize, &RawValue)> = Vec::with_capacity(fields.len());
+        for (name, v) in &fields {
+            match m.schema.column_index(name) {
+                Some(i) => pairs.push((i, v)),
                 None if m.unknown_fields == UnknownFields::Ignore => {}
-                None => return Err(RecordError::UnknownField(shorten(&name))),
+                None => return Err(RecordError::UnknownField(shorten(name))),
             }
         }
         if pairs.is_empty() {
@@ -747,16 +817,18 @@ mod tests {
         }
         pairs.sort_by_key(|(i, _)| *i);
         pairs.dedup_by_key(|(i, _)| *i);
+        let mut columns = Vec::new();
+        let mut values = Vec::new();
+        for (i, v) in pairs {
+            values.push(m.schema.value(i, v)?);
+            columns.push(i);
+        }
         for &k in &m.schema.key_columns {
-            let present = pairs
-                .binary_search_by_key(&k, |(i, _)| *i)
-                .map(|pos| pairs[pos].1 != Value::NULL)
-                .unwrap_or(false);
-            if !present {
-                return Err(RecordError::MissingKey(m.schema.columns[k].name.clone()));
+            match columns.iter().position(|&c| c == k) {
+                Some(pos) if values[pos] != Value::NULL => {}
+                _ => return Err(RecordError::MissingKey(m.schema.columns[k].name.clone())),
             }
         }
-        let (columns, values) = pairs.into_iter().unzip();
         Ok(RowOp::Write { columns, values })
     }
 

@@ -622,11 +622,11 @@ mod tests {
         let columns = vec![
             Column {
                 name: "id".into(),
-                data_type: "int".into(),
+                column_type: "int(11)".into(),
             },
             Column {
                 name: "name".into(),
-                data_type: "varchar".into(),
+                column_type: "varchar(64)".into(),
             },
         ];
         Arc::new(Mapper {

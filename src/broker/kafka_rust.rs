@@ -35,7 +35,13 @@
 //!    - its codec is lz4, zstd or unknown: the partition is reported
 //!      `Unreadable` at that batch (after stepping over the markers before
 //!      it), with the advice to use librdkafka;
-//!    - it is larger than the largest fetch allowed: an oversized record;
+//!    - it is larger than the largest fetch allowed: when it is plain
+//!      (uncompressed, format v2), its record at the requested offset is
+//!      read from the header fetch's answer, which holds the whole first
+//!      batch (`wire::Capture`): the record itself when it fits
+//!      `max_record_bytes`, else an oversized record with its key, size and
+//!      the start of its value; otherwise an oversized record of which
+//!      nothing is known but the batch's size;
 //!    - otherwise the crate fetches again with exactly the bytes that hold
 //!      that batch, and, when it is uncompressed, the uncompressed and
 //!      control batches after it up to the next compressed one. Such a
@@ -133,9 +139,11 @@ pub struct KafkaRust {
     fetch_max_bytes: i32,
     fetch_min_bytes: i32,
     fetch_max_wait: Duration,
-    /// Past this size a batch is not fetched: its record is handed over as
-    /// oversized (dead-lettered without its content).
+    /// Past this size a batch is not fetched: its record is read from the
+    /// header fetch when the batch is plain, else handed over as oversized
+    /// (dead-lettered without its content).
     max_bytes_cap: i32,
+    max_record_bytes: usize,
     /// Hosts known to accept a connection.
     reachable: HashSet<String>,
     /// The Fetch version of `wire::Conns::batch_headers`, per broker host.
@@ -287,6 +295,7 @@ impl KafkaRust {
             fetch_max_wait: kafka.fetch_max_wait,
             max_bytes_cap: (largest_allowed.saturating_mul(2) + 65_536).min(i32::MAX as usize)
                 as i32,
+            max_record_bytes,
             header_versions: HashMap::new(),
             has_topic_ids: HashMap::new(),
             wire: wire::Conns::new(&kafka.client_id, WIRE_TIMEOUT),
@@ -568,6 +577,11 @@ impl KafkaRust {
             request.partition,
             o,
             self.fetch_max_bytes.max(64),
+            Some(wire::Capture {
+                offset: o,
+                batch_end_over: i64::from(self.max_bytes_cap),
+                keep: self.max_record_bytes,
+            }),
         )?;
         let hw = Some(layout.high_watermark);
         match layout.error {
@@ -620,14 +634,35 @@ impl KafkaRust {
             if next > o {
                 return Ok(step(next, hw));
             }
-            log::warn!(
-                "topic {} partition {} offset {at}: record batch of {} bytes is larger than {} bytes and cannot be fetched; its record is dead-lettered without its content",
-                self.topic,
-                request.partition,
-                first.end,
-                self.max_bytes_cap
-            );
-            return Ok(records_outcome(vec![Record::oversized(at)], hw));
+            let record = match &layout.record {
+                // A plain batch: the header fetch read the record itself.
+                Some(r) if r.size <= self.max_record_bytes => {
+                    Record::new(r.offset, &r.key, &r.value)
+                }
+                Some(r) => {
+                    log::warn!(
+                        "topic {} partition {} offset {}: record of {} bytes in a batch of {} bytes, larger than any fetch; dead-lettered with its key and the first {} bytes of its value",
+                        self.topic,
+                        request.partition,
+                        r.offset,
+                        r.size,
+                        first.end,
+                        r.value.len()
+                    );
+                    Record::oversized(r.offset, &r.key, &r.value, r.size)
+                }
+                None => {
+                    log::warn!(
+                        "topic {} partition {} offset {at}: record batch of {} bytes is larger than {} bytes and cannot be fetched (compressed or an old message format); its record is dead-lettered without its content",
+                        self.topic,
+                        request.partition,
+                        first.end,
+                        self.max_bytes_cap
+                    );
+                    Record::oversized_batch(at, first.end.max(0) as u64)
+                }
+            };
+            return Ok(records_outcome(vec![record], hw));
         }
         // The bytes to fetch: the first data batch and, when it is
         // uncompressed, the uncompressed and control batches after it up to
@@ -893,7 +928,8 @@ mod tests {
         ];
         let sizes: Vec<i64> = batches.iter().map(|b| b.len() as i64).collect();
         let bytes = fetch_v4_response(&batches, 5);
-        let layout = parse_fetch(&mut Reader::new(&bytes[..], bytes.len()), 4, 1 << 20).unwrap();
+        let layout =
+            parse_fetch(&mut Reader::new(&bytes[..], bytes.len()), 4, 1 << 20, None).unwrap();
         assert_eq!(layout.high_watermark, 99);
         assert_eq!(
             layout.batches,
@@ -927,9 +963,117 @@ mod tests {
             &mut Reader::new(&bytes[..], bytes.len()),
             4,
             (sizes[0] + 1) as i32,
+            None,
         )
         .unwrap();
         assert_eq!(layout.batches.len(), 2);
+    }
+
+    /// A record as (offset delta, key, value).
+    type PlainRecord<'a> = (i64, Option<&'a [u8]>, &'a [u8]);
+
+    /// A plain v2 batch of records.
+    fn v2_plain_batch(base: i64, records: &[PlainRecord<'_>]) -> Vec<u8> {
+        fn varint(out: &mut Vec<u8>, v: i64) {
+            let mut u = ((v << 1) ^ (v >> 63)) as u64;
+            while u >= 0x80 {
+                out.push((u as u8) | 0x80);
+                u >>= 7;
+            }
+            out.push(u as u8);
+        }
+        let mut body = Vec::new();
+        for &(delta, key, value) in records {
+            let mut r = vec![0u8]; // attributes
+            varint(&mut r, 0); // timestamp delta
+            varint(&mut r, delta);
+            match key {
+                Some(key) => {
+                    varint(&mut r, key.len() as i64);
+                    r.extend_from_slice(key);
+                }
+                None => varint(&mut r, -1),
+            }
+            varint(&mut r, value.len() as i64);
+            r.extend_from_slice(value);
+            varint(&mut r, 0); // headers
+            varint(&mut body, r.len() as i64);
+            body.extend_from_slice(&r);
+        }
+        let last = records.last().map_or(0, |r| r.0) as i32;
+        let mut b = v2_batch(base, last + 1, 0, false, 0);
+        b.truncate(b.len() - 4);
+        b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+        b.extend_from_slice(&body);
+        let size = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&size.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn the_record_of_a_batch_too_large_to_fetch_is_read_from_the_header_fetch() {
+        let big = vec![b'x'; 5000];
+        let batches = vec![
+            v2_batch(9, 1, 0, true, 10),
+            v2_plain_batch(
+                10,
+                &[
+                    (0, Some(b"a"), b"first"),
+                    (1, Some(b"b"), &big),
+                    (3, None, b"z"),
+                ],
+            ),
+        ];
+        let bytes = fetch_v4_response(&batches, 0);
+        let capture = |offset: i64, batch_end_over: i64| {
+            let layout = parse_fetch(
+                &mut Reader::new(&bytes[..], bytes.len()),
+                4,
+                100,
+                Some(wire::Capture {
+                    offset,
+                    batch_end_over,
+                    keep: 1000,
+                }),
+            )
+            .unwrap();
+            assert_eq!(layout.batches.len(), 2);
+            layout.record
+        };
+        assert_eq!(
+            capture(11, 200),
+            Some(wire::CapturedRecord {
+                offset: 11,
+                key: b"b".to_vec(),
+                value: big[..1000].to_vec(),
+                size: 5001,
+            })
+        );
+        // Offset 12 was compacted away: the next record.
+        assert_eq!(
+            capture(12, 200),
+            Some(wire::CapturedRecord {
+                offset: 13,
+                key: Vec::new(),
+                value: b"z".to_vec(),
+                size: 1,
+            })
+        );
+        assert_eq!(capture(14, 200), None, "no record at or after 14");
+        assert_eq!(capture(10, 1 << 20), None, "a batch that can be fetched");
+        let compressed = fetch_v4_response(&[v2_batch(10, 3, 1, false, 6000)], 0);
+        let layout = parse_fetch(
+            &mut Reader::new(&compressed[..], compressed.len()),
+            4,
+            100,
+            Some(wire::Capture {
+                offset: 10,
+                batch_end_over: 200,
+                keep: 1000,
+            }),
+        )
+        .unwrap();
+        assert_eq!(layout.record, None, "a compressed batch");
     }
 
     #[test]
@@ -957,7 +1101,7 @@ mod tests {
         r.extend_from_slice(&10i64.to_be_bytes());
         r.extend_from_slice(&(set.len() as i32).to_be_bytes());
         r.extend_from_slice(&set);
-        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20).unwrap();
+        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20, None).unwrap();
         assert_eq!(
             layout.batches,
             vec![
@@ -988,7 +1132,7 @@ mod tests {
         r.extend_from_slice(&76i16.to_be_bytes());
         r.extend_from_slice(&10i64.to_be_bytes());
         r.extend_from_slice(&(-1i32).to_be_bytes());
-        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20).unwrap();
+        let layout = parse_fetch(&mut Reader::new(&r[..], r.len()), 2, 1 << 20, None).unwrap();
         assert_eq!((layout.error, layout.batches.len()), (76, 0));
     }
 

@@ -115,6 +115,25 @@ impl<R: Read> Reader<R> {
         Err(bad("varint longer than 64 bits"))
     }
 
+    /// A signed (zigzag) varint, as record fields are encoded.
+    fn varint(&mut self) -> io::Result<i64> {
+        let u = self.uvarint()?;
+        Ok((u >> 1) as i64 ^ -((u & 1) as i64))
+    }
+
+    /// `n` bytes, of which the first `keep` are returned.
+    fn bytes_kept(&mut self, n: usize, keep: usize) -> io::Result<Vec<u8>> {
+        let kept = n.min(keep);
+        if n > self.left {
+            return Err(bad("response shorter than its fields"));
+        }
+        let mut bytes = vec![0; kept];
+        self.input.read_exact(&mut bytes)?;
+        self.left -= kept;
+        self.skip(n - kept)?;
+        Ok(bytes)
+    }
+
     /// A compact array's or string's length (encoded plus one; 0 is null).
     fn compact_len(&mut self) -> io::Result<usize> {
         usize::try_from(self.uvarint()?.saturating_sub(1)).map_err(|_| bad("length too large"))
@@ -242,6 +261,7 @@ impl Conns {
 
     /// The headers of the batches of one partition from `offset`, as a
     /// Fetch of `version` (2 or 4, read uncommitted) returns them.
+    #[allow(clippy::too_many_arguments)]
     pub fn batch_headers(
         &mut self,
         host: &str,
@@ -250,6 +270,7 @@ impl Conns {
         partition: i32,
         offset: i64,
         max_bytes: i32,
+        capture: Option<Capture>,
     ) -> io::Result<Layout> {
         let mut body = Vec::with_capacity(64 + topic.len());
         body.extend_from_slice(&(-1i32).to_be_bytes()); // replica id
@@ -271,7 +292,7 @@ impl Conns {
         // it (a huge first batch) the connection is dropped instead.
         let drain_limit = usize::try_from(max_bytes).unwrap_or(0);
         self.call(host, (API_FETCH, version, false), &body, drain_limit, |r| {
-            parse_fetch(r, version, max_bytes)
+            parse_fetch(r, version, max_bytes, capture)
         })
     }
 }
@@ -404,9 +425,105 @@ pub struct Layout {
     /// headers up to the first batch that ends past `max_bytes` or is
     /// cut off.
     pub batches: Vec<Batch>,
+    /// The record `Capture` asked for, when its batch was read.
+    pub record: Option<CapturedRecord>,
 }
 
-pub fn parse_fetch<R: Read>(r: &mut Reader<R>, version: i16, max_bytes: i32) -> io::Result<Layout> {
+/// Asks `parse_fetch` for the first record at or after `offset` of the
+/// first data batch, when that batch is plain (message format v2,
+/// uncompressed) and ends past `batch_end_over` bytes: a batch too large to
+/// fetch, whose records the broker sends anyway as the first batch of the
+/// header fetch's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capture {
+    pub offset: i64,
+    pub batch_end_over: i64,
+    /// The bytes of key and of value kept, each.
+    pub keep: usize,
+}
+
+/// A record read by `Capture`: its key and value, each cut to `keep` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedRecord {
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The whole key's and value's bytes.
+    pub size: usize,
+}
+
+/// Reads the records of a plain v2 batch from just after its last offset
+/// delta (`rest` bytes left of it), and returns the first at or after
+/// `offset`. `None` when the batch holds none or does not read as records.
+fn capture_record<R: Read>(
+    r: &mut Reader<R>,
+    base: i64,
+    rest: usize,
+    offset: i64,
+    keep: usize,
+) -> io::Result<Option<CapturedRecord>> {
+    // First and max timestamp, producer id and epoch, base sequence.
+    const HEADER_REST: usize = 8 + 8 + 8 + 2 + 4;
+    if rest < HEADER_REST + 4 {
+        return Ok(None);
+    }
+    r.skip(HEADER_REST)?;
+    let count = r.i32()?;
+    let end = r.left - (rest - HEADER_REST - 4);
+    for _ in 0..count.max(0) {
+        let length = r.varint()?;
+        let start = r.left;
+        let Ok(length) = usize::try_from(length) else {
+            return Ok(None);
+        };
+        if length > start || start - length < end {
+            return Ok(None);
+        }
+        r.i8()?; // attributes
+        r.varint()?; // timestamp delta
+        let record_offset = base + r.varint()?;
+        let wanted = record_offset >= offset;
+        let mut size = 0;
+        let mut fields = [Vec::new(), Vec::new()];
+        for field in &mut fields {
+            if !wanted {
+                break;
+            }
+            let len = r.varint()?;
+            let Ok(len) = usize::try_from(len) else {
+                // A null key or value (-1) has no bytes.
+                continue;
+            };
+            if len > r.left.saturating_sub(start - length) {
+                return Ok(None);
+            }
+            size += len;
+            *field = r.bytes_kept(len, keep)?;
+        }
+        if wanted {
+            let [key, value] = fields;
+            return Ok(Some(CapturedRecord {
+                offset: record_offset,
+                key,
+                value,
+                size,
+            }));
+        }
+        let read = start - r.left;
+        if read > length {
+            return Ok(None);
+        }
+        r.skip(length - read)?;
+    }
+    Ok(None)
+}
+
+pub fn parse_fetch<R: Read>(
+    r: &mut Reader<R>,
+    version: i16,
+    max_bytes: i32,
+    capture: Option<Capture>,
+) -> io::Result<Layout> {
     if version >= 1 {
         r.i32()?; // throttle time
     }
@@ -429,6 +546,7 @@ pub fn parse_fetch<R: Read>(r: &mut Reader<R>, version: i16, max_bytes: i32) -> 
         error,
         high_watermark,
         batches: Vec::new(),
+        record: None,
     };
     let mut left = usize::try_from(r.i32()?).unwrap_or(0);
     if error != 0 {
@@ -481,7 +599,16 @@ pub fn parse_fetch<R: Read>(r: &mut Reader<R>, version: i16, max_bytes: i32) -> 
         let rest = usize::try_from(stored - read)
             .map_err(|_| bad("record batch shorter than its header"))?;
         let end = batch.end;
+        let first_data_batch = !batch.control && layout.batches.iter().all(|b| b.control);
+        let plain = magic >= 2 && batch.codec == 0;
+        let base = batch.base;
         layout.batches.push(batch);
+        if let (Some(c), Some(base)) = (capture, base) {
+            if first_data_batch && plain && end > c.batch_end_over && rest <= left {
+                layout.record = capture_record(r, base, rest, c.offset, c.keep)?;
+                break;
+            }
+        }
         if end > i64::from(max_bytes) || rest > left {
             break;
         }

@@ -346,6 +346,75 @@ fn a_record_larger_than_the_fetch_size_lands_and_one_past_the_cap_is_dead_letter
 }
 
 #[test]
+fn records_of_a_batch_too_large_to_fetch_land_or_keep_their_key_size_and_value() {
+    // Fetch size 1 KiB, max_record_bytes 20,000: a batch over 104 KiB is
+    // not fetched; its records are read from the header fetch instead.
+    let s = Setup::new(
+        "kr_huge_batch",
+        1,
+        "id BIGINT PRIMARY KEY, name VARCHAR(64), note MEDIUMTEXT",
+        &kafka_rust("fetch_max_bytes_per_partition = 1024\n[worker]\nmax_record_bytes = 20000"),
+    );
+    let value = |id: i64, size: usize| {
+        serde_json::to_vec(
+            &json!({"id": id, "name": format!("name-{id}"), "note": "x".repeat(size)}),
+        )
+        .unwrap()
+    };
+    let plain = |batch_records: usize| ProduceOptions {
+        compression: "none",
+        batch_records,
+    };
+    // One record of 150 KB alone, then eight of 15 KB in one batch of 120 KB.
+    let huge = value(1, 150_000);
+    produce_with(
+        &s.topic,
+        0,
+        &[(Some(b"key-1".to_vec()), Some(huge.clone()))],
+        &plain(1),
+    );
+    let eight: Vec<KeyValue> = (10..18)
+        .map(|id| {
+            (
+                Some(format!("key-{id}").into_bytes()),
+                Some(value(id, 15_000)),
+            )
+        })
+        .collect();
+    produce_with(&s.topic, 0, &eight, &plain(8));
+    produce_with(&s.topic, 0, &[(None, Some(value(20, 1)))], &plain(1));
+
+    let mut service = s.start();
+    s.wait_committed_at_log_end(Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(
+        s.count("WHERE id BETWEEN 10 AND 20 AND LENGTH(note) IN (15000, 1)"),
+        9,
+        "the eight records of the large batch and the last one land"
+    );
+    let rows = query_rows(&format!(
+        "SELECT `offset`, record_key, LENGTH(record_value), LEFT(record_value, 40), error_text FROM `{}`",
+        s.dead_letters
+    ));
+    let expected_start = String::from_utf8(huge[..40].to_vec()).unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("0".to_string()),
+            Some("key-1".to_string()),
+            Some("20000".to_string()),
+            Some(expected_start),
+            Some(format!(
+                "record of {} bytes is larger than 20000 bytes and than any fetch; \
+                 the dead letter keeps the first 20000 bytes of its value",
+                5 + huge.len()
+            )),
+        ]],
+        "one dead letter, with its key, its size and the start of its value"
+    );
+}
+
+#[test]
 fn check_passes_against_kafka_3() {
     let s = Setup::new("kr_check", 2, ORDERS, KAFKA_RUST);
     kcat_plain(&s.topic, 0, &orders(0, 0, 2));

@@ -18,3 +18,4 @@ mod operations;
 mod pipeline;
 mod scrape;
 mod setup;
+mod values;
