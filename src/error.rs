@@ -3,7 +3,8 @@
 //! `classify` answers "technical, business or fatal?" for any `Error`, and
 //! the README's "Errors and what the operator does" tells the operator the
 //! same. Nothing else in the code decides what is retried, what blocks a
-//! partition and what is dead-lettered.
+//! partition and what is dead-lettered; `Alike` says which business errors
+//! may be a fault of the table rather than of the records.
 //!
 //! - technical: the database or the network is away; retry, then block the
 //!   partition until it is back. Never skip a record for it.
@@ -123,6 +124,14 @@ pub const FATAL_CODES: &[u16] = &[
     1142, // ER_TABLEACCESS_DENIED_ERROR
     1143, // ER_COLUMNACCESS_DENIED_ERROR
     1146, // ER_NO_SUCH_TABLE
+];
+
+/// Business codes about other rows than the record's own: a duplicate key
+/// (the row another record wrote) or a foreign key (the rows of another
+/// table). The same code many times in a row is then still one bad record
+/// after another, never a sign that the table changed (see `Alike`).
+pub const OTHER_ROWS_CODES: &[u16] = &[
+    1022, 1062, 1169, 1216, 1217, 1451, 1452, 1586, 1761, 1762, 1859,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -267,6 +276,43 @@ pub fn classify_server_error(code: u16, sqlstate: &str, extra_technical: &[u16])
     }
 }
 
+/// What makes the failures of two records "alike" for the worker's schema
+/// fault rule (`retry.schema_fault_records`): the same server code and the
+/// same message, which names the column or the constraint. A message that
+/// quotes the value before the column ("Incorrect integer value: 'x' for
+/// column `t`.`amount` at row 1") is compared from " for column " on, so
+/// that records with different values fail alike. The worker writes one row
+/// per statement when it looks at a record alone, so "at row 1" is the same
+/// for all; sessions read English messages (`mysql_sink::connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alike {
+    code: u16,
+    text: String,
+}
+
+impl Alike {
+    /// `None` for the failures that say nothing about the table: record
+    /// errors of our own (not JSON, a missing key), and codes about other
+    /// rows (`OTHER_ROWS_CODES`).
+    pub fn of(error: &Error, extra_technical: &[u16]) -> Option<Alike> {
+        let Error::Mysql(mysql::Error::MySqlError(e)) = error else {
+            return None;
+        };
+        if classify(error, extra_technical) != Class::Business || OTHER_ROWS_CODES.contains(&e.code)
+        {
+            return None;
+        }
+        let text = match e.message.find(" for column ") {
+            Some(at) => &e.message[at..],
+            None => &e.message,
+        };
+        Some(Alike {
+            code: e.code,
+            text: text.to_string(),
+        })
+    }
+}
+
 /// Kafka protocol errors the coordinator meets per partition. OffsetOutOfRange
 /// has its own handling (the reader is recreated); every other one is retried
 /// after a metadata reload.
@@ -290,6 +336,14 @@ mod tests {
         Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
             state: state.into(),
             message: format!("error {code}"),
+            code,
+        }))
+    }
+
+    fn server_message(code: u16, message: &str) -> Error {
+        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: message.into(),
             code,
         }))
     }
@@ -376,6 +430,44 @@ mod tests {
                 "{code}"
             );
         }
+        for &code in OTHER_ROWS_CODES {
+            assert!(BUSINESS_CODES.contains(&code), "{code}");
+        }
+    }
+
+    #[test]
+    fn failures_alike_name_the_same_code_and_column() {
+        let alike = |code, message| Alike::of(&server_message(code, message), &[]);
+        let missing = "Field 'added' doesn't have a default value";
+        assert_eq!(alike(1364, missing), alike(1364, missing));
+        assert!(alike(1364, missing).is_some());
+        assert_ne!(
+            alike(1364, missing),
+            alike(1364, "Field 'other' doesn't have a default value")
+        );
+        assert_ne!(
+            alike(1406, "Data too long for column 'name' at row 1"),
+            alike(1264, "Data too long for column 'name' at row 1")
+        );
+        // The value quoted before the column does not count.
+        assert_eq!(
+            alike(
+                1366,
+                "Incorrect integer value: 'a' for column `db`.`t`.`amount` at row 1"
+            ),
+            alike(
+                1366,
+                "Incorrect integer value: 'b' for column `db`.`t`.`amount` at row 1"
+            )
+        );
+        // Duplicate and foreign keys are about other rows; errors of our own
+        // and technical ones are not about the table's columns.
+        assert_eq!(alike(1062, "Duplicate entry '1' for key 'PRIMARY'"), None);
+        assert_eq!(alike(1452, "Cannot add or update a child row"), None);
+        assert_eq!(alike(1451, "Cannot delete or update a parent row"), None);
+        assert_eq!(alike(1205, "Lock wait timeout exceeded"), None);
+        assert_eq!(Alike::of(&Error::Record(RecordError::NotObject), &[]), None);
+        assert_eq!(Alike::of(&server_message(1364, missing), &[1364]), None);
     }
 
     #[test]

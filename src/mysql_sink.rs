@@ -67,12 +67,13 @@ pub fn quote(name: &str) -> String {
 }
 
 /// Opens a connection and prepares its session: strict SQL mode, so that a
-/// value that does not fit its column is an error and never silently cut.
+/// value that does not fit its column is an error and never silently cut;
+/// and English error messages, which `error::Alike` compares.
 pub fn connect(opts: &Opts) -> Result<Conn, Error> {
     let mut conn = Conn::new(opts.clone())?;
     conn.query_drop(
         "SET SESSION sql_mode = IF(@@sql_mode = '', 'STRICT_ALL_TABLES', \
-         CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'))",
+         CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')), SESSION lc_messages = 'en_US'",
     )?;
     Ok(conn)
 }

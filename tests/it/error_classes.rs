@@ -1,5 +1,7 @@
 //! What a MySQL error means for the records (`src/error.rs`): errors about
-//! the data are dead-lettered and the partition goes on.
+//! the data are dead-lettered and the partition goes on; a fault of the
+//! table that hits every record alike blocks the partition instead of
+//! filling the dead-letter table.
 
 use std::time::Duration;
 
@@ -7,6 +9,10 @@ use serde_json::json;
 
 use crate::common::*;
 use crate::setup::{sigterm_clean, Setup};
+
+fn dead_letter_count(s: &Setup) -> i64 {
+    query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters))
+}
 
 #[test]
 fn errors_about_the_data_are_dead_lettered_and_the_partition_goes_on() {
@@ -91,4 +97,65 @@ fn errors_about_the_data_are_dead_lettered_and_the_partition_goes_on() {
     assert_eq!(s.count(""), 200 - 3);
     assert_eq!(s.count("WHERE id IN (1, 2)"), 2);
     drop_table(&child);
+}
+
+#[test]
+fn a_column_added_without_a_default_blocks_the_partition_until_it_gets_one() {
+    // backoff_max is how long held records wait for the next batch, and how
+    // often a blocked partition tries again.
+    let s = Setup::new(
+        "classes_schema",
+        2,
+        "id BIGINT PRIMARY KEY, name VARCHAR(64)",
+        "[retry]\nbackoff_max_ms = 1000",
+    );
+    let records = |p: i32, first: i64, n: i64| -> Vec<serde_json::Value> {
+        (first..first + n)
+            .map(|i| json!({"id": p as i64 * 1_000_000 + i, "name": format!("n{i}")}))
+            .collect()
+    };
+    for p in 0..2 {
+        produce_json(&s.topic, p, &records(p, 0, 200));
+    }
+    let mut service = s.start();
+    s.wait_rows(400, Duration::from_secs(60));
+
+    // Every record from now on fails with 1364: the service neither knows
+    // nor sends the new column.
+    mysql_exec(&format!(
+        "ALTER TABLE `{}` ADD COLUMN added INT NOT NULL",
+        s.table
+    ));
+    for p in 0..2 {
+        produce_json(&s.topic, p, &records(p, 200, 300));
+    }
+    for p in 0..2 {
+        let blocked = s.wait_state(p, "blocked", Duration::from_secs(60));
+        let error = blocked["last_error"].as_str().unwrap_or("");
+        assert!(
+            error.contains("1364") && error.contains("schema_fault_records"),
+            "{blocked}"
+        );
+        assert_eq!(blocked["blocked_at_offset"], 200, "{blocked}");
+        assert_eq!(blocked["error_class"], "fatal", "the operator must act: {blocked}");
+    }
+    assert_eq!(dead_letter_count(&s), 0, "records held, not dead-lettered");
+    assert_eq!(s.count(""), 400);
+
+    mysql_exec(&format!(
+        "ALTER TABLE `{}` MODIFY COLUMN added INT NOT NULL DEFAULT 0",
+        s.table
+    ));
+    s.wait_rows(1_000, Duration::from_secs(60));
+    for p in 0..2 {
+        s.wait_state(p, "flowing", Duration::from_secs(30));
+    }
+    s.wait_committed_at_log_end(Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert_eq!(dead_letter_count(&s), 0);
+    assert_eq!(
+        s.count("WHERE name = CONCAT('n', id MOD 1000000)"),
+        1_000,
+        "every record's row as it was produced"
+    );
 }
