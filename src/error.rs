@@ -3,8 +3,8 @@
 //! `classify` answers "technical, business or fatal?" for any `Error`, and
 //! the README's "Errors and what the operator does" tells the operator the
 //! same. Nothing else in the code decides what is retried, what blocks a
-//! partition and what is dead-lettered; `Alike` says which business errors
-//! may be a fault of the table rather than of the records.
+//! partition and what is dead-lettered; `Alike` and `is_duplicate_key` say
+//! which business errors the worker treats specially.
 //!
 //! - technical: the database or the network is away; retry, then block the
 //!   partition until it is back. Never skip a record for it.
@@ -133,6 +133,10 @@ pub const FATAL_CODES: &[u16] = &[
 pub const OTHER_ROWS_CODES: &[u16] = &[
     1022, 1062, 1169, 1216, 1217, 1451, 1452, 1586, 1761, 1762, 1859,
 ];
+
+/// Duplicate-key codes: the row the record would insert collides with one
+/// that is already there.
+pub const DUPLICATE_KEY_CODES: &[u16] = &[1022, 1062, 1169, 1586, 1859];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -274,6 +278,13 @@ pub fn classify_server_error(code: u16, sqlstate: &str, extra_technical: &[u16])
     } else {
         Class::Technical
     }
+}
+
+/// A duplicate key reported by the server (see `DUPLICATE_KEY_CODES`).
+pub fn is_duplicate_key(error: &Error) -> bool {
+    error
+        .mysql_code()
+        .is_some_and(|code| DUPLICATE_KEY_CODES.contains(&code))
 }
 
 /// What makes the failures of two records "alike" for the worker's schema
@@ -430,7 +441,7 @@ mod tests {
                 "{code}"
             );
         }
-        for &code in OTHER_ROWS_CODES {
+        for &code in OTHER_ROWS_CODES.iter().chain(DUPLICATE_KEY_CODES) {
             assert!(BUSINESS_CODES.contains(&code), "{code}");
         }
     }
@@ -468,6 +479,14 @@ mod tests {
         assert_eq!(alike(1205, "Lock wait timeout exceeded"), None);
         assert_eq!(Alike::of(&Error::Record(RecordError::NotObject), &[]), None);
         assert_eq!(Alike::of(&server_message(1364, missing), &[1364]), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_recognised() {
+        assert!(is_duplicate_key(&server_error(1062, "23000")));
+        assert!(is_duplicate_key(&server_error(1586, "23000")));
+        assert!(!is_duplicate_key(&server_error(1452, "23000")));
+        assert!(!is_duplicate_key(&Error::Record(RecordError::NotObject)));
     }
 
     #[test]

@@ -20,7 +20,10 @@
 //!   records in a row failing alike block the partition, none of them
 //!   dead-lettered, until the table takes the first. It retries as for a
 //!   technical error but reports the block as fatal (status `blocked`):
-//!   the operator must fix the table.
+//!   the operator must fix the table;
+//! - a duplicate key on a row the table already holds as the record has it
+//!   (`Sink::holds`) is a record written before, replayed after a crash in
+//!   at-least-once delivery: counted, logged at debug, not written again.
 //!
 //! Stopping: the coordinator closes the `stop` channel. A worker finishes the
 //! write in hand, skips its queued batches and exits; a blocked worker gives up
@@ -34,10 +37,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::error::{classify, Alike, Class, Error};
+use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
 use crate::retry::Backoff;
@@ -385,7 +388,8 @@ impl Worker {
     }
 
     /// Maps and writes one record in its own transaction, with the held
-    /// records' dead letters.
+    /// records' dead letters: `Ok` when it is in the table, also when it
+    /// was there already (see `Sink::holds`).
     fn write_record(&mut self, record: &Record) -> Result<RowOp, Abandon> {
         let op = self
             .mapper
@@ -401,9 +405,33 @@ impl Worker {
             previous_offset: self.stored_offset,
         };
         let first_offset = held.first().map_or(record.offset, |dl| dl.offset);
-        self.write_with_retry(write, first_offset)?;
+        let result = self.write_with_retry(write, first_offset);
         let [(_, op)] = rows;
-        Ok(op)
+        match result {
+            Err(Abandon::Business(e)) if is_duplicate_key(&e) => {
+                // Whatever the sink answers, this record is not written: only
+                // the position (exactly-once) and the held dead letters are.
+                if !matches!(self.sink.holds(&op), Ok(true)) {
+                    return Err(Abandon::Business(e));
+                }
+                debug!(
+                    "topic {} partition {} offset {}: already in the table as the record has it \
+                     (written before a restart, or sent twice); not written again: {e}",
+                    self.settings.topic, self.partition, record.offset
+                );
+                let write = WriteSet {
+                    partition: self.partition,
+                    rows: &[],
+                    dead_letters: &held,
+                    next_offset: record.offset + 1,
+                    previous_offset: self.stored_offset,
+                };
+                self.write_with_retry(write, first_offset)?;
+                self.stats.add_already_written(1);
+                Ok(RowOp::Skip)
+            }
+            other => other.map(|()| op),
+        }
     }
 
     /// The slow path: one record in its own transaction, business retries
@@ -748,6 +776,8 @@ mod tests {
         /// Every row write fails with 1364, as after a `NOT NULL` column
         /// without a default was added.
         column_added: bool,
+        /// Plain INSERT: an id already there is a duplicate key (1062).
+        insert: bool,
         applies: usize,
         /// The stored position, as an exactly-once offset table holds it.
         position: Option<i64>,
@@ -789,6 +819,12 @@ mod tests {
                             "Field 'added' doesn't have a default value",
                         ));
                     }
+                    if m.insert && staged.contains_key(&id) {
+                        return Err(server_message(
+                            1062,
+                            &format!("Duplicate entry '{id}' for key 'PRIMARY'"),
+                        ));
+                    }
                     staged.insert(id, values.get(1).cloned().unwrap_or(mysql::Value::NULL));
                 }
             }
@@ -802,6 +838,17 @@ mod tests {
             }
             m.position = Some(write.next_offset);
             Ok(())
+        }
+
+        fn holds(&mut self, row: &RowOp) -> Result<bool, Error> {
+            let RowOp::Write { values, .. } = row else {
+                return Ok(false);
+            };
+            let mysql::Value::Int(id) = values[0] else {
+                panic!("id")
+            };
+            let m = self.0.lock().unwrap();
+            Ok(m.rows.get(&id) == values.get(1))
         }
     }
 
@@ -853,11 +900,13 @@ mod tests {
         events: Receiver<WorkerEvent>,
         stop: Option<Sender<()>>,
         sink: MemorySink,
+        stats: Arc<Stats>,
     }
 
     fn start(sink: MemorySink, settings: WorkerSettings) -> Harness {
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
+        let stats = Arc::new(Stats::default());
         let handle = spawn(
             0,
             0,
@@ -867,7 +916,7 @@ mod tests {
             settings,
             event_tx,
             stop_rx,
-            Arc::new(Stats::default()),
+            Arc::clone(&stats),
         )
         .unwrap();
         Harness {
@@ -875,6 +924,7 @@ mod tests {
             events,
             stop: Some(stop),
             sink,
+            stats,
         }
     }
 
@@ -1193,6 +1243,36 @@ mod tests {
         h.until_applied(5);
         let m = h.finish();
         assert_eq!(m.dead_letters.len(), 5);
+    }
+
+    #[test]
+    fn a_duplicate_of_a_row_already_there_is_a_record_written_before() {
+        let sink = MemorySink::default();
+        {
+            let mut m = sink.0.lock().unwrap();
+            m.insert = true;
+            // Offsets 0 and 1 were written before a crash.
+            m.rows = [(0, "n0".into()), (1, "n1".into())].into();
+        }
+        let h = start(sink, settings());
+        let other = Record::new(4, b"", br#"{"id": 1, "name": "another"}"#);
+        h.send(vec![good(0), good(1), good(2), good(3), other]);
+        h.until_applied(5);
+        let stats = Arc::clone(&h.stats);
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 4);
+        assert_eq!(
+            m.dead_letters.keys().copied().collect::<Vec<_>>(),
+            vec![4],
+            "a duplicate key with other values is a bad record"
+        );
+        assert_eq!(m.dead_letters[&4].code, Some(1062));
+        assert_eq!(m.rows[&1], mysql::Value::from("n1"));
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.records_already_written, s.records_applied, s.dead_letters),
+            (2, 5, 1)
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What a MySQL error means for the records (`src/error.rs`): errors about
 //! the data are dead-lettered and the partition goes on; a fault of the
 //! table that hits every record alike blocks the partition instead of
-//! filling the dead-letter table.
+//! filling the dead-letter table; in insert mode, the records replayed after
+//! a crash are not taken for duplicates.
 
 use std::time::Duration;
 
+use rand::Rng;
 use serde_json::json;
 
 use crate::common::*;
@@ -137,7 +139,10 @@ fn a_column_added_without_a_default_blocks_the_partition_until_it_gets_one() {
             "{blocked}"
         );
         assert_eq!(blocked["blocked_at_offset"], 200, "{blocked}");
-        assert_eq!(blocked["error_class"], "fatal", "the operator must act: {blocked}");
+        assert_eq!(
+            blocked["error_class"], "fatal",
+            "the operator must act: {blocked}"
+        );
     }
     assert_eq!(dead_letter_count(&s), 0, "records held, not dead-lettered");
     assert_eq!(s.count(""), 400);
@@ -157,5 +162,83 @@ fn a_column_added_without_a_default_blocks_the_partition_until_it_gets_one() {
         s.count("WHERE name = CONCAT('n', id MOD 1000000)"),
         1_000,
         "every record's row as it was produced"
+    );
+}
+
+#[test]
+fn insert_mode_takes_its_own_replay_after_sigkills_for_what_it_is() {
+    // Insert mode into a table with a primary key: a record written before a
+    // kill and replayed after it meets its own row (1062). Commits are rare
+    // so that each kill leaves many written records uncommitted.
+    let s = Setup::new(
+        "classes_replay",
+        2,
+        "id BIGINT PRIMARY KEY, name VARCHAR(64)",
+        "[mysql]\nwrite_mode = \"insert\"\ndelete_on_tombstone = false\n\
+         [commit]\nevery_messages = 2000\ninterval_ms = 5000\n\
+         [kafka]\nfetch_max_bytes_per_partition = 65536",
+    );
+    // Every 1,000th record repeats the id before it with another name: a
+    // duplicate key from another record, which is a bad record.
+    let mut duplicates = 0;
+    for p in 0..2 {
+        let mut values = Vec::new();
+        for i in 0..10_000_i64 {
+            let id = p as i64 * 1_000_000 + i;
+            values.push(json!({"id": id, "name": "x"}));
+            if i % 1_000 == 999 {
+                values.push(json!({"id": id, "name": "duplicate"}));
+                duplicates += 1;
+            }
+        }
+        produce_json(&s.topic, p, &values);
+    }
+    // A trigger slows the inserts so that the kills land in the middle.
+    mysql_exec(&format!(
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.001)",
+        t = s.table
+    ));
+    let count = format!("SELECT COUNT(*) FROM `{}`", s.table);
+    let mut rng = rand::thread_rng();
+    let mut moments: Vec<i64> = (0..3).map(|_| rng.gen_range(2_000..17_000)).collect();
+    moments.sort_unstable();
+    let mut replayed_logs = 0;
+    for (kill, moment) in moments.iter().enumerate() {
+        let mut service = s.start();
+        s.wait_rows_at_least(*moment, Duration::from_secs(120));
+        service.sigkill();
+        let rows = query_count(&count);
+        assert!(
+            rows < 20_000,
+            "kill {} came too late ({rows} rows)",
+            kill + 1
+        );
+        replayed_logs += service.log_text().matches("already in the table").count();
+    }
+    let mut service = s.start();
+    s.wait_rows(20_000, Duration::from_secs(180));
+    s.wait_committed_at_log_end(Duration::from_secs(60));
+    for p in 0..2 {
+        assert_eq!(s.live(p).unwrap()["state"], "flowing");
+    }
+    sigterm_clean(&mut service);
+    replayed_logs += service.log_text().matches("already in the table").count();
+    assert_eq!(s.count("WHERE name = 'x'"), 20_000, "every record once");
+    let dead = query_rows(&format!(
+        "SELECT error_code, COUNT(*), SUM(record_value LIKE '%duplicate%') FROM `{}` GROUP BY error_code",
+        s.dead_letters
+    ));
+    assert_eq!(
+        dead,
+        vec![vec![
+            Some("1062".into()),
+            Some(duplicates.to_string()),
+            Some(duplicates.to_string())
+        ]],
+        "only the duplicates from other records are dead letters"
+    );
+    assert!(
+        replayed_logs > 0,
+        "the kills should have left written records to replay"
     );
 }
