@@ -44,7 +44,7 @@ use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
 use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
-use crate::retry::Backoff;
+use crate::retry::{human, Backoff, Outage};
 use crate::status::Stats;
 
 /// Records of one partition, in offset order, copied out of a fetch response.
@@ -149,6 +149,7 @@ pub fn spawn(
         stats,
         dead_letters_in_a_row: 0,
         blocked: false,
+        block_log: None,
         writing_since: Arc::clone(&writing_since),
         held: None,
     };
@@ -207,6 +208,8 @@ pub struct Worker {
     counters: Arc<PartitionCounters>,
     dead_letters_in_a_row: u32,
     blocked: bool,
+    /// While blocked: how often it is logged.
+    block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
     held: Option<Held>,
 }
@@ -695,19 +698,36 @@ impl Worker {
         }
     }
 
+    /// Marks the partition blocked. Called at every retry while it stays
+    /// so: the first call is logged in full, the later ones at growing
+    /// intervals (`retry::Outage`).
     fn block(&mut self, offset: i64, since: SystemTime, class: Class, message: &str) {
         if !self.blocked {
             self.stats.partition_blocked();
         }
         self.blocked = true;
-        let text = format!(
-            "topic {} partition {} offset {offset}: partition blocked ({class}): {message}",
-            self.settings.topic, self.partition
-        );
-        if class == Class::Fatal {
-            error!("{text}");
-        } else {
-            warn!("{text}");
+        let now = Instant::now();
+        let text = match &mut self.block_log {
+            None => {
+                self.block_log = Some(Outage::begin(now, message.to_string()));
+                Some(format!(
+                    "topic {} partition {} offset {offset}: partition blocked ({class}): {message}",
+                    self.settings.topic, self.partition
+                ))
+            }
+            Some(outage) => outage.again(now, message.to_string()).map(|n| {
+                format!(
+                    "topic {} partition {} offset {offset}: still blocked after {} ({n} retries since the last line, {class}): {message}",
+                    self.settings.topic,
+                    self.partition,
+                    human(outage.lasted(now))
+                )
+            }),
+        };
+        match text {
+            Some(text) if class == Class::Fatal => error!("{text}"),
+            Some(text) => warn!("{text}"),
+            None => {}
         }
         let _ = self.events.send(WorkerEvent::Blocked {
             partition: self.partition,
@@ -722,8 +742,15 @@ impl Worker {
         if self.blocked {
             self.blocked = false;
             self.stats.partition_unblocked();
+            let lasted = self.block_log.take().map_or_else(String::new, |outage| {
+                format!(
+                    " after {} ({} retries)",
+                    human(outage.lasted(Instant::now())),
+                    outage.retries
+                )
+            });
             info!(
-                "topic {} partition {}: resumed",
+                "topic {} partition {}: resumed{lasted}",
                 self.settings.topic, self.partition
             );
             let _ = self.events.send(WorkerEvent::Flowing {
