@@ -152,6 +152,24 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     );
     let blocked = s.live(0).expect("status file");
     assert_eq!(blocked["state"], "retrying", "{blocked}");
+    // `status` answers without the database: the partitions retrying, with
+    // the reason, the offsets from Kafka, the dead letters unknown.
+    let (code, report) = timed_status(&s);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report["mysql"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("unreachable"),
+        "{report}"
+    );
+    assert_eq!(report["kafka"], "ok", "{report}");
+    assert_eq!(report["partitions"][0]["state"], "retrying", "{report}");
+    assert_eq!(
+        report["partitions"][0]["error_class"], "technical",
+        "{report}"
+    );
+    assert!(report["partitions"][0]["committed"].is_i64(), "{report}");
     start_mysql();
     producer.join().expect("producer thread");
 
@@ -183,6 +201,19 @@ fn broker_down_for_20_seconds_then_back() {
         "the service must not exit while the broker is down:\n{}",
         service.log_text()
     );
+    // `status` answers without the broker: the offsets as the service last
+    // saw them, and the broker named unreachable.
+    let (code, report) = timed_status(&s);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report["kafka"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("unreachable"),
+        "{report}"
+    );
+    assert_eq!(report["partitions"][0]["committed"], 200, "{report}");
+    assert_eq!(report["partitions"][0]["latest"], 200, "{report}");
     start_kafka();
     wait_for_leaders(&s.topic, 3);
     for p in 0..3 {
