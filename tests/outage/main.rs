@@ -47,6 +47,21 @@ fn timed_status(s: &Setup) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), report)
 }
 
+/// `timed_status` while `service` ("kafka" or "mysql") does not answer: exit
+/// 1 and that service named unreachable.
+fn status_without(s: &Setup, service: &str) -> serde_json::Value {
+    let (code, report) = timed_status(s);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report[service]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("unreachable"),
+        "{service}: {report}"
+    );
+    report
+}
+
 #[test]
 fn a_frozen_database_shows_in_status_and_does_not_hold_a_stop() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -154,15 +169,7 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     assert_eq!(blocked["state"], "retrying", "{blocked}");
     // `status` answers without the database: the partitions retrying, with
     // the reason, the offsets from Kafka, the dead letters unknown.
-    let (code, report) = timed_status(&s);
-    assert_eq!(code, Some(1), "{report}");
-    assert!(
-        report["mysql"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("unreachable"),
-        "{report}"
-    );
+    let report = status_without(&s, "mysql");
     assert_eq!(report["kafka"], "ok", "{report}");
     assert_eq!(report["partitions"][0]["state"], "retrying", "{report}");
     assert_eq!(
@@ -203,15 +210,7 @@ fn broker_down_for_20_seconds_then_back() {
     );
     // `status` answers without the broker: the offsets as the service last
     // saw them, and the broker named unreachable.
-    let (code, report) = timed_status(&s);
-    assert_eq!(code, Some(1), "{report}");
-    assert!(
-        report["kafka"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("unreachable"),
-        "{report}"
-    );
+    let report = status_without(&s, "kafka");
     assert_eq!(report["partitions"][0]["committed"], 200, "{report}");
     assert_eq!(report["partitions"][0]["latest"], 200, "{report}");
     start_kafka();
@@ -363,15 +362,7 @@ fn a_frozen_broker_neither_stops_the_service_nor_holds_its_stop() {
     freeze_kafka();
     let thaw = Thaw;
     std::thread::sleep(Duration::from_secs(30));
-    let (code, report) = timed_status(&s);
-    assert_eq!(code, Some(1), "{report}");
-    assert!(
-        report["kafka"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("unreachable"),
-        "{report}"
-    );
+    status_without(&s, "kafka");
     std::thread::sleep(Duration::from_secs(30));
     let running = service.is_running();
     // SIGTERM while the broker still does not answer: bounded by
