@@ -11,6 +11,7 @@ mod clients;
 mod common;
 mod exactly_once;
 mod failures;
+mod formats;
 mod harness;
 mod kafka_rust_client;
 mod metrics;
