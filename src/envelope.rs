@@ -23,6 +23,8 @@
 //!   JSON.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use base64::Engine;
 use mysql::Value;
@@ -79,9 +81,9 @@ pub fn map(mapper: &Mapper, value: &[u8], record_key: &[u8]) -> Result<RowOp, Re
             let types = top
                 .schema
                 .filter(not_null)
-                .map(FieldTypes::of_struct)
+                .map(|schema| field_types(schema, None))
                 .transpose()?;
-            row(mapper, payload, types.as_ref(), record_key, "payload")
+            row(mapper, payload, types.as_deref(), record_key, "payload")
         }
         RecordFormat::Debezium => {
             let (event, schema) = match top.payload {
@@ -100,16 +102,12 @@ pub fn map(mapper: &Mapper, value: &[u8], record_key: &[u8]) -> Result<RowOp, Re
                     let after = event
                         .after
                         .ok_or_else(|| bad(&format!("op \"{op}\" has no \"after\"")))?;
-                    let types = schema
-                        .map(|s| FieldTypes::of_field(s, "after"))
-                        .transpose()?;
-                    row(mapper, after, types.as_ref(), record_key, "after")
+                    let types = schema.map(|s| field_types(s, Some("after"))).transpose()?;
+                    row(mapper, after, types.as_deref(), record_key, "after")
                 }
                 "d" if !mapper.delete_on_tombstone => Ok(RowOp::Skip),
                 "d" => {
-                    let types = schema
-                        .map(|s| FieldTypes::of_field(s, "before"))
-                        .transpose()?;
+                    let types = schema.map(|s| field_types(s, Some("before"))).transpose()?;
                     let before = match event.before {
                         Some(before) => Some(
                             mapper
@@ -120,7 +118,7 @@ pub fn map(mapper: &Mapper, value: &[u8], record_key: &[u8]) -> Result<RowOp, Re
                         ),
                         None => None,
                     };
-                    mapper.delete_row(before, types.as_ref(), record_key)
+                    mapper.delete_row(before, types.as_deref(), record_key)
                 }
                 "t" => Err(bad(
                     "op \"t\" (truncate) is not applied: truncate the table by hand",
@@ -161,7 +159,7 @@ fn bad(reason: &str) -> RecordError {
 
 /// A record key in Connect's envelope: its payload's text and the logical
 /// types of its fields; any other key as it is.
-pub fn unwrap_key(text: &str) -> Result<(&str, Option<FieldTypes<'_>>), RecordError> {
+pub fn unwrap_key(text: &str) -> Result<(&str, Option<Rc<FieldTypes>>), RecordError> {
     if !text.trim_start().starts_with('{') {
         return Ok((text, None));
     }
@@ -171,7 +169,10 @@ pub fn unwrap_key(text: &str) -> Result<(&str, Option<FieldTypes<'_>>), RecordEr
             payload: Some(payload),
             ..
         }) if schema.is_some() => {
-            let types = schema.map(FieldTypes::of_struct).transpose()?;
+            let types = schema
+                .filter(not_null)
+                .map(|schema| field_types(schema, None))
+                .transpose()?;
             Ok((payload.get(), types))
         }
         _ => Ok((text, None)),
@@ -255,39 +256,67 @@ impl Logical {
 
 /// The fields of a struct schema that have a logical type, by name.
 #[derive(Debug)]
-pub struct FieldTypes<'a> {
-    fields: Vec<(Cow<'a, str>, Logical)>,
+pub struct FieldTypes {
+    fields: Vec<(String, Logical)>,
 }
 
-impl<'a> FieldTypes<'a> {
-    /// The types of a struct schema's fields (Connect's value schema).
-    fn of_struct(schema: &'a RawValue) -> Result<FieldTypes<'a>, RecordError> {
-        let schema: SchemaText = parse_schema(schema)?;
-        FieldTypes::of_fields(schema.fields)
-    }
+/// How many schemas each worker thread keeps read (`field_types`).
+const SCHEMAS_KEPT: usize = 4;
 
-    /// The types of the fields of the struct field `name` (Debezium's
-    /// `after` and `before`).
-    fn of_field(schema: &'a RawValue, name: &str) -> Result<FieldTypes<'a>, RecordError> {
-        let schema: SchemaText = parse_schema(schema)?;
-        let inner = schema
-            .fields
-            .into_iter()
-            .find(|f| f.field.as_deref() == Some(name))
-            .ok_or_else(|| bad(&format!("the schema has no field {name:?}")))?;
-        FieldTypes::of_fields(inner.fields)
+/// The field types of a struct `schema` (Connect's value or key schema), or
+/// of its struct field `field` (Debezium's `after` and `before`).
+///
+/// Every record of a topic carries its schema again, and reading it was
+/// most of mapping a Debezium event with schemas (measured with instruction
+/// counts), so each worker thread keeps the last few, by their text:
+/// comparing a schema's text costs far less than reading it. A thread local
+/// and not a lock in the shared `Mapper`: workers never wait for one another.
+fn field_types(
+    schema: &RawValue,
+    field: Option<&'static str>,
+) -> Result<Rc<FieldTypes>, RecordError> {
+    type Kept = Vec<(Box<str>, Option<&'static str>, Rc<FieldTypes>)>;
+    thread_local! {
+        static KEPT: RefCell<Kept> = const { RefCell::new(Vec::new()) };
     }
-
-    fn of_fields(fields: Vec<SchemaText<'a>>) -> Result<FieldTypes<'a>, RecordError> {
-        let mut typed = Vec::new();
-        for field in fields {
-            if let (Some(logical), Some(name)) = (Logical::of(&field)?, field.field) {
-                typed.push((name, logical));
-            }
+    let text = schema.get();
+    let found = KEPT.with_borrow(|kept| {
+        kept.iter()
+            .find(|(t, f, _)| *f == field && **t == *text)
+            .map(|(_, _, types)| types.clone())
+    });
+    if let Some(types) = found {
+        return Ok(types);
+    }
+    let parsed: SchemaText = parse_schema(schema)?;
+    let fields = match field {
+        None => parsed.fields,
+        Some(name) => {
+            parsed
+                .fields
+                .into_iter()
+                .find(|f| f.field.as_deref() == Some(name))
+                .ok_or_else(|| bad(&format!("the schema has no field {name:?}")))?
+                .fields
         }
-        Ok(FieldTypes { fields: typed })
+    };
+    let mut typed = Vec::new();
+    for field in fields {
+        if let (Some(logical), Some(name)) = (Logical::of(&field)?, field.field) {
+            typed.push((name.into_owned(), logical));
+        }
     }
+    let types = Rc::new(FieldTypes { fields: typed });
+    KEPT.with_borrow_mut(|kept| {
+        if kept.len() == SCHEMAS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((text.into(), field, types.clone()));
+    });
+    Ok(types)
+}
 
+impl FieldTypes {
     pub fn logical(&self, name: &str) -> Option<Logical> {
         self.fields
             .iter()
@@ -707,6 +736,30 @@ mod tests {
                     "op \"t\" (truncate) is not applied: truncate the table by hand".into()
                 ))
             );
+        }
+    }
+
+    #[test]
+    fn each_schema_is_read_by_its_own_text() {
+        let m = mapper(RecordFormat::ConnectJson, CONNECT_COLUMNS, "UTC");
+        // The same field and bytes (1234) with a scale of 2, then 3, then 2,
+        // into a text column: the schemas kept must never be taken for one
+        // another.
+        let value = |scale: u32| {
+            format!(
+                r#"{{"schema": {{"type": "struct", "fields": [{{"type": "bytes", "name":
+                "org.apache.kafka.connect.data.Decimal", "parameters": {{"scale": "{scale}"}},
+                "field": "name"}}]}}, "payload": {{"id": 1, "name": "BNI="}}}}"#
+            )
+        };
+        let amount = |scale: u32| match m.map(&Record::new(1, b"", value(scale).as_bytes())) {
+            Ok(RowOp::Write { values, .. }) => values[1].clone(),
+            other => panic!("{other:?}"),
+        };
+        // More schemas than a thread keeps, and back.
+        for scale in [2, 3, 2, 4, 5, 6, 7, 2] {
+            let expected = decimal_text(&[0x04, 0xd2], scale).unwrap();
+            assert_eq!(amount(scale), text(&expected), "scale {scale}");
         }
     }
 

@@ -514,7 +514,7 @@ impl Mapper {
                     let found = fields.iter().find(|(f, _)| f.eq_ignore_ascii_case(name));
                     match found {
                         Some((f, v)) if v.get() != "null" => {
-                            values.push(self.bind(k, f, v, types.as_ref())?)
+                            values.push(self.bind(k, f, v, types.as_deref())?)
                         }
                         _ => return Err(RecordError::MissingKey(name.clone())),
                     }
