@@ -298,7 +298,12 @@ impl Mapper {
             (RecordFormat::Debezium, None) => Ok(RowOp::Skip),
             (_, None) => self.map_tombstone(record.key()),
             (RecordFormat::Json, Some(value)) => self.map_value(value, record.key()),
-            (_, Some(value)) => envelope::map(self, value, record.key()),
+            (RecordFormat::ConnectJson, Some(value)) => {
+                envelope::map_connect_json(self, value, record.key())
+            }
+            (RecordFormat::Debezium, Some(value)) => {
+                envelope::map_debezium(self, value, record.key())
+            }
         }
     }
 

@@ -211,6 +211,13 @@ pub fn format_datetime(instant: Instant, zone: TimeZone, precision: u8) -> Strin
     out
 }
 
+/// Whether a day count since 1970-01-01 falls in the years 0 to 9999, the
+/// dates MySQL holds (and the ones this module writes without overflow).
+pub fn is_mysql_day(days: i64) -> bool {
+    // 0000-01-01 and 10000-01-01.
+    (-719_528..2_932_897).contains(&days)
+}
+
 /// `YYYY-MM-DD` of a day count since 1970-01-01.
 pub fn format_date(days: i64) -> String {
     let (year, month, day) = civil_from_days(days);
@@ -349,6 +356,15 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(plain_or_bad), None, "{plain_or_bad}");
         }
+    }
+
+    #[test]
+    fn the_years_mysql_holds() {
+        assert_eq!(days_from_civil(0, 1, 1), -719_528);
+        assert_eq!(days_from_civil(10_000, 1, 1), 2_932_897);
+        assert!(is_mysql_day(-719_528) && is_mysql_day(2_932_896));
+        assert!(!is_mysql_day(-719_529) && !is_mysql_day(2_932_897) && !is_mysql_day(i64::MAX));
+        assert_eq!(format_date(2_932_896), "9999-12-31");
     }
 
     #[test]
