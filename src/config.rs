@@ -192,6 +192,9 @@ pub struct MysqlConfig {
     /// `kafka.offset_reset` says instead of stopping the partition.
     pub exactly_once_auto_reset: bool,
     pub record_format: RecordFormat,
+    /// Upserts change a row only when this column's incoming value is at
+    /// least the stored one (`mysql_sink.rs`, `insert_sql`).
+    pub version_column: Option<String>,
     /// The session's zone: zoned times are converted to it (`times.rs`).
     pub time_zone: TimeZone,
 }
@@ -331,6 +334,7 @@ struct RawMysql {
     exactly_once_auto_reset: Option<bool>,
     record_format: Option<String>,
     time_zone: Option<String>,
+    version_column: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -916,6 +920,25 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             "must be \"upsert\" with record_format = \"debezium\" (updates replace rows)",
         ));
     }
+    let version_column = match mysql.version_column {
+        None => None,
+        Some(name) => {
+            let name = identifier(name, "mysql.version_column")?;
+            if write_mode != WriteMode::Upsert {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    "guards upserts: needs write_mode = \"upsert\"",
+                ));
+            }
+            if key_columns.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    format!("{name:?} is a key column; the version must be another column"),
+                ));
+            }
+            Some(name)
+        }
+    };
     let time_zone = match mysql.time_zone {
         None => TimeZone::UTC,
         Some(text) => TimeZone::parse(&text).map_err(|e| ConfigError::new("mysql.time_zone", e))?,
@@ -1069,6 +1092,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             offset_table,
             exactly_once_auto_reset,
             record_format,
+            version_column,
             time_zone,
         },
         commit: CommitConfig {
@@ -1168,6 +1192,10 @@ key_columns = ["id"]
         let c = Config::parse(MINIMAL, None).unwrap();
         assert_eq!(c.mysql.record_format, RecordFormat::Json);
         assert_eq!(c.mysql.time_zone, TimeZone::UTC);
+        assert_eq!(c.mysql.version_column, None);
+        let text = format!("{MINIMAL}version_column = \"updated_at\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.mysql.version_column.as_deref(), Some("updated_at"));
         let text = format!("{MINIMAL}record_format = \"debezium\"\ntime_zone = \"-03:30\"\n");
         let c = Config::parse(&text, None).unwrap();
         assert_eq!(c.mysql.record_format, RecordFormat::Debezium);
@@ -1184,6 +1212,14 @@ key_columns = ["id"]
                 "time_zone = \"Europe/Berlin\"",
                 "mysql.time_zone: expected \"UTC\" or an offset such as \"+02:00\", got \
                  \"Europe/Berlin\" (named zones are not supported)",
+            ),
+            (
+                "version_column = \"id\"",
+                "mysql.version_column: \"id\" is a key column; the version must be another column",
+            ),
+            (
+                "version_column = \"v\"\nwrite_mode = \"insert\"",
+                "mysql.version_column: guards upserts: needs write_mode = \"upsert\"",
             ),
             (
                 "record_format = \"debezium\"\nwrite_mode = \"insert\"",

@@ -166,6 +166,8 @@ pub struct TableSchema {
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the configured key columns, in config order.
     pub key_columns: Vec<usize>,
+    /// Index of `mysql.version_column`: every written row needs it.
+    pub version_column: Option<usize>,
     by_name: HashMap<String, usize>,
     /// Per column, what its type does to a bound value, and whether it is a
     /// key column.
@@ -205,9 +207,24 @@ impl TableSchema {
             table: table.to_string(),
             columns,
             key_columns: keys,
+            version_column: None,
             by_name,
             kinds,
         })
+    }
+
+    /// Sets `mysql.version_column`; fails naming it when it is not a column.
+    pub fn with_version_column(mut self, name: Option<&str>) -> Result<TableSchema, String> {
+        if let Some(name) = name {
+            let Some(column) = self.column_index(name) else {
+                return Err(format!(
+                    "table {} has no column {name:?} (mysql.version_column)",
+                    self.table
+                ));
+            };
+            self.version_column = Some(column);
+        }
+        Ok(self)
     }
 
     pub fn kind(&self, column: usize) -> ColumnKind {
@@ -396,6 +413,16 @@ impl Mapper {
             }
         }
         self.fill_keys(&mut columns, &mut values, record_key)?;
+        if let Some(version) = self.schema.version_column {
+            // Without it the guarded upsert could not compare (README.md,
+            // "Records to rows").
+            if !has_value(&columns, &values, version) {
+                return Err(RecordError::BadValue {
+                    column: self.schema.columns[version].name.clone(),
+                    reason: "the version column is missing or null (mysql.version_column)".into(),
+                });
+            }
+        }
         Ok(RowOp::Write { columns, values })
     }
 
@@ -1000,6 +1027,40 @@ mod tests {
         assert_eq!(
             map(&two, "eu", r#"{"id": 5, "name": "x"}"#),
             Err(RecordError::MissingKey("region".into()))
+        );
+    }
+
+    #[test]
+    fn a_version_column_is_needed_in_every_row() {
+        let mut m = mapper(&["id"]);
+        m.schema = m
+            .schema
+            .clone()
+            .with_version_column(Some("AMOUNT"))
+            .unwrap();
+        assert_eq!(m.schema.version_column, Some(2));
+        assert!(matches!(
+            map(&m, "", r#"{"id": 1, "amount": 2}"#),
+            Ok(RowOp::Write { .. })
+        ));
+        for value in [r#"{"id": 1}"#, r#"{"id": 1, "amount": null}"#] {
+            assert_eq!(
+                map(&m, "", value),
+                Err(RecordError::BadValue {
+                    column: "amount".into(),
+                    reason: "the version column is missing or null (mysql.version_column)".into()
+                }),
+                "{value}"
+            );
+        }
+        // Deletes need no version.
+        assert!(matches!(map(&m, "1", ""), Ok(RowOp::Delete { .. })));
+        let err = schema(&["id"])
+            .with_version_column(Some("nope"))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "table orders has no column \"nope\" (mysql.version_column)"
         );
     }
 

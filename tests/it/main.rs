@@ -20,3 +20,4 @@ mod pipeline;
 mod scrape;
 mod setup;
 mod values;
+mod versions;
