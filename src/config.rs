@@ -212,6 +212,10 @@ pub struct RetryConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub dead_letter_burst: u32,
+    /// This many records in a row failing alike (`error::Alike`) are a fault
+    /// of the table, not bad records: the partition blocks, none of them is
+    /// dead-lettered. 0 turns the rule off.
+    pub schema_fault_records: u32,
     pub extra_technical_codes: Vec<u16>,
 }
 
@@ -352,6 +356,7 @@ struct RawRetry {
     backoff_initial_ms: Option<i64>,
     backoff_max_ms: Option<i64>,
     dead_letter_burst: Option<i64>,
+    schema_fault_records: Option<i64>,
     extra_technical_codes: Option<Vec<i64>>,
 }
 
@@ -544,6 +549,11 @@ fn first_line(message: &str) -> String {
 fn required<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
     value.ok_or_else(|| ConfigError::new(key, "required key is missing"))
 }
+
+/// `retry.schema_fault_records` by default: ten records in a row failing
+/// alike are rare among bad records and come within seconds of a change of
+/// the table.
+const SCHEMA_FAULT_RECORDS: i64 = 10;
 
 fn positive(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
     let v = value.unwrap_or(default);
@@ -1008,6 +1018,16 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
         u32::MAX as i64,
         "retry.dead_letter_burst",
     )?;
+    let schema_fault_records = non_negative(
+        r.schema_fault_records,
+        SCHEMA_FAULT_RECORDS,
+        "retry.schema_fault_records",
+    )?;
+    let schema_fault_records = in_range(
+        schema_fault_records,
+        u32::MAX as i64,
+        "retry.schema_fault_records",
+    )?;
     let mut extra_technical_codes = Vec::new();
     for code in r.extra_technical_codes.unwrap_or_default() {
         if !(1..=65535).contains(&code) {
@@ -1105,6 +1125,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             backoff_initial: millis(backoff_initial),
             backoff_max: millis(backoff_max),
             dead_letter_burst: dead_letter_burst as u32,
+            schema_fault_records: schema_fault_records as u32,
             extra_technical_codes,
         },
         worker: WorkerConfig {

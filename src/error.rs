@@ -1,8 +1,10 @@
 //! What can fail, and the one place that decides what a failure means.
 //!
-//! `classify` answers "technical, business or fatal?" for any `Error`
-//! (DESIGN.md section 3). Nothing else in the code decides what is retried,
-//! what blocks a partition and what is dead-lettered.
+//! `classify` answers "technical, business or fatal?" for any `Error`, and
+//! the README's "Errors and what the operator does" tells the operator the
+//! same. Nothing else in the code decides what is retried, what blocks a
+//! partition and what is dead-lettered; `Alike` and `is_duplicate_key` say
+//! which business errors the worker treats specially.
 //!
 //! - technical: the database or the network is away; retry, then block the
 //!   partition until it is back. Never skip a record for it.
@@ -14,9 +16,31 @@
 
 use std::fmt;
 
-/// MySQL / MariaDB server error codes that mean "the server is away, busy or
-/// read-only for now": see
-/// <https://mariadb.com/kb/en/mariadb-error-code-reference/>.
+// The server's error list, gone through once by SQLSTATE class (MariaDB's
+// list: <https://mariadb.com/kb/en/mariadb-error-code-reference/>; MySQL's:
+// <https://dev.mysql.com/doc/mysql-errors/8.0/en/server-error-reference.html>).
+// `classify_server_error` applies it in this order:
+//
+// 1. `retry.extra_technical_codes`, then the three lists below, by code;
+// 2. SQLSTATE class 22 (data exception: a value that does not fit its
+//    column, out of range, bad date, bad JSON), 23 (integrity constraint:
+//    duplicate key, foreign key, CHECK, NOT NULL) and 44 (a view's WITH CHECK
+//    OPTION): business, as these are about the values of the statement;
+// 3. everything else, HY000 above all, which the server uses for anything:
+//    technical, so that a code nobody has looked at blocks its partition and
+//    says why instead of emptying the topic into the dead-letter table.
+//
+// MySQL and MariaDB number their errors alike below 3000; above, the same
+// number can mean different things (4025 is MariaDB's CHECK constraint and a
+// tablespace option in MySQL). The business codes above 3000 here are ones
+// that only an INSERT or DELETE of a row can raise, on the server that uses
+// them.
+
+/// SQLSTATE classes about the values of the statement: data exception,
+/// integrity constraint violation, WITH CHECK OPTION violation.
+pub const DATA_SQLSTATE_CLASSES: &[&str] = &["22", "23", "44"];
+
+/// Codes that mean "the server is away, busy or read-only for now".
 pub const TECHNICAL_CODES: &[u16] = &[
     1040, // ER_CON_COUNT_ERROR: too many connections
     1053, // ER_SERVER_SHUTDOWN
@@ -31,19 +55,61 @@ pub const TECHNICAL_CODES: &[u16] = &[
     2013, // CR_SERVER_LOST
 ];
 
-/// Codes that mean "this record's data does not fit the table".
+/// Codes that mean "this record's data does not fit the table". Most carry
+/// SQLSTATE 22 or 23 and are listed for the reader (and for a server that
+/// sends no SQLSTATE); the HY000 and 01000 ones are here because their
+/// SQLSTATE does not say it.
 pub const BUSINESS_CODES: &[u16] = &[
+    // 22xxx, data exception
+    1138, // ER_INVALID_USE_OF_NULL
+    1263, // ER_WARN_NULL_TO_NOTNULL
+    1264, // ER_WARN_DATA_OUT_OF_RANGE: value out of range for its column
+    1292, // ER_TRUNCATED_WRONG_VALUE (bad date or number)
+    1365, // ER_DIVISION_BY_ZERO (in a generated column or a trigger)
+    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
+    1367, // ER_ILLEGAL_VALUE_FOR_TYPE
+    1406, // ER_DATA_TOO_LONG
+    1416, // ER_CANT_CREATE_GEOMETRY_OBJECT
+    1441, // ER_DATETIME_FUNCTION_OVERFLOW
+    1690, // ER_DATA_OUT_OF_RANGE: out of range in an expression
+    1916, // ER_DATA_OVERFLOW (MariaDB)
+    1917, // ER_DATA_TRUNCATED (MariaDB)
+    1918, // ER_BAD_DATA (MariaDB)
+    3140, // ER_INVALID_JSON_TEXT (MySQL JSON column)
+    3907, // ER_FUNCTIONAL_INDEX_DATA_IS_TOO_LONG (MySQL)
+    // 23xxx, integrity constraint violation
+    1022, // ER_DUP_KEY
     1048, // ER_BAD_NULL_ERROR: column cannot be null
     1062, // ER_DUP_ENTRY
-    1264, // ER_WARN_DATA_OUT_OF_RANGE
-    1265, // WARN_DATA_TRUNCATED
-    1292, // ER_TRUNCATED_WRONG_VALUE (bad date or number)
-    1364, // ER_NO_DEFAULT_FOR_FIELD: a NOT NULL column without default is missing
-    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
-    1406, // ER_DATA_TOO_LONG
+    1169, // ER_DUP_UNIQUE
+    1216, // ER_NO_REFERENCED_ROW
+    1217, // ER_ROW_IS_REFERENCED
+    1451, // ER_ROW_IS_REFERENCED_2: a delete hitting a foreign key
     1452, // ER_NO_REFERENCED_ROW_2: foreign key parent missing
-    3140, // ER_INVALID_JSON_TEXT (MySQL JSON column)
+    1586, // ER_DUP_ENTRY_WITH_KEY_NAME
+    1761, // ER_FOREIGN_DUPLICATE_KEY_WITH_CHILD_INFO
+    1762, // ER_FOREIGN_DUPLICATE_KEY_WITHOUT_CHILD_INFO
+    1859, // ER_DUP_UNKNOWN_IN_INDEX
+    3673, // ER_BAD_NULL_ERROR_NOT_IGNORED (MySQL)
     4025, // ER_CONSTRAINT_FAILED (MariaDB CHECK constraint)
+    // 44000, WITH CHECK OPTION
+    1369, // ER_VIEW_CHECK_FAILED: the table is a view the row does not fit
+    // 01000: warnings, raised as errors in strict mode
+    1265, // WARN_DATA_TRUNCATED
+    3751, // ER_WARN_DATA_TRUNCATED_FUNCTIONAL_INDEX (MySQL)
+    // HY000, decided one by one
+    1299, // ER_WARN_INVALID_TIMESTAMP
+    1300, // ER_INVALID_CHARACTER_STRING: not valid in the column's character set
+    1364, // ER_NO_DEFAULT_FOR_FIELD: a NOT NULL column without default is missing
+    1411, // ER_WRONG_VALUE_FOR_TYPE
+    1525, // ER_WRONG_VALUE
+    1526, // ER_NO_PARTITION_FOR_GIVEN_VALUE
+    1644, // ER_SIGNAL_EXCEPTION: a trigger refused the row (SIGNAL SQLSTATE '45000')
+    1906, // ER_WARNING_NON_DEFAULT_VALUE_FOR_GENERATED_COLUMN (MariaDB, strict mode)
+    1977, // ER_CANNOT_CONVERT_CHARACTER (MariaDB)
+    3105, // ER_NON_DEFAULT_VALUE_FOR_GENERATED_COLUMN (MySQL)
+    3819, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+    3988, // ER_IMPOSSIBLE_STRING_CONVERSION (MySQL)
 ];
 
 /// Codes that mean "the setup is wrong": the operator must act.
@@ -51,11 +117,26 @@ pub const FATAL_CODES: &[u16] = &[
     1044, // ER_DBACCESS_DENIED_ERROR
     1045, // ER_ACCESS_DENIED_ERROR
     1049, // ER_BAD_DB_ERROR
+    // 23000 by its SQLSTATE, but about the statement, not the values: a
+    // column named twice, a bug of ours.
+    1052, // ER_NON_UNIQ_ERROR
     1054, // ER_BAD_FIELD_ERROR: column missing
     1142, // ER_TABLEACCESS_DENIED_ERROR
     1143, // ER_COLUMNACCESS_DENIED_ERROR
     1146, // ER_NO_SUCH_TABLE
 ];
+
+/// Business codes about other rows than the record's own: a duplicate key
+/// (the row another record wrote) or a foreign key (the rows of another
+/// table). The same code many times in a row is then still one bad record
+/// after another, never a sign that the table changed (see `Alike`).
+pub const OTHER_ROWS_CODES: &[u16] = &[
+    1022, 1062, 1169, 1216, 1217, 1451, 1452, 1586, 1761, 1762, 1859,
+];
+
+/// Duplicate-key codes: the row the record would insert collides with one
+/// that is already there.
+pub const DUPLICATE_KEY_CODES: &[u16] = &[1022, 1062, 1169, 1586, 1859];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -186,7 +267,7 @@ pub fn classify(error: &Error, extra_technical: &[u16]) -> Class {
 fn classify_mysql(error: &mysql::Error, extra_technical: &[u16]) -> Class {
     use mysql::DriverError as D;
     match error {
-        mysql::Error::MySqlError(e) => classify_mysql_code(e.code, extra_technical),
+        mysql::Error::MySqlError(e) => classify_server_error(e.code, &e.state, extra_technical),
         mysql::Error::IoError(_) | mysql::Error::CodecError(_) => Class::Technical,
         mysql::Error::DriverError(d) => match d {
             // A packet larger than max_allowed_packet: the statement must be split;
@@ -204,18 +285,67 @@ fn classify_mysql(error: &mysql::Error, extra_technical: &[u16]) -> Class {
     }
 }
 
-/// Classification of a server error code. Unknown codes are technical: the
-/// partition blocks and the log says why, rather than dead-lettering records
-/// for a reason nobody has looked at.
-pub fn classify_mysql_code(code: u16, extra_technical: &[u16]) -> Class {
+/// Classification of a server error by its code and SQLSTATE, in the order
+/// the comment above the code lists explains. Unknown codes are technical:
+/// the partition blocks and the log says why, rather than dead-lettering
+/// records for a reason nobody has looked at.
+pub fn classify_server_error(code: u16, sqlstate: &str, extra_technical: &[u16]) -> Class {
     if TECHNICAL_CODES.contains(&code) || extra_technical.contains(&code) {
         Class::Technical
-    } else if BUSINESS_CODES.contains(&code) {
-        Class::Business
     } else if FATAL_CODES.contains(&code) {
         Class::Fatal
+    } else if BUSINESS_CODES.contains(&code)
+        || DATA_SQLSTATE_CLASSES
+            .iter()
+            .any(|class| sqlstate.starts_with(class))
+    {
+        Class::Business
     } else {
         Class::Technical
+    }
+}
+
+/// A duplicate key reported by the server (see `DUPLICATE_KEY_CODES`).
+pub fn is_duplicate_key(error: &Error) -> bool {
+    error
+        .mysql_code()
+        .is_some_and(|code| DUPLICATE_KEY_CODES.contains(&code))
+}
+
+/// What makes the failures of two records "alike" for the worker's schema
+/// fault rule (`retry.schema_fault_records`): the same server code and the
+/// same message, which names the column or the constraint. A message that
+/// quotes the value before the column ("Incorrect integer value: 'x' for
+/// column `t`.`amount` at row 1") is compared from " for column " on, so
+/// that records with different values fail alike. The worker writes one row
+/// per statement when it looks at a record alone, so "at row 1" is the same
+/// for all; sessions read English messages (`mysql_sink::connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alike {
+    code: u16,
+    text: String,
+}
+
+impl Alike {
+    /// `None` for the failures that say nothing about the table: record
+    /// errors of our own (not JSON, a missing key), and codes about other
+    /// rows (`OTHER_ROWS_CODES`).
+    pub fn of(error: &Error, extra_technical: &[u16]) -> Option<Alike> {
+        let Error::Mysql(mysql::Error::MySqlError(e)) = error else {
+            return None;
+        };
+        if classify(error, extra_technical) != Class::Business || OTHER_ROWS_CODES.contains(&e.code)
+        {
+            return None;
+        }
+        let text = match e.message.find(" for column ") {
+            Some(at) => &e.message[at..],
+            None => &e.message,
+        };
+        Some(Alike {
+            code: e.code,
+            text: text.to_string(),
+        })
     }
 }
 
@@ -238,56 +368,167 @@ mod tests {
     use super::*;
     use kafka::error::KafkaCode;
 
-    fn server_error(code: u16) -> Error {
+    fn server_error(code: u16, state: &str) -> Error {
         Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
-            state: "HY000".into(),
+            state: state.into(),
             message: format!("error {code}"),
             code,
         }))
     }
 
+    fn server_message(code: u16, message: &str) -> Error {
+        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: message.into(),
+            code,
+        }))
+    }
+
+    /// One row per code the lists name or the README's error table cites,
+    /// with the SQLSTATE the server sends for it.
     #[test]
-    fn every_code_named_in_the_design_has_its_class() {
-        let table: &[(u16, Class)] = &[
-            (1040, Class::Technical),
-            (1053, Class::Technical),
-            (1205, Class::Technical),
-            (1213, Class::Technical),
-            (1290, Class::Technical),
-            (1836, Class::Technical),
-            (1927, Class::Technical),
-            (2002, Class::Technical),
-            (2003, Class::Technical),
-            (2006, Class::Technical),
-            (2013, Class::Technical),
-            (1048, Class::Business),
-            (1062, Class::Business),
-            (1264, Class::Business),
-            (1292, Class::Business),
-            (1364, Class::Business),
-            (1366, Class::Business),
-            (1406, Class::Business),
-            (1452, Class::Business),
-            (1146, Class::Fatal),
-            (1054, Class::Fatal),
-            (1044, Class::Fatal),
-            (1045, Class::Fatal),
-            (1142, Class::Fatal),
-            (9999, Class::Technical),
+    fn every_server_error_has_its_class() {
+        use Class::{Business, Fatal, Technical};
+        let table: &[(u16, &str, Class)] = &[
+            (1040, "08004", Technical),
+            (1053, "08S01", Technical),
+            (1205, "HY000", Technical),
+            (1213, "40001", Technical),
+            (1290, "HY000", Technical),
+            (1836, "HY000", Technical),
+            (1927, "70100", Technical),
+            (2002, "HY000", Technical),
+            (2003, "HY000", Technical),
+            (2006, "HY000", Technical),
+            (2013, "HY000", Technical),
+            // 22xxx
+            (1138, "22004", Business),
+            (1264, "22003", Business),
+            (1292, "22007", Business),
+            (1365, "22012", Business),
+            (1366, "22007", Business),
+            (1406, "22001", Business),
+            (1690, "22003", Business),
+            (3140, "22032", Business),
+            // 23xxx
+            (1048, "23000", Business),
+            (1062, "23000", Business),
+            (1451, "23000", Business),
+            (1452, "23000", Business),
+            (1586, "23000", Business),
+            (4025, "23000", Business),
+            // 44000, 01000
+            (1369, "44000", Business),
+            (1265, "01000", Business),
+            // HY000 one by one
+            (1364, "HY000", Business),
+            (1300, "HY000", Business),
+            (1526, "HY000", Business),
+            (1644, "45000", Business),
+            (3819, "HY000", Business),
+            (3105, "HY000", Business),
+            (3988, "HY000", Business),
+            // fatal, 1052 despite its 23000
+            (1052, "23000", Fatal),
+            (1146, "42S02", Fatal),
+            (1054, "42S22", Fatal),
+            (1044, "42000", Fatal),
+            (1045, "28000", Fatal),
+            (1142, "42000", Fatal),
+            (1143, "42000", Fatal),
+            // Codes nobody listed: their SQLSTATE class decides, else technical.
+            (3666, "2203F", Business),
+            (9999, "23000", Business),
+            (9999, "44000", Business),
+            (9999, "HY000", Technical),
+            (9999, "42000", Technical),
+            (9999, "", Technical),
+            (1020, "HY000", Technical),
         ];
-        for &(code, class) in table {
+        for &(code, state, class) in table {
             assert_eq!(
-                classify(&server_error(code), &[]),
+                classify(&server_error(code, state), &[]),
                 class,
-                "MySQL code {code}"
+                "MySQL code {code} ({state})"
             );
+        }
+        // A listed code keeps its class whatever SQLSTATE comes with it.
+        for &code in BUSINESS_CODES {
+            assert_eq!(classify(&server_error(code, ""), &[]), Business, "{code}");
+        }
+        for &code in FATAL_CODES {
+            assert_eq!(classify(&server_error(code, "23000"), &[]), Fatal, "{code}");
+        }
+        for &code in TECHNICAL_CODES {
+            assert_eq!(
+                classify(&server_error(code, "22000"), &[]),
+                Technical,
+                "{code}"
+            );
+        }
+        for &code in OTHER_ROWS_CODES.iter().chain(DUPLICATE_KEY_CODES) {
+            assert!(BUSINESS_CODES.contains(&code), "{code}");
         }
     }
 
     #[test]
+    fn failures_alike_name_the_same_code_and_column() {
+        let alike = |code, message| Alike::of(&server_message(code, message), &[]);
+        let missing = "Field 'added' doesn't have a default value";
+        assert_eq!(alike(1364, missing), alike(1364, missing));
+        assert!(alike(1364, missing).is_some());
+        assert_ne!(
+            alike(1364, missing),
+            alike(1364, "Field 'other' doesn't have a default value")
+        );
+        assert_ne!(
+            alike(1406, "Data too long for column 'name' at row 1"),
+            alike(1264, "Data too long for column 'name' at row 1")
+        );
+        // The value quoted before the column does not count.
+        assert_eq!(
+            alike(
+                1366,
+                "Incorrect integer value: 'a' for column `db`.`t`.`amount` at row 1"
+            ),
+            alike(
+                1366,
+                "Incorrect integer value: 'b' for column `db`.`t`.`amount` at row 1"
+            )
+        );
+        // Duplicate and foreign keys are about other rows; errors of our own
+        // and technical ones are not about the table's columns.
+        assert_eq!(alike(1062, "Duplicate entry '1' for key 'PRIMARY'"), None);
+        assert_eq!(alike(1452, "Cannot add or update a child row"), None);
+        assert_eq!(alike(1451, "Cannot delete or update a parent row"), None);
+        assert_eq!(alike(1205, "Lock wait timeout exceeded"), None);
+        assert_eq!(Alike::of(&Error::Record(RecordError::NotObject), &[]), None);
+        assert_eq!(Alike::of(&server_message(1364, missing), &[1364]), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_recognised() {
+        assert!(is_duplicate_key(&server_error(1062, "23000")));
+        assert!(is_duplicate_key(&server_error(1586, "23000")));
+        assert!(!is_duplicate_key(&server_error(1452, "23000")));
+        assert!(!is_duplicate_key(&Error::Record(RecordError::NotObject)));
+    }
+
+    #[test]
     fn extra_technical_codes_win() {
-        assert_eq!(classify(&server_error(1062), &[1062]), Class::Technical);
-        assert_eq!(classify(&server_error(1366), &[1062]), Class::Business);
+        assert_eq!(
+            classify(&server_error(1062, "23000"), &[1062]),
+            Class::Technical
+        );
+        assert_eq!(
+            classify(&server_error(1366, "22007"), &[1062]),
+            Class::Business
+        );
+        // Also over a SQLSTATE class that would make it business.
+        assert_eq!(
+            classify(&server_error(9999, "22000"), &[9999]),
+            Class::Technical
+        );
     }
 
     #[test]

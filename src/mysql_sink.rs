@@ -59,6 +59,16 @@ pub struct WriteSet<'a> {
 pub trait Sink: Send {
     /// Applies the whole write set in one transaction, or nothing of it.
     fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error>;
+
+    /// Whether the table already holds `row` as the record has it: a row
+    /// whose columns equal every value the record carries, as the table
+    /// compares them (`<=>`, with the columns' collations). The worker asks
+    /// after a duplicate key, to tell a record written before (replayed after
+    /// a crash, or sent twice) from another record with the same key. A sink
+    /// that cannot tell says no: the record is then a bad record.
+    fn holds(&mut self, _row: &RowOp) -> Result<bool, Error> {
+        Ok(false)
+    }
 }
 
 /// `` `name` `` with backticks doubled, for names from config and schema.
@@ -67,12 +77,13 @@ pub fn quote(name: &str) -> String {
 }
 
 /// Opens a connection and prepares its session: strict SQL mode, so that a
-/// value that does not fit its column is an error and never silently cut.
+/// value that does not fit its column is an error and never silently cut;
+/// and English error messages, which `error::Alike` compares.
 pub fn connect(opts: &Opts) -> Result<Conn, Error> {
     let mut conn = Conn::new(opts.clone())?;
     conn.query_drop(
         "SET SESSION sql_mode = IF(@@sql_mode = '', 'STRICT_ALL_TABLES', \
-         CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'))",
+         CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')), SESSION lc_messages = 'en_US'",
     )?;
     Ok(conn)
 }
@@ -629,6 +640,31 @@ impl MysqlSink {
         sql
     }
 
+    /// `SELECT 1 ... LIMIT 1` for a row that has all these values (see
+    /// `Sink::holds`); `<=>` so that a NULL equals a NULL.
+    fn holds_sql(&self, columns: &[usize]) -> String {
+        let conditions: Vec<String> = columns
+            .iter()
+            .map(|&c| format!("{} <=> ?", quote(&self.schema.columns[c].name)))
+            .collect();
+        format!(
+            "SELECT 1 FROM {} WHERE {} LIMIT 1",
+            self.table,
+            conditions.join(" AND ")
+        )
+    }
+
+    /// After a failed statement: a server error leaves the connection usable
+    /// (a transaction was rolled back when dropped); anything else may have
+    /// broken it.
+    fn forget_broken_connection(&mut self, error: &Error) {
+        if error.mysql_code().is_none()
+            || matches!(error.mysql_code(), Some(1927 | 2006 | 2013 | 1053))
+        {
+            self.conn = None;
+        }
+    }
+
     fn delete_sql(&self, rows: usize) -> String {
         let keys: Vec<String> = self
             .schema
@@ -788,12 +824,21 @@ impl Sink for MysqlSink {
         let result = self.apply_inner(write);
         if let Err(e) = &result {
             self.verify_before_write = true;
-            // A server error leaves the connection usable (the transaction was
-            // rolled back when dropped); anything else may have broken it.
-            if e.mysql_code().is_none() || matches!(e.mysql_code(), Some(1927 | 2006 | 2013 | 1053))
-            {
-                self.conn = None;
-            }
+            self.forget_broken_connection(e);
+        }
+        result
+    }
+
+    fn holds(&mut self, row: &RowOp) -> Result<bool, Error> {
+        let RowOp::Write { columns, values } = row else {
+            return Ok(false);
+        };
+        let sql = self.holds_sql(columns);
+        let result = self
+            .connection()
+            .and_then(|conn| Ok(conn.exec_first::<u8, _, _>(sql, values.to_vec())?.is_some()));
+        if let Err(e) = &result {
+            self.forget_broken_connection(e);
         }
         result
     }
@@ -1017,6 +1062,15 @@ max_batch_rows = {max_batch_rows}
         assert!(!supports_bulk_execute("10.1.48-MariaDB-0+deb9u2"));
         assert!(!supports_bulk_execute("8.0.36"));
         assert!(!supports_bulk_execute("8.4.0-percona"));
+    }
+
+    #[test]
+    fn a_row_already_there_is_looked_up_by_every_value_the_record_carries() {
+        let s = sink(WriteMode::Insert, &["id"], 10);
+        assert_eq!(
+            s.holds_sql(&[0, 2]),
+            "SELECT 1 FROM `orders` WHERE `id` <=> ? AND `name` <=> ? LIMIT 1"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Stats {
     /// The same per partition, with the coordinator's view, for the metrics
     /// endpoint (`metrics.rs`).
     pub partitions: crate::metrics::PartitionMetrics,
+    /// Records not written because the table held them already (see
+    /// `mysql_sink::Sink::holds`).
+    pub records_already_written: AtomicU64,
 }
 
 impl Stats {
@@ -34,6 +37,11 @@ impl Stats {
         self.rows_written.fetch_add(rows as u64, Ordering::Relaxed);
         self.dead_letters
             .fetch_add(dead_letters as u64, Ordering::Relaxed);
+    }
+
+    pub fn add_already_written(&self, records: usize) {
+        self.records_already_written
+            .fetch_add(records as u64, Ordering::Relaxed);
     }
 
     pub fn add_retry(&self) {
@@ -57,6 +65,7 @@ impl Stats {
             blocked_partitions: self.blocked_partitions.load(Ordering::Relaxed),
             offset_resets: self.offset_resets.load(Ordering::Relaxed),
             records_fetched: self.records_fetched.load(Ordering::Relaxed),
+            records_already_written: self.records_already_written.load(Ordering::Relaxed),
         }
     }
 }
@@ -70,6 +79,9 @@ pub struct StatsSnapshot {
     pub blocked_partitions: u64,
     pub offset_resets: u64,
     pub records_fetched: u64,
+    /// Missing in status files written before it was counted.
+    #[serde(default)]
+    pub records_already_written: u64,
 }
 
 /// One partition as the running service sees it.

@@ -7,33 +7,44 @@
 //! reported only after the database transaction that holds its row (or its
 //! dead letter) has committed.
 //!
-//! Per DESIGN.md section 3:
+//! By error class (`error::classify`; the README's "Errors and what the
+//! operator does" is the operator's side of these rules):
 //! - technical and fatal errors: retry with backoff up to
 //!   `technical_attempts`, then the partition is blocked: it keeps retrying
 //!   the same write at `backoff_max_ms`, skips nothing, and resumes by itself;
 //! - business errors: a failing batch is retried record by record; a record
 //!   that still fails after `business_attempts` goes to the dead-letter table;
-//! - `dead_letter_burst` dead letters in a row block the partition instead.
+//! - `dead_letter_burst` dead letters in a row block the partition instead;
+//! - a failure that may be the table's (`error::Alike`: same code, same
+//!   column) is held, not dead-lettered at once: `schema_fault_records`
+//!   records in a row failing alike block the partition, none of them
+//!   dead-lettered, until the table takes the first. It retries as for a
+//!   technical error but reports the block as fatal (status `blocked`):
+//!   the operator must fix the table;
+//! - a duplicate key on a row the table already holds as the record has it
+//!   (`Sink::holds`) is a record written before, replayed after a crash in
+//!   at-least-once delivery: counted, logged at debug, not written again.
 //!
 //! Stopping: the coordinator closes the `stop` channel. A worker finishes the
 //! write in hand, skips its queued batches and exits; a blocked worker gives up
 //! its retry at once (nothing past the failing record was reported, so nothing
 //! is lost: it is fetched again at the next start).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::error::{classify, Class, Error};
+use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
 use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
-use crate::retry::Backoff;
+use crate::retry::{human, Backoff, Outage};
 use crate::status::Stats;
 
 /// Records of one partition, in offset order, copied out of a fetch response.
@@ -80,6 +91,7 @@ pub struct WorkerSettings {
     pub business_attempts: u32,
     pub backoff: Backoff,
     pub dead_letter_burst: u32,
+    pub schema_fault_records: u32,
     pub extra_technical_codes: Vec<u16>,
 }
 
@@ -91,6 +103,7 @@ impl WorkerSettings {
             business_attempts: config.retry.business_attempts,
             backoff: Backoff::from_config(&config.retry),
             dead_letter_burst: config.retry.dead_letter_burst,
+            schema_fault_records: config.retry.schema_fault_records,
             extra_technical_codes: config.retry.extra_technical_codes.clone(),
         }
     }
@@ -136,7 +149,9 @@ pub fn spawn(
         stats,
         dead_letters_in_a_row: 0,
         blocked: false,
+        block_log: None,
         writing_since: Arc::clone(&writing_since),
+        held: None,
     };
     let thread = std::thread::Builder::new()
         .name(format!("partition-{partition}"))
@@ -157,6 +172,25 @@ enum Abandon {
     Stopped,
 }
 
+/// Records that failed alike, one after the other, and are not
+/// dead-lettered yet. If `schema_fault_records` of them come in a row, the
+/// table is at fault, not the records; they are dead-lettered as soon as a
+/// later record is written, fails otherwise, or none comes within
+/// `backoff_max` (see `Worker::run`).
+struct Held {
+    alike: Alike,
+    records: Vec<(Record, DeadLetter)>,
+}
+
+/// What became of one record on the slow path.
+enum Outcome {
+    /// Written, dead-lettered, or held (`Worker::held`).
+    Done,
+    /// It made `schema_fault_records` records failing alike: these, taken
+    /// back from `Worker::held`, none of them written.
+    SchemaFault(Held),
+}
+
 pub struct Worker {
     partition: i32,
     /// Records below this offset are applied already and never applied again.
@@ -174,12 +208,35 @@ pub struct Worker {
     counters: Arc<PartitionCounters>,
     dead_letters_in_a_row: u32,
     blocked: bool,
+    /// While blocked: how often it is logged.
+    block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
+    held: Option<Held>,
 }
 
 impl Worker {
     fn run(&mut self, batches: Receiver<Batch>) {
-        for batch in batches.iter() {
+        loop {
+            // Held records wait for the next batch, which tells whether the
+            // failure was theirs or the table's, no longer than backoff_max.
+            let batch = if self.held.is_some() {
+                match batches.recv_timeout(self.settings.backoff.max) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if self.flush_held().is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    other => other.ok(),
+                }
+            } else {
+                batches.recv().ok()
+            };
+            // No batch: the coordinator dropped the sender (stop). Held
+            // records were not reported and are fetched again at the next start.
+            let Some(batch) = batch else {
+                break;
+            };
             if self.stopping() {
                 break;
             }
@@ -217,6 +274,7 @@ impl Worker {
     /// Applies one batch; `Err` only when the service is stopping.
     fn apply_batch(&mut self, batch: Batch) -> Result<(), ()> {
         if let Some(offset) = batch.reset_to {
+            self.flush_held()?;
             self.next_offset = offset;
             if batch.records.is_empty() {
                 let write = WriteSet {
@@ -255,10 +313,13 @@ impl Worker {
 
         // Fast path: map every record; records that cannot be mapped are
         // dead-lettered in the same transaction, unless that would break the
-        // dead-letter burst limit (then the slow path blocks at the right record).
+        // dead-letter burst limit (then the slow path blocks at the right
+        // record). Held records go in the same transaction: the batch
+        // written shows that the table takes records, so they were bad ones.
         let mut rows = Vec::with_capacity(records.len());
-        let mut dead_letters = Vec::new();
-        let mut in_a_row = self.dead_letters_in_a_row;
+        let mut dead_letters = self.held_dead_letters();
+        let held = dead_letters.len();
+        let mut in_a_row = self.dead_letters_in_a_row + held as u32;
         let mut fast = true;
         for record in &records {
             match self.map_with_retry(record) {
@@ -277,6 +338,9 @@ impl Worker {
             }
         }
         if fast {
+            let first_offset = dead_letters
+                .first()
+                .map_or(records[0].offset, |dl| dl.offset);
             let write = WriteSet {
                 partition: self.partition,
                 rows: &rows,
@@ -284,14 +348,15 @@ impl Worker {
                 next_offset,
                 previous_offset: self.stored_offset,
             };
-            match self.write_with_retry(write, records[0].offset) {
+            match self.write_with_retry(write, first_offset) {
                 Ok(()) => {
                     for dl in &dead_letters {
                         self.log_dead_letter(dl);
                     }
+                    self.held = None;
                     self.dead_letters_in_a_row = in_a_row;
                     self.count_applied(&rows, dead_letters.len());
-                    self.report(next_offset, records.len() as u64);
+                    self.report(next_offset, (records.len() + held) as u64);
                     return Ok(());
                 }
                 Err(Abandon::Stopped) => return Err(()),
@@ -303,8 +368,14 @@ impl Worker {
                 }
             }
         }
-        for record in &records {
-            self.apply_record(record)?;
+        let mut queue: VecDeque<Record> = records.into();
+        while let Some(record) = queue.pop_front() {
+            if let Outcome::SchemaFault(held) = self.apply_record(record)? {
+                let again = self.wait_out_schema_fault(held)?;
+                for record in again.into_iter().rev() {
+                    queue.push_front(record);
+                }
+            }
         }
         Ok(())
     }
@@ -323,37 +394,72 @@ impl Worker {
         Err((Error::Record(last.expect("at least one attempt")), attempts))
     }
 
+    /// Maps and writes one record in its own transaction, with the held
+    /// records' dead letters: `Ok` when it is in the table, also when it
+    /// was there already (see `Sink::holds`).
+    fn write_record(&mut self, record: &Record) -> Result<RowOp, Abandon> {
+        let op = self
+            .mapper
+            .map(record)
+            .map_err(|e| Abandon::Business(Error::Record(e)))?;
+        let rows = [(record.offset, op)];
+        let held = self.held_dead_letters();
+        let write = WriteSet {
+            partition: self.partition,
+            rows: &rows,
+            dead_letters: &held,
+            next_offset: record.offset + 1,
+            previous_offset: self.stored_offset,
+        };
+        let first_offset = held.first().map_or(record.offset, |dl| dl.offset);
+        let result = self.write_with_retry(write, first_offset);
+        let [(_, op)] = rows;
+        match result {
+            Err(Abandon::Business(e)) if is_duplicate_key(&e) => {
+                // Whatever the sink answers, this record is not written: only
+                // the position (exactly-once) and the held dead letters are.
+                if !matches!(self.sink.holds(&op), Ok(true)) {
+                    return Err(Abandon::Business(e));
+                }
+                debug!(
+                    "topic {} partition {} offset {}: already in the table as the record has it \
+                     (written before a restart, or sent twice); not written again: {e}",
+                    self.settings.topic, self.partition, record.offset
+                );
+                let write = WriteSet {
+                    partition: self.partition,
+                    rows: &[],
+                    dead_letters: &held,
+                    next_offset: record.offset + 1,
+                    previous_offset: self.stored_offset,
+                };
+                self.write_with_retry(write, first_offset)?;
+                self.stats.add_already_written(1);
+                Ok(RowOp::Skip)
+            }
+            other => other.map(|()| op),
+        }
+    }
+
     /// The slow path: one record in its own transaction, business retries
-    /// with backoff, then a dead letter (or a block, past the burst limit).
-    fn apply_record(&mut self, record: &Record) -> Result<(), ()> {
+    /// with backoff, then held (when its failure may be the table's), or a
+    /// dead letter (or a block, past the burst limit).
+    fn apply_record(&mut self, record: Record) -> Result<Outcome, ()> {
         let attempts_allowed = self.settings.business_attempts.max(1);
         let mut attempts = 0;
         let mut burst_blocked_since: Option<SystemTime> = None;
         loop {
             attempts += 1;
-            let outcome = match self.mapper.map(record) {
-                Err(e) => Err(Abandon::Business(Error::Record(e))),
+            let error = match self.write_record(&record) {
                 Ok(op) => {
-                    let rows = [(record.offset, op)];
-                    let write = WriteSet {
-                        partition: self.partition,
-                        rows: &rows,
-                        dead_letters: &[],
-                        next_offset: record.offset + 1,
-                        previous_offset: self.stored_offset,
-                    };
-                    self.write_with_retry(write, record.offset).map(|()| rows)
-                }
-            };
-            let error = match outcome {
-                Ok(rows) => {
                     if burst_blocked_since.is_some() {
                         self.resume();
                     }
+                    let held = self.settle_held();
                     self.dead_letters_in_a_row = 0;
-                    self.count_applied(&rows, 0);
-                    self.report(record.offset + 1, 1);
-                    return Ok(());
+                    self.count_applied(&[(record.offset, op)], held);
+                    self.report(record.offset + 1, 1 + held as u64);
+                    return Ok(Outcome::Done);
                 }
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => e,
@@ -367,6 +473,25 @@ impl Worker {
                     return Err(());
                 }
                 continue;
+            }
+            let alike = Alike::of(&error, &self.settings.extra_technical_codes)
+                .filter(|_| self.settings.schema_fault_records > 0);
+            if self.held.as_ref().map(|h| &h.alike) != alike.as_ref() {
+                // A failure of another kind: the held records were bad ones.
+                self.flush_held()?;
+            }
+            if let Some(alike) = alike {
+                let dl = self.dead_letter(&record, &error, attempts);
+                let held = self.held.get_or_insert_with(|| Held {
+                    alike,
+                    records: Vec::new(),
+                });
+                held.records.push((record, dl));
+                if held.records.len() >= self.settings.schema_fault_records as usize {
+                    let held = self.held.take().expect("held above");
+                    return Ok(Outcome::SchemaFault(held));
+                }
+                return Ok(Outcome::Done);
             }
             if self.dead_letters_in_a_row >= self.settings.dead_letter_burst {
                 // Circuit breaker: a broken table or mapping must not empty the
@@ -383,30 +508,123 @@ impl Worker {
                 }
                 continue;
             }
-            let dl = self.dead_letter(record, &error, attempts);
-            let dead_letters = [dl];
+            let dl = self.dead_letter(&record, &error, attempts);
+            self.write_dead_letters(vec![dl])?;
+            return Ok(Outcome::Done);
+        }
+    }
+
+    /// `schema_fault_records` records failed alike: the table changed (a
+    /// `NOT NULL` column without a default added, a type narrowed), so the
+    /// partition blocks at the first of them, with nothing dead-lettered,
+    /// and retries it at `backoff_max`. The block is reported as fatal: it
+    /// ends when the operator fixes the table, not by itself. Returns, once the first is written, the
+    /// others to apply again; or all of them when the first fails otherwise
+    /// now (the fault is gone, what is left is about the records).
+    fn wait_out_schema_fault(&mut self, held: Held) -> Result<Vec<Record>, ()> {
+        let since = SystemTime::now();
+        let Held {
+            alike,
+            records: mut held,
+        } = held;
+        let count = held.len();
+        loop {
+            let (first, dl) = &held[0];
+            let message = format!(
+                "{count} records in a row failed alike, a fault of the table rather than of the \
+                 records (retry.schema_fault_records); none is dead-lettered, retrying until the \
+                 table takes this one (the operator must fix the table): {}",
+                dl.error
+            );
+            self.block(first.offset, since, Class::Fatal, &message);
+            if self.sleep(self.settings.backoff.max).is_err() {
+                return Err(());
+            }
+            let first = first.clone();
+            match self.write_record(&first) {
+                Ok(op) => {
+                    self.resume();
+                    self.dead_letters_in_a_row = 0;
+                    self.count_applied(&[(first.offset, op)], 0);
+                    self.report(first.offset + 1, 1);
+                    return Ok(held.drain(1..).map(|(r, _)| r).collect());
+                }
+                Err(Abandon::Stopped) => return Err(()),
+                Err(Abandon::Business(e)) => {
+                    if Alike::of(&e, &self.settings.extra_technical_codes).as_ref() != Some(&alike)
+                    {
+                        self.resume();
+                        return Ok(held.into_iter().map(|(r, _)| r).collect());
+                    }
+                    held[0].1.error = e.to_string();
+                }
+            }
+        }
+    }
+
+    /// The held records' dead letters, to write with the next write.
+    fn held_dead_letters(&self) -> Vec<DeadLetter> {
+        self.held
+            .iter()
+            .flat_map(|h| h.records.iter().map(|(_, dl)| dl.clone()))
+            .collect()
+    }
+
+    /// The held records' dead letters were written with the last write:
+    /// log them and count them; returns how many.
+    fn settle_held(&mut self) -> usize {
+        let Some(held) = self.held.take() else {
+            return 0;
+        };
+        for (_, dl) in &held.records {
+            self.log_dead_letter(dl);
+        }
+        held.records.len()
+    }
+
+    /// Dead-letters the held records on their own.
+    fn flush_held(&mut self) -> Result<(), ()> {
+        let dead_letters = self.held_dead_letters();
+        if dead_letters.is_empty() {
+            return Ok(());
+        }
+        self.write_dead_letters(dead_letters)?;
+        self.held = None;
+        Ok(())
+    }
+
+    /// Writes dead letters (in offset order, the last one's offset + 1 then
+    /// reported). The dead-letter table itself refusing them blocks rather
+    /// than skips.
+    fn write_dead_letters(&mut self, dead_letters: Vec<DeadLetter>) -> Result<(), ()> {
+        let (first, last) = match (dead_letters.first(), dead_letters.last()) {
+            (Some(first), Some(last)) => (first.offset, last.offset),
+            _ => return Ok(()),
+        };
+        let mut blocked_since: Option<SystemTime> = None;
+        loop {
             let write = WriteSet {
                 partition: self.partition,
                 rows: &[],
                 dead_letters: &dead_letters,
-                next_offset: record.offset + 1,
+                next_offset: last + 1,
                 previous_offset: self.stored_offset,
             };
-            match self.write_with_retry(write, record.offset) {
+            match self.write_with_retry(write, first) {
                 Ok(()) => {
-                    self.log_dead_letter(&dead_letters[0]);
-                    self.dead_letters_in_a_row += 1;
-                    self.count_applied(&[], 1);
-                    self.report(record.offset + 1, 1);
+                    for dl in &dead_letters {
+                        self.log_dead_letter(dl);
+                    }
+                    self.dead_letters_in_a_row += dead_letters.len() as u32;
+                    self.count_applied(&[], dead_letters.len());
+                    self.report(last + 1, dead_letters.len() as u64);
                     return Ok(());
                 }
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => {
-                    // The dead-letter table itself refuses the record: block
-                    // rather than skip it.
-                    let since = *burst_blocked_since.get_or_insert_with(SystemTime::now);
+                    let since = *blocked_since.get_or_insert_with(SystemTime::now);
                     self.block(
-                        record.offset,
+                        first,
                         since,
                         Class::Fatal,
                         &format!("cannot write dead letter: {e}"),
@@ -480,19 +698,36 @@ impl Worker {
         }
     }
 
+    /// Marks the partition blocked. Called at every retry while it stays
+    /// so: the first call is logged in full, the later ones at growing
+    /// intervals (`retry::Outage`).
     fn block(&mut self, offset: i64, since: SystemTime, class: Class, message: &str) {
         if !self.blocked {
             self.stats.partition_blocked();
         }
         self.blocked = true;
-        let text = format!(
-            "topic {} partition {} offset {offset}: partition blocked ({class}): {message}",
-            self.settings.topic, self.partition
-        );
-        if class == Class::Fatal {
-            error!("{text}");
-        } else {
-            warn!("{text}");
+        let now = Instant::now();
+        let text = match &mut self.block_log {
+            None => {
+                self.block_log = Some(Outage::begin(now, message.to_string()));
+                Some(format!(
+                    "topic {} partition {} offset {offset}: partition blocked ({class}): {message}",
+                    self.settings.topic, self.partition
+                ))
+            }
+            Some(outage) => outage.again(now, message.to_string()).map(|n| {
+                format!(
+                    "topic {} partition {} offset {offset}: still blocked after {} ({n} retries since the last line, {class}): {message}",
+                    self.settings.topic,
+                    self.partition,
+                    human(outage.lasted(now))
+                )
+            }),
+        };
+        match text {
+            Some(text) if class == Class::Fatal => error!("{text}"),
+            Some(text) => warn!("{text}"),
+            None => {}
         }
         let _ = self.events.send(WorkerEvent::Blocked {
             partition: self.partition,
@@ -507,8 +742,15 @@ impl Worker {
         if self.blocked {
             self.blocked = false;
             self.stats.partition_unblocked();
+            let lasted = self.block_log.take().map_or_else(String::new, |outage| {
+                format!(
+                    " after {} ({} retries)",
+                    human(outage.lasted(Instant::now())),
+                    outage.retries
+                )
+            });
             info!(
-                "topic {} partition {}: resumed",
+                "topic {} partition {}: resumed{lasted}",
                 self.settings.topic, self.partition
             );
             let _ = self.events.send(WorkerEvent::Flowing {
@@ -570,6 +812,13 @@ mod tests {
         failures: VecDeque<Error>,
         /// Ids whose write fails with a business error (like a value too long).
         poison_ids: Vec<i64>,
+        /// Ids whose write fails with this code (and the text "code N").
+        poison_codes: BTreeMap<i64, u16>,
+        /// Every row write fails with 1364, as after a `NOT NULL` column
+        /// without a default was added.
+        column_added: bool,
+        /// Plain INSERT: an id already there is a duplicate key (1062).
+        insert: bool,
         applies: usize,
         /// The stored position, as an exactly-once offset table holds it.
         position: Option<i64>,
@@ -602,6 +851,21 @@ mod tests {
                     if m.poison_ids.contains(&id) {
                         return Err(server_error(1406));
                     }
+                    if let Some(&code) = m.poison_codes.get(&id) {
+                        return Err(server_message(code, &format!("code {code}")));
+                    }
+                    if m.column_added {
+                        return Err(server_message(
+                            1364,
+                            "Field 'added' doesn't have a default value",
+                        ));
+                    }
+                    if m.insert && staged.contains_key(&id) {
+                        return Err(server_message(
+                            1062,
+                            &format!("Duplicate entry '{id}' for key 'PRIMARY'"),
+                        ));
+                    }
                     staged.insert(id, values.get(1).cloned().unwrap_or(mysql::Value::NULL));
                 }
             }
@@ -616,6 +880,25 @@ mod tests {
             m.position = Some(write.next_offset);
             Ok(())
         }
+
+        fn holds(&mut self, row: &RowOp) -> Result<bool, Error> {
+            let RowOp::Write { values, .. } = row else {
+                return Ok(false);
+            };
+            let mysql::Value::Int(id) = values[0] else {
+                panic!("id")
+            };
+            let m = self.0.lock().unwrap();
+            Ok(m.rows.get(&id) == values.get(1))
+        }
+    }
+
+    fn server_message(code: u16, message: &str) -> Error {
+        Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: message.into(),
+            code,
+        }))
     }
 
     fn mapper() -> Arc<Mapper> {
@@ -650,6 +933,7 @@ mod tests {
                 max: Duration::from_millis(5),
             },
             dead_letter_burst: 1000,
+            schema_fault_records: 10,
             extra_technical_codes: vec![],
         }
     }
@@ -659,11 +943,13 @@ mod tests {
         events: Receiver<WorkerEvent>,
         stop: Option<Sender<()>>,
         sink: MemorySink,
+        stats: Arc<Stats>,
     }
 
     fn start(sink: MemorySink, settings: WorkerSettings) -> Harness {
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
+        let stats = Arc::new(Stats::default());
         let handle = spawn(
             0,
             0,
@@ -673,7 +959,7 @@ mod tests {
             settings,
             event_tx,
             stop_rx,
-            Arc::new(Stats::default()),
+            Arc::clone(&stats),
         )
         .unwrap();
         Harness {
@@ -681,6 +967,7 @@ mod tests {
             events,
             stop: Some(stop),
             sink,
+            stats,
         }
     }
 
@@ -766,12 +1053,7 @@ mod tests {
             )),
             "{events:?}"
         );
-        assert!(
-            events
-                .iter()
-                .any(|e| matches!(e, WorkerEvent::Flowing { .. })),
-            "{events:?}"
-        );
+        assert!(resumed(&events), "{events:?}");
         let m = h.finish();
         assert_eq!(m.rows.len(), 3);
         assert_eq!(m.applies, 7);
@@ -888,6 +1170,152 @@ mod tests {
         h.until_applied(100);
         let m = h.finish();
         assert_eq!(m.rows.len(), 5);
+    }
+
+    fn resumed(events: &[WorkerEvent]) -> bool {
+        events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Flowing { .. }))
+    }
+
+    /// Waits for the first Blocked event, returning every event seen on the way.
+    fn until_blocked(events: &Receiver<WorkerEvent>) -> Vec<WorkerEvent> {
+        let mut seen = Vec::new();
+        loop {
+            let e = events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("worker event");
+            let done = matches!(e, WorkerEvent::Blocked { .. });
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    fn schema_fault_settings(records: u32) -> WorkerSettings {
+        let mut s = settings();
+        s.schema_fault_records = records;
+        s
+    }
+
+    #[test]
+    fn records_failing_alike_block_as_a_fault_of_the_table_until_it_is_fixed() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().column_added = true;
+        let h = start(sink, schema_fault_settings(4));
+        h.send((0..3).map(good).collect());
+        h.send((3..10).map(good).collect());
+        let events = until_blocked(&h.events);
+        let Some(WorkerEvent::Blocked {
+            offset,
+            class,
+            error,
+            ..
+        }) = events.last()
+        else {
+            unreachable!()
+        };
+        assert_eq!((*offset, *class), (0, Class::Fatal), "{events:?}");
+        assert!(error.contains("schema_fault_records"), "{error}");
+        assert!(error.contains("1364"), "{error}");
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, WorkerEvent::Applied { .. })),
+            "nothing reported while the records are held: {events:?}"
+        );
+        // Blocked: it keeps trying the first record and writes nothing.
+        until_blocked(&h.events);
+        assert!(h.sink.0.lock().unwrap().dead_letters.is_empty());
+
+        h.sink.0.lock().unwrap().column_added = false;
+        let events = h.until_applied(10);
+        assert!(resumed(&events), "{events:?}");
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 10);
+        assert!(m.dead_letters.is_empty(), "{:?}", m.dead_letters);
+    }
+
+    #[test]
+    fn the_fault_rule_counts_only_records_in_a_row_failing_alike() {
+        // Two alike, then a good record: the two were bad records.
+        // Then three failing by turns with two codes: never three alike.
+        let sink = MemorySink::default();
+        {
+            let mut m = sink.0.lock().unwrap();
+            m.poison_codes = [(1, 1406), (2, 1406), (4, 1406), (5, 1264), (6, 1406)].into();
+        }
+        let h = start(sink, schema_fault_settings(3));
+        h.send((0..8).map(good).collect());
+        let events = h.until_applied(8);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, WorkerEvent::Blocked { .. })),
+            "{events:?}"
+        );
+        let m = h.finish();
+        assert_eq!(m.rows.keys().copied().collect::<Vec<_>>(), vec![0, 3, 7]);
+        assert_eq!(
+            m.dead_letters.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 4, 5, 6]
+        );
+        assert_eq!(m.dead_letters[&1].code, Some(1406));
+        assert_eq!(m.dead_letters[&1].attempts, 3);
+    }
+
+    #[test]
+    fn a_held_record_is_dead_lettered_when_nothing_follows() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().poison_codes = [(2, 1406)].into();
+        let h = start(sink, schema_fault_settings(3));
+        h.send((0..3).map(good).collect());
+        h.until_applied(3);
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 2);
+        assert_eq!(m.dead_letters.keys().copied().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn the_fault_rule_can_be_turned_off() {
+        let sink = MemorySink::default();
+        sink.0.lock().unwrap().column_added = true;
+        let h = start(sink, schema_fault_settings(0));
+        h.send((0..5).map(good).collect());
+        h.until_applied(5);
+        let m = h.finish();
+        assert_eq!(m.dead_letters.len(), 5);
+    }
+
+    #[test]
+    fn a_duplicate_of_a_row_already_there_is_a_record_written_before() {
+        let sink = MemorySink::default();
+        {
+            let mut m = sink.0.lock().unwrap();
+            m.insert = true;
+            // Offsets 0 and 1 were written before a crash.
+            m.rows = [(0, "n0".into()), (1, "n1".into())].into();
+        }
+        let h = start(sink, settings());
+        let other = Record::new(4, b"", br#"{"id": 1, "name": "another"}"#);
+        h.send(vec![good(0), good(1), good(2), good(3), other]);
+        h.until_applied(5);
+        let stats = Arc::clone(&h.stats);
+        let m = h.finish();
+        assert_eq!(m.rows.len(), 4);
+        assert_eq!(
+            m.dead_letters.keys().copied().collect::<Vec<_>>(),
+            vec![4],
+            "a duplicate key with other values is a bad record"
+        );
+        assert_eq!(m.dead_letters[&4].code, Some(1062));
+        assert_eq!(m.rows[&1], mysql::Value::from("n1"));
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.records_already_written, s.records_applied, s.dead_letters),
+            (2, 5, 1)
+        );
     }
 
     #[test]

@@ -21,17 +21,6 @@ fn committed(s: &Setup, partition: i32) -> Option<i64> {
         .filter(|&o| o >= 0)
 }
 
-fn wait_state(s: &Setup, partition: i32, state: &str, deadline: Duration) -> serde_json::Value {
-    wait_until(
-        &format!("partition {partition} {state}"),
-        deadline,
-        || match s.live(partition) {
-            Some(p) if p["state"] == state => Ok(p),
-            other => Err(format!("{other:?}")),
-        },
-    )
-}
-
 #[test]
 fn poison_records_are_dead_lettered_with_their_reason_and_the_good_ones_land() {
     let s = Setup::new(
@@ -149,7 +138,7 @@ fn a_locked_row_blocks_only_its_partition_until_released() {
     let locker = s.hold_row_lock(10);
     produce_json(&s.topic, 0, &orders(0, 10, 50));
     // A technical fault: it resumes by itself, so it is "retrying".
-    let blocked = wait_state(&s, 0, "retrying", Duration::from_secs(60));
+    let blocked = s.wait_state(0, "retrying", Duration::from_secs(60));
     assert!(
         blocked["last_error"]
             .as_str()
@@ -175,7 +164,7 @@ fn a_locked_row_blocks_only_its_partition_until_released() {
     );
 
     locker.release();
-    wait_state(&s, 0, "flowing", Duration::from_secs(60));
+    s.wait_state(0, "flowing", Duration::from_secs(60));
     s.wait_rows(60 + 1_020, Duration::from_secs(60));
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success());
@@ -227,7 +216,7 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
     ));
     s.produce_orders(0..2, 20, 30);
     for p in 0..2 {
-        let b = wait_state(&s, p, "blocked", Duration::from_secs(60));
+        let b = s.wait_state(p, "blocked", Duration::from_secs(60));
         assert!(
             b["last_error"].as_str().unwrap_or("").contains("1142"),
             "{b}"
@@ -251,7 +240,7 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
     ));
     s.wait_rows(100, Duration::from_secs(60));
     for p in 0..2 {
-        wait_state(&s, p, "flowing", Duration::from_secs(30));
+        s.wait_state(p, "flowing", Duration::from_secs(30));
     }
 
     // Shutdown while blocked: SIGTERM still stops within the shutdown
@@ -261,7 +250,7 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
         s.table
     ));
     produce_json(&s.topic, 0, &orders(0, 50, 10));
-    wait_state(&s, 0, "blocked", Duration::from_secs(60));
+    s.wait_state(0, "blocked", Duration::from_secs(60));
     let started = Instant::now();
     let status = service.sigterm_and_wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{}", service.log_text());
@@ -294,7 +283,7 @@ fn the_dead_letter_burst_blocks_the_partition() {
         .collect();
     produce(&s.topic, 0, &records);
     let mut service = s.start();
-    let blocked = wait_state(&s, 0, "blocked", Duration::from_secs(60));
+    let blocked = s.wait_state(0, "blocked", Duration::from_secs(60));
     assert!(
         blocked["last_error"]
             .as_str()

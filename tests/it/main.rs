@@ -9,6 +9,7 @@
 
 mod clients;
 mod common;
+mod error_classes;
 mod exactly_once;
 mod failures;
 mod formats;

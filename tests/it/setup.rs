@@ -135,6 +135,37 @@ impl Setup {
         RowLock(conn)
     }
 
+    /// Waits until the table has at least `rows` rows (to act in the middle
+    /// of a load: kill the service at that moment).
+    pub fn wait_rows_at_least(&self, rows: i64, deadline: Duration) {
+        let sql = format!("SELECT COUNT(*) FROM `{}`", self.table);
+        wait_until(
+            &format!("at least {rows} rows in {}", self.table),
+            deadline,
+            || {
+                let seen = query_count(&sql);
+                if seen >= rows {
+                    Ok(())
+                } else {
+                    Err(format!("{seen} rows"))
+                }
+            },
+        );
+    }
+
+    /// Waits until the status file shows `partition` in `state` ("flowing",
+    /// "retrying" or "blocked") and returns that partition's status.
+    pub fn wait_state(&self, partition: i32, state: &str, deadline: Duration) -> serde_json::Value {
+        wait_until(
+            &format!("partition {partition} {state}"),
+            deadline,
+            || match self.live(partition) {
+                Some(p) if p["state"] == state => Ok(p),
+                other => Err(format!("{other:?}")),
+            },
+        )
+    }
+
     /// The running service's view of one partition, from its status file.
     pub fn live(&self, partition: i32) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.status_file()).ok()?;
