@@ -15,6 +15,9 @@
 //!   that a JSON column keeps the producer's numbers.
 //! - A string is bound as its text; one that holds a number goes to an
 //!   integer or DECIMAL column through the same checks as a number.
+//! - A DATETIME or TIMESTAMP column gets an RFC 3339 time with `Z` or an
+//!   offset converted to `mysql.time_zone`, cut to the column's fractional
+//!   digits (`times.rs`); any other text is left to the server.
 //! - A key column is stricter, because the key also selects the rows a
 //!   tombstone deletes, in a `WHERE` that converts without any check: an
 //!   integer or DECIMAL key must be a number, a text key is always bound
@@ -33,6 +36,7 @@ use serde_json::value::RawValue;
 
 use crate::error::RecordError;
 use crate::record::{shorten, Column};
+use crate::times::{self, TimeZone};
 
 /// What a column holds, as far as binding a value is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,11 @@ pub enum ColumnKind {
     Decimal { precision: u32, scale: u32 },
     /// FLOAT and DOUBLE: the server converts the number's text.
     Float,
+    /// DATETIME and TIMESTAMP with their fractional digits: text, and a
+    /// time with a zone is converted to the session's.
+    DateTime { precision: u8 },
+    /// TIME with its fractional digits: text.
+    Time { precision: u8 },
     /// ENUM and SET: text, but an integer is a member's index, as MySQL
     /// reads an integer for them (so it is bound as an integer).
     Enum,
@@ -88,6 +97,16 @@ impl ColumnKind {
             }
             "float" | "double" | "real" => return ColumnKind::Float,
             "enum" | "set" => return ColumnKind::Enum,
+            "datetime" | "timestamp" => {
+                return ColumnKind::DateTime {
+                    precision: arguments.first().map_or(0, |&p| p.min(6) as u8),
+                }
+            }
+            "time" => {
+                return ColumnKind::Time {
+                    precision: arguments.first().map_or(0, |&p| p.min(6) as u8),
+                }
+            }
             _ => return ColumnKind::Text,
         };
         if column_type.contains("unsigned") {
@@ -101,6 +120,17 @@ impl ColumnKind {
                 max: (1i128 << (bits - 1)) - 1,
             }
         }
+    }
+
+    /// Columns that take a string as its text.
+    fn holds_text(self) -> bool {
+        matches!(
+            self,
+            ColumnKind::Text
+                | ColumnKind::Enum
+                | ColumnKind::DateTime { .. }
+                | ColumnKind::Time { .. }
+        )
     }
 
     /// The placeholder of this column in a `WHERE` that compares it: a
@@ -118,19 +148,21 @@ impl ColumnKind {
 }
 
 /// A field's JSON text (`raw`, as serde_json found it in the record) as the
-/// parameter bound for `column`. `key` is set for the configured key columns.
+/// parameter bound for `column`. `key` is set for the configured key columns;
+/// `zone` is `mysql.time_zone`.
 pub fn field_value(
     kind: ColumnKind,
     column: &Column,
     raw: &RawValue,
     key: bool,
+    zone: TimeZone,
 ) -> Result<Value, RecordError> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'n') => Ok(Value::NULL),
         Some(b't') => Ok(boolean(kind, key, true)),
         Some(b'f') => Ok(boolean(kind, key, false)),
-        Some(b'"') => string_value(kind, column, json_string(text)?, key),
+        Some(b'"') => string_value(kind, column, json_string(text)?, key, zone),
         Some(b'{' | b'[') if key => Err(bad_value(
             column,
             format!(
@@ -151,19 +183,33 @@ pub fn scalar_key_value(
     column: &Column,
     key: &str,
     raw: Option<&RawValue>,
+    zone: TimeZone,
 ) -> Result<Value, RecordError> {
     match raw {
         Some(raw) if raw.get().starts_with('"') => {
-            string_value(kind, column, json_string(raw.get())?, true)
+            string_value(kind, column, json_string(raw.get())?, true, zone)
+        }
+        // A time compares as the row's time was written: converted.
+        _ if matches!(kind, ColumnKind::DateTime { .. }) => {
+            string_value(kind, column, Cow::Borrowed(key), true, zone)
         }
         // A text column compares text: the key as it was produced, `true`
         // and `1.50` included.
-        _ if matches!(kind, ColumnKind::Text | ColumnKind::Enum) => {
-            Ok(Value::Bytes(key.as_bytes().to_vec()))
-        }
-        Some(raw) => field_value(kind, column, raw, true),
-        None => string_value(kind, column, Cow::Borrowed(key), true),
+        _ if kind.holds_text() => Ok(Value::Bytes(key.as_bytes().to_vec())),
+        Some(raw) => field_value(kind, column, raw, true, zone),
+        None => string_value(kind, column, Cow::Borrowed(key), true, zone),
     }
+}
+
+/// A number's text that did not come as a JSON number (a Connect Decimal,
+/// written out from its bytes) as the parameter bound for `column`,
+/// checked as a JSON number would be.
+pub fn number_text_value(
+    kind: ColumnKind,
+    column: &Column,
+    text: &str,
+) -> Result<Value, RecordError> {
+    number_value(kind, column, text)
 }
 
 fn bad_value(column: &Column, reason: String) -> RecordError {
@@ -203,8 +249,17 @@ fn string_value(
     column: &Column,
     text: Cow<'_, str>,
     key: bool,
+    zone: TimeZone,
 ) -> Result<Value, RecordError> {
-    if matches!(kind, ColumnKind::Text | ColumnKind::Enum) || (kind == ColumnKind::Float && !key) {
+    if let ColumnKind::DateTime { precision } = kind {
+        // Only a time with a zone: the plain form is the server's to read.
+        if let Some(instant) = times::parse_rfc3339(&text) {
+            return Ok(Value::Bytes(
+                times::format_datetime(instant, zone, precision).into_bytes(),
+            ));
+        }
+    }
+    if kind.holds_text() || (kind == ColumnKind::Float && !key) {
         return Ok(Value::Bytes(text.into_owned().into_bytes()));
     }
     let trimmed = text.trim_ascii();
@@ -227,7 +282,10 @@ fn string_value(
 
 fn number_value(kind: ColumnKind, column: &Column, text: &str) -> Result<Value, RecordError> {
     match kind {
-        ColumnKind::Text | ColumnKind::Float => return Ok(Value::Bytes(text.as_bytes().to_vec())),
+        ColumnKind::Text
+        | ColumnKind::Float
+        | ColumnKind::DateTime { .. }
+        | ColumnKind::Time { .. } => return Ok(Value::Bytes(text.as_bytes().to_vec())),
         // The usual case, short: an integer of up to 18 digits.
         ColumnKind::Integer { min, max } => {
             if let Some(v) = small_integer(text) {
@@ -452,9 +510,11 @@ impl<'a> Number<'a> {
             }
             // Only integer and DECIMAL columns are checked; the server
             // reads a float from the text as it would from JSON.
-            ColumnKind::Float | ColumnKind::Text | ColumnKind::Enum => {
-                Ok(Value::Bytes(text.as_bytes().to_vec()))
-            }
+            ColumnKind::Float
+            | ColumnKind::Text
+            | ColumnKind::Enum
+            | ColumnKind::DateTime { .. }
+            | ColumnKind::Time { .. } => Ok(Value::Bytes(text.as_bytes().to_vec())),
         }
     }
 
@@ -510,7 +570,13 @@ mod tests {
     /// The value bound for the JSON `text` in a column of `column_type`.
     fn bound(column_type: &str, text: &str, key: bool) -> Result<Value, RecordError> {
         let c = column(column_type);
-        field_value(ColumnKind::of(column_type), &c, &raw(text), key)
+        field_value(
+            ColumnKind::of(column_type),
+            &c,
+            &raw(text),
+            key,
+            TimeZone::UTC,
+        )
     }
 
     fn bytes(text: &str) -> Result<Value, RecordError> {
@@ -557,7 +623,10 @@ mod tests {
             ("longtext", ColumnKind::Text),
             ("json", ColumnKind::Text),
             ("year(4)", ColumnKind::Text),
-            ("datetime(3)", ColumnKind::Text),
+            ("date", ColumnKind::Text),
+            ("datetime(3)", ColumnKind::DateTime { precision: 3 }),
+            ("timestamp", ColumnKind::DateTime { precision: 0 }),
+            ("time(6)", ColumnKind::Time { precision: 6 }),
             ("enum('a','b')", ColumnKind::Enum),
             ("set('a','b')", ColumnKind::Enum),
         ];
@@ -716,7 +785,7 @@ mod tests {
 
         let scalar = |ty: &str, key: &str| {
             let json: Option<&RawValue> = serde_json::from_str(key).ok();
-            scalar_key_value(ColumnKind::of(ty), &column(ty), key, json)
+            scalar_key_value(ColumnKind::of(ty), &column(ty), key, json, TimeZone::UTC)
         };
         assert_eq!(scalar("varchar(9)", "123"), bytes("123"));
         assert_eq!(scalar("varchar(9)", "1.50"), bytes("1.50"));
@@ -735,6 +804,53 @@ mod tests {
         assert_eq!(
             scalar("decimal(20,2)", "12345678901234567.89"),
             bytes("12345678901234567.89")
+        );
+    }
+
+    #[test]
+    fn zoned_times_convert_to_the_session_zone() {
+        let at = |ty: &str, text: &str, zone: &str| {
+            let zone = TimeZone::parse(zone).unwrap();
+            field_value(ColumnKind::of(ty), &column(ty), &raw(text), false, zone)
+        };
+        let z = r#""2025-01-01T10:00:00.123456Z""#;
+        assert_eq!(at("datetime", z, "UTC"), bytes("2025-01-01 10:00:00"));
+        assert_eq!(
+            at("datetime(3)", z, "UTC"),
+            bytes("2025-01-01 10:00:00.123")
+        );
+        assert_eq!(
+            at("timestamp(6)", z, "+02:00"),
+            bytes("2025-01-01 12:00:00.123456")
+        );
+        assert_eq!(
+            at("datetime(2)", r#""2025-01-01T00:30:00.5-01:00""#, "+00:00"),
+            bytes("2025-01-01 01:30:00.50")
+        );
+        // Plain times, other columns and non-times are the server's to read.
+        for (ty, text) in [
+            ("datetime(3)", r#""2025-01-01 10:00:00.123""#),
+            ("datetime", r#""2025-01-01T10:00:00""#),
+            ("datetime", r#""tomorrow""#),
+            ("varchar(64)", z),
+            ("date", z),
+        ] {
+            let expected = serde_json::from_str::<String>(text).unwrap();
+            assert_eq!(at(ty, text, "+02:00"), bytes(&expected), "{ty} {text}");
+        }
+        // A key compares as it was written: converted too.
+        let key = |text: &str| {
+            let json: Option<&RawValue> = serde_json::from_str(text).ok();
+            let ty = "datetime(3)";
+            scalar_key_value(ColumnKind::of(ty), &column(ty), text, json, TimeZone::UTC)
+        };
+        assert_eq!(
+            key("2025-01-01T12:00:00+02:00"),
+            bytes("2025-01-01 10:00:00.000")
+        );
+        assert_eq!(
+            key(r#""2025-01-01T12:00:00+02:00""#),
+            bytes("2025-01-01 10:00:00.000")
         );
     }
 
@@ -810,7 +926,7 @@ mod tests {
         // A number with leading zeros is not JSON: then it comes as a string.
         let json =
             RawValue::from_string(text.to_string()).unwrap_or_else(|_| raw(&format!("\"{text}\"")));
-        match field_value(kind, &c, &json, false) {
+        match field_value(kind, &c, &json, false, TimeZone::UTC) {
             Ok(Value::Int(v)) => Ok(v.to_string()),
             Ok(Value::UInt(v)) => Ok(v.to_string()),
             Ok(Value::Bytes(b)) => {

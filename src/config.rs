@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::times::TimeZone;
+
 /// A configuration problem, naming the key (or the file) it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -78,6 +80,19 @@ pub enum WriteMode {
 pub enum UnknownFields {
     Ignore,
     DeadLetter,
+}
+
+/// How a record's value holds the row (`mysql.record_format`; README.md,
+/// "Records to rows").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// A JSON object whose fields are the columns.
+    #[default]
+    Json,
+    /// Kafka Connect's JSON converter: `{"schema": ..., "payload": {...}}`.
+    ConnectJson,
+    /// A Debezium change event, with or without the Connect envelope.
+    Debezium,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +191,12 @@ pub struct MysqlConfig {
     /// Exactly-once: a stored offset outside the log moves as
     /// `kafka.offset_reset` says instead of stopping the partition.
     pub exactly_once_auto_reset: bool,
+    pub record_format: RecordFormat,
+    /// Upserts change a row only when this column's incoming value is at
+    /// least the stored one (`mysql_sink.rs`, `insert_sql`).
+    pub version_column: Option<String>,
+    /// The session's zone: zoned times are converted to it (`times.rs`).
+    pub time_zone: TimeZone,
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +336,9 @@ struct RawMysql {
     delivery: Option<String>,
     offset_table: Option<String>,
     exactly_once_auto_reset: Option<bool>,
+    record_format: Option<String>,
+    time_zone: Option<String>,
+    version_column: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -496,7 +520,13 @@ impl Config {
         let mut builder = mysql::OptsBuilder::from_opts(opts)
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
             .read_timeout(Some(Duration::from_secs(120)))
-            .write_timeout(Some(Duration::from_secs(120)));
+            .write_timeout(Some(Duration::from_secs(120)))
+            // Zoned times are converted to this zone (`times.rs`); the
+            // session must read them, and TIMESTAMP columns, in the same.
+            .init(vec![format!(
+                "SET time_zone = '{}'",
+                self.mysql.time_zone.sql_offset()
+            )]);
         if !self.mysql.password.is_empty() {
             builder = builder.pass(Some(self.mysql.password.expose().to_string()));
         }
@@ -884,6 +914,45 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             "required when delete_on_tombstone = true (set it to false for tables without a key)",
         ));
     }
+    let record_format = choice(
+        mysql.record_format,
+        RecordFormat::Json,
+        "mysql.record_format",
+        &[
+            ("json", RecordFormat::Json),
+            ("connect_json", RecordFormat::ConnectJson),
+            ("debezium", RecordFormat::Debezium),
+        ],
+    )?;
+    if record_format == RecordFormat::Debezium && write_mode != WriteMode::Upsert {
+        return Err(ConfigError::new(
+            "mysql.write_mode",
+            "must be \"upsert\" with record_format = \"debezium\" (updates replace rows)",
+        ));
+    }
+    let version_column = match mysql.version_column {
+        None => None,
+        Some(name) => {
+            let name = identifier(name, "mysql.version_column")?;
+            if write_mode != WriteMode::Upsert {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    "guards upserts: needs write_mode = \"upsert\"",
+                ));
+            }
+            if key_columns.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    format!("{name:?} is a key column; the version must be another column"),
+                ));
+            }
+            Some(name)
+        }
+    };
+    let time_zone = match mysql.time_zone {
+        None => TimeZone::UTC,
+        Some(text) => TimeZone::parse(&text).map_err(|e| ConfigError::new("mysql.time_zone", e))?,
+    };
     let unknown_fields = choice(
         mysql.unknown_fields,
         UnknownFields::Ignore,
@@ -1042,6 +1111,9 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             delivery,
             offset_table,
             exactly_once_auto_reset,
+            record_format,
+            version_column,
+            time_zone,
         },
         commit: CommitConfig {
             every_messages: every_messages as u64,
@@ -1134,6 +1206,52 @@ key_columns = ["id"]
         assert_eq!(c.metrics.listen, Some("[::1]:9187".parse().unwrap()));
         let text = format!("{MINIMAL}\n[metrics]\nlisten = \"\"\n");
         assert_eq!(Config::parse(&text, None).unwrap().metrics.listen, None);
+    }
+
+    #[test]
+    fn record_formats_and_time_zones() {
+        let c = Config::parse(MINIMAL, None).unwrap();
+        assert_eq!(c.mysql.record_format, RecordFormat::Json);
+        assert_eq!(c.mysql.time_zone, TimeZone::UTC);
+        assert_eq!(c.mysql.version_column, None);
+        let text = format!("{MINIMAL}version_column = \"updated_at\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.mysql.version_column.as_deref(), Some("updated_at"));
+        let text = format!("{MINIMAL}record_format = \"debezium\"\ntime_zone = \"-03:30\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.mysql.record_format, RecordFormat::Debezium);
+        assert_eq!(c.mysql.time_zone.sql_offset(), "-03:30");
+        let text = format!("{MINIMAL}record_format = \"connect_json\"\n");
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(c.mysql.record_format, RecordFormat::ConnectJson);
+        let cases = [
+            (
+                "record_format = \"avro\"",
+                "mysql.record_format: expected json | connect_json | debezium, got \"avro\"",
+            ),
+            (
+                "time_zone = \"Europe/Berlin\"",
+                "mysql.time_zone: expected \"UTC\" or an offset such as \"+02:00\", got \
+                 \"Europe/Berlin\" (named zones are not supported)",
+            ),
+            (
+                "version_column = \"id\"",
+                "mysql.version_column: \"id\" is a key column; the version must be another column",
+            ),
+            (
+                "version_column = \"v\"\nwrite_mode = \"insert\"",
+                "mysql.version_column: guards upserts: needs write_mode = \"upsert\"",
+            ),
+            (
+                "record_format = \"debezium\"\nwrite_mode = \"insert\"",
+                "mysql.write_mode: must be \"upsert\" with record_format = \"debezium\" \
+                 (updates replace rows)",
+            ),
+        ];
+        for (extra, message) in cases {
+            let e = Config::parse(&format!("{MINIMAL}{extra}\n"), None).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
     }
 
     #[test]

@@ -201,6 +201,10 @@ pub enum RecordError {
     /// that cannot be compared with its column (`abc` for a BIGINT key).
     #[error("column {column:?}: {reason}")]
     BadValue { column: String, reason: String },
+    /// A Kafka Connect or Debezium envelope that does not hold a row
+    /// (`mysql.record_format`), with the reason.
+    #[error("invalid envelope: {0}")]
+    BadEnvelope(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -108,7 +108,9 @@ pub fn load_schema(conn: &mut Conn, config: &Config) -> Result<TableSchema, Erro
         .into_iter()
         .map(|(name, column_type)| Column { name, column_type })
         .collect();
-    TableSchema::new(table, columns, &config.mysql.key_columns).map_err(Error::Setup)
+    TableSchema::new(table, columns, &config.mysql.key_columns)
+        .and_then(|schema| schema.with_version_column(config.mysql.version_column.as_deref()))
+        .map_err(Error::Setup)
 }
 
 /// Creates the dead-letter table (and, for exactly-once, the offset table)
@@ -602,12 +604,27 @@ impl MysqlSink {
             vec![one.as_str(); rows].join(",")
         );
         if self.write_mode == WriteMode::Upsert {
+            let version = self.schema.version_column;
+            // The stale-write guard: each column changes only when the
+            // incoming version is at least the stored one (or none is
+            // stored), and the version column is assigned last, because
+            // MySQL evaluates the assignments left to right and the later
+            // ones would otherwise compare with the new version. One
+            // statement, so concurrent writers are ordered by the row lock.
+            let guard = version.map(|v| {
+                let v = quote(&self.schema.columns[v].name);
+                format!("VALUES({v})>={v} OR {v} IS NULL")
+            });
             let updates: Vec<String> = columns
                 .iter()
-                .filter(|c| !self.schema.key_columns.contains(c))
+                .filter(|&&c| !self.schema.key_columns.contains(&c) && Some(c) != version)
+                .chain(version.as_ref())
                 .map(|&c| {
                     let n = quote(&self.schema.columns[c].name);
-                    format!("{n}=VALUES({n})")
+                    match &guard {
+                        None => format!("{n}=VALUES({n})"),
+                        Some(guard) => format!("{n}=IF({guard},VALUES({n}),{n})"),
+                    }
                 })
                 .collect();
             let updates = if updates.is_empty() {

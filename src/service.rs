@@ -234,6 +234,8 @@ pub fn run_pipeline(
         unknown_fields: config.mysql.unknown_fields,
         delete_on_tombstone: config.mysql.delete_on_tombstone,
         max_record_bytes: config.worker.max_record_bytes,
+        record_format: config.mysql.record_format,
+        time_zone: config.mysql.time_zone,
     });
     let (event_sender, events) = crossbeam_channel::unbounded();
     let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);

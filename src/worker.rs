@@ -918,6 +918,8 @@ mod tests {
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: 1000,
+            record_format: Default::default(),
+            time_zone: Default::default(),
         })
     }
 

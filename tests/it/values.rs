@@ -13,7 +13,7 @@ use crate::common::*;
 use crate::setup::{sigterm_clean, Setup};
 
 /// Produces `(key, value)` texts to partition 0; `None` is a tombstone.
-fn produce_texts(s: &Setup, records: &[(Option<&str>, Option<&str>)]) {
+pub(crate) fn produce_texts(s: &Setup, records: &[(Option<&str>, Option<&str>)]) {
     let records: Vec<KeyValue> = records
         .iter()
         .map(|(k, v)| {
@@ -27,7 +27,7 @@ fn produce_texts(s: &Setup, records: &[(Option<&str>, Option<&str>)]) {
 }
 
 /// The dead letters by offset: (record key, error text).
-fn dead_letters(s: &Setup) -> BTreeMap<i64, (Option<String>, String)> {
+pub(crate) fn dead_letters(s: &Setup) -> BTreeMap<i64, (Option<String>, String)> {
     query_rows(&format!(
         "SELECT `offset`, record_key, error_text FROM `{}` ORDER BY `offset`",
         s.dead_letters
@@ -43,7 +43,7 @@ fn dead_letters(s: &Setup) -> BTreeMap<i64, (Option<String>, String)> {
 }
 
 /// Runs the service until every record is in (lag 0), then stops it.
-fn run_to_the_end(s: &Setup) {
+pub(crate) fn run_to_the_end(s: &Setup) {
     let mut service = s.start();
     s.wait_committed_at_log_end(Duration::from_secs(60));
     sigterm_clean(&mut service);
