@@ -159,7 +159,7 @@ install_kafka_jars() {
     # escape codes to standard output, which carries only KEY=VALUE lines here:
     # all of its output goes to standard error. outputDirectory must be
     # absolute: Maven resolves a relative one against the pom's directory.
-    if ! mvn -B -q -f "$pom" dependency:copy-dependencies \
+    if ! mvn -B -q -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
         -DoutputDirectory="$scratch" -DincludeScope=runtime >&2; then
         rm -rf "$scratch"
         die "maven could not resolve the Kafka $version jars (${pom#"$REPO/"})"

@@ -464,7 +464,7 @@ impl MysqlSink {
                 // MariaDB's bulk path: one single-row statement, prepared once,
                 // executed for every row in one round trip. The server spends
                 // about a fifth less per row than on a multi-row INSERT with
-                // the same values (measured, issue 7).
+                // the same values (measured).
                 Shape::Write(_) if bulk => {
                     tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?
                 }

@@ -40,7 +40,7 @@ use crate::times::TimeZone;
 ///
 /// Key and value share one allocation: the queued batches are most of the
 /// service's memory, and two allocations per record cost a third more of it
-/// than the bytes themselves (measured, issue 7).
+/// than the bytes themselves (measured).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
     pub offset: i64,

@@ -1,4 +1,4 @@
-//! Failures that concern one table or one partition (issue 4): bad records are
+//! Failures that concern one table or one partition: bad records are
 //! dead-lettered with their reason, a locked row or a revoked privilege blocks
 //! only what it must and resumes by itself, the dead-letter burst limit holds.
 //! Outages of the whole database or broker are in `tests/outage`, which runs
