@@ -927,3 +927,568 @@ fn slow_write(workers: &BTreeMap<i32, WorkerHandle>, partition: i32, now_ms: u64
         .load(std::sync::atomic::Ordering::Relaxed);
     (since != 0 && now_ms.saturating_sub(since) >= SLOW_WRITE.as_millis() as u64).then_some(since)
 }
+
+/// The coordinator's rules, driven through the real loop and real workers
+/// against the scripted broker of `broker/fake.rs` and an in-memory table
+/// (the worker's `Sink` seam, as in `worker.rs`'s tests).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::fake::FakeBroker;
+    use crate::config::{UnknownFields, WriteMode};
+    use crate::mysql_sink::{Sink, WriteSet};
+    use crate::record::{Column, Mapper, TableSchema};
+    use crate::worker::{self, WorkerSettings};
+    use std::fmt::Debug;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Condvar, Mutex, MutexGuard};
+    use std::thread::JoinHandle;
+
+    /// What the workers wrote, per partition, and the trouble scripted for
+    /// them.
+    #[derive(Default)]
+    struct Table {
+        /// Offsets written (rows and dead letters), in the order written.
+        rows: BTreeMap<i32, Vec<i64>>,
+        /// Every write that committed: when, and its `next_offset`.
+        writes: BTreeMap<i32, Vec<(Instant, i64)>>,
+        /// A write of partition p reaching past offset X fails with a
+        /// technical error (MySQL 2013, the connection lost).
+        failing_past: BTreeMap<i32, i64>,
+        failed_writes: BTreeMap<i32, u64>,
+        /// A write of partition p reaching past offset X does not return
+        /// until this entry is removed (a database that does not answer).
+        hanging_past: BTreeMap<i32, i64>,
+        /// Partitions with a write hanging now.
+        hung: Vec<i32>,
+    }
+
+    impl Table {
+        fn applied(&self, partition: i32) -> Option<i64> {
+            self.writes.get(&partition)?.last().map(|&(_, o)| o)
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct TableSink(Arc<(Mutex<Table>, Condvar)>);
+
+    impl TableSink {
+        fn table(&self) -> MutexGuard<'_, Table> {
+            self.0 .0.lock().expect("table")
+        }
+
+        /// A table whose writes of `partition` reaching past `offset` fail
+        /// with a technical error.
+        fn failing_past(partition: i32, offset: i64) -> TableSink {
+            let sink = TableSink::default();
+            sink.table().failing_past.insert(partition, offset);
+            sink
+        }
+
+        /// A table whose writes of `partition` reaching past `offset` hang.
+        fn hanging_past(partition: i32, offset: i64) -> TableSink {
+            let sink = TableSink::default();
+            sink.table().hanging_past.insert(partition, offset);
+            sink
+        }
+
+        /// Changes the scripted trouble and wakes a hanging write.
+        fn script(&self, change: impl FnOnce(&mut Table)) {
+            change(&mut self.table());
+            self.0 .1.notify_all();
+        }
+    }
+
+    impl Sink for TableSink {
+        fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
+            let (table, changed) = &*self.0;
+            let mut t = table.lock().expect("table");
+            let p = write.partition;
+            let past = |limit: Option<&i64>| limit.is_some_and(|&x| write.next_offset > x);
+            if past(t.hanging_past.get(&p)) {
+                t.hung.push(p);
+                while past(t.hanging_past.get(&p)) {
+                    t = changed.wait(t).expect("table");
+                }
+                t.hung.retain(|&h| h != p);
+            }
+            if past(t.failing_past.get(&p)) {
+                *t.failed_writes.entry(p).or_default() += 1;
+                return Err(Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
+                    state: "HY000".into(),
+                    message: "Lost connection to MySQL server during query".into(),
+                    code: 2013,
+                })));
+            }
+            let offsets = write.rows.iter().map(|(o, _)| *o);
+            let offsets = offsets.chain(write.dead_letters.iter().map(|dl| dl.offset));
+            t.rows.entry(p).or_default().extend(offsets);
+            t.writes
+                .entry(p)
+                .or_default()
+                .push((Instant::now(), write.next_offset));
+            Ok(())
+        }
+    }
+
+    /// Millisecond backoff, commits only when a test asks for them, and a
+    /// broker address where nothing listens: the fake is the only broker
+    /// these tests reach.
+    fn config(edit: impl FnOnce(&mut Config)) -> Config {
+        let mut config = Config::parse(
+            "[kafka]\nbrokers = [\"127.0.0.1:1\"]\ntopic = \"orders\"\ngroup = \"g\"\n\
+             [mysql]\nurl = \"mysql://app@127.0.0.1:1/app\"\ntable = \"orders\"\nkey_columns = [\"id\"]\n",
+            None,
+        )
+        .expect("test config");
+        config.retry.technical_attempts = 2;
+        config.retry.backoff_initial = Duration::from_millis(1);
+        config.retry.backoff_max = Duration::from_millis(5);
+        config.commit.every_messages = 1_000_000;
+        config.commit.interval = Duration::from_secs(600);
+        config.worker.queue_batches = 2;
+        config.worker.shutdown_timeout = Duration::from_secs(20);
+        config.log.stats_interval = Duration::from_secs(600);
+        edit(&mut config);
+        config
+    }
+
+    /// The rows of `broker::fake::record`: one `id` column.
+    fn mapper(config: &Config) -> Arc<Mapper> {
+        let id = Column {
+            name: "id".into(),
+            column_type: "bigint(20)".into(),
+        };
+        Arc::new(Mapper {
+            schema: TableSchema::new("orders", vec![id], &["id".to_string()]).expect("schema"),
+            write_mode: WriteMode::Upsert,
+            unknown_fields: UnknownFields::Ignore,
+            delete_on_tombstone: true,
+            max_record_bytes: config.worker.max_record_bytes,
+            record_format: Default::default(),
+            time_zone: Default::default(),
+        })
+    }
+
+    /// The coordinator on its own thread, with one real worker per partition,
+    /// as `service::run_pipeline` starts them.
+    struct Pipeline {
+        broker: FakeBroker,
+        sink: TableSink,
+        stats: Arc<Stats>,
+        shutdown: Option<Sender<()>>,
+        coordinator: Option<JoinHandle<Ending>>,
+    }
+
+    /// Starts every partition of `starts` at its offset, which the group has
+    /// committed.
+    fn start(
+        config: Config,
+        broker: &FakeBroker,
+        sink: &TableSink,
+        starts: &[(i32, i64)],
+    ) -> Pipeline {
+        let config = Arc::new(config);
+        let stats = Arc::new(Stats::default());
+        let (event_sender, events) = crossbeam_channel::unbounded();
+        let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+        let (shutdown_sender, shutdown) = crossbeam_channel::bounded::<()>(0);
+        let mut workers = BTreeMap::new();
+        for &(partition, start) in starts {
+            let handle = worker::spawn(
+                partition,
+                start,
+                config.worker.queue_batches,
+                Box::new(sink.clone()),
+                mapper(&config),
+                WorkerSettings::from_config(&config),
+                event_sender.clone(),
+                stop_receiver.clone(),
+                Arc::clone(&stats),
+            )
+            .expect("worker thread");
+            workers.insert(partition, handle);
+        }
+        let parts = CoordinatorParts {
+            config,
+            broker: broker.client(),
+            starts: starts.iter().map(|&(p, s)| (p, (s, Some(s)))).collect(),
+            workers,
+            events,
+            stop_workers,
+            shutdown,
+            stats: Arc::clone(&stats),
+            status_file: None,
+        };
+        let coordinator = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || Coordinator::new(parts).run())
+            .expect("coordinator thread");
+        Pipeline {
+            broker: broker.clone(),
+            sink: sink.clone(),
+            stats,
+            shutdown: Some(shutdown_sender),
+            coordinator: Some(coordinator),
+        }
+    }
+
+    /// Polls `look` until it says done, for up to 20 s (a loaded machine);
+    /// panics saying what was expected and what was seen last.
+    fn eventually<T: Debug>(expected: &str, mut look: impl FnMut() -> (bool, T)) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (done, seen) = look();
+            if done {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {expected}; last seen {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    impl Pipeline {
+        /// Waits until the table holds every partition of `expected` applied
+        /// up to its offset.
+        fn until_applied(&self, expected: &[(i32, i64)]) {
+            eventually(&format!("applied {expected:?}"), || {
+                let t = self.sink.table();
+                let seen: Vec<_> = expected.iter().map(|&(p, _)| (p, t.applied(p))).collect();
+                let done = expected.iter().all(|&(p, o)| t.applied(p) == Some(o));
+                (done, seen)
+            });
+        }
+
+        /// Waits until `partition`'s worker has failed more writes than
+        /// `retry.technical_attempts` (2 here): it is retrying, blocked.
+        fn until_retrying(&self, partition: i32) {
+            eventually(&format!("partition {partition} retrying"), || {
+                let t = self.sink.table();
+                let failed = t.failed_writes.get(&partition).copied().unwrap_or(0);
+                (failed > 2, failed)
+            });
+        }
+
+        /// Waits for a few more turns of the coordinator's loop (each turn
+        /// drains the events, commits if due, then fetches): time enough to
+        /// act on what the workers reported before.
+        fn a_few_turns(&self) {
+            let from = self.broker.fetch_calls();
+            eventually("three more fetches", || {
+                let calls = self.broker.fetch_calls();
+                (calls >= from + 3, calls)
+            });
+        }
+
+        /// Closes the shutdown channel (as a signal does) and waits for the
+        /// coordinator: how it ended, and how long the stop took.
+        fn stop(&mut self) -> (Ending, Duration) {
+            let asked = Instant::now();
+            drop(self.shutdown.take());
+            let ending = self
+                .coordinator
+                .take()
+                .expect("running")
+                .join()
+                .expect("coordinator thread");
+            (ending, asked.elapsed())
+        }
+    }
+
+    fn rows(sink: &TableSink, partition: i32) -> Vec<i64> {
+        sink.table()
+            .rows
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn offset_out_of_range_moves_only_that_partition_as_offset_reset_says() {
+        for reset in [
+            OffsetReset::Earliest,
+            OffsetReset::Latest,
+            OffsetReset::Fail,
+        ] {
+            let broker = FakeBroker::new(3);
+            // Partition 0 starts below its log (retention deleted 50..100),
+            // partition 2 past its end (the log was truncated); partition 1
+            // is where it should be.
+            broker.log(0, 100, 110);
+            broker.log(1, 0, 10);
+            broker.log(2, 20, 30);
+            let sink = TableSink::default();
+            let config = config(|c| c.kafka.offset_reset = reset);
+            let mut pipeline = start(config, &broker, &sink, &[(0, 50), (1, 0), (2, 40)]);
+            if reset == OffsetReset::Fail {
+                pipeline.until_applied(&[(1, 10)]);
+            } else {
+                pipeline.until_applied(&[(0, 110), (1, 10), (2, 30)]);
+            }
+            for p in 0..3 {
+                broker.append(p, 2);
+            }
+            pipeline.until_applied(&[(1, 12)]);
+            if reset != OffsetReset::Fail {
+                pipeline.until_applied(&[(0, 112), (2, 32)]);
+            }
+            let (ending, _) = pipeline.stop();
+            assert_eq!(ending, Ending::Clean);
+
+            // Partition 1 read its log once, in order, never moved.
+            assert_eq!(rows(&sink, 1), (0..12).collect::<Vec<_>>(), "{reset:?}");
+            let mut fetched_1 = broker.fetches_of(1);
+            fetched_1.dedup();
+            assert_eq!(fetched_1, vec![0, 3, 6, 9, 10, 12], "{reset:?}");
+            let (rows_0, rows_2, resets) = match reset {
+                OffsetReset::Earliest => ((100..112).collect(), (20..32).collect(), 2),
+                OffsetReset::Latest => ((110..112).collect(), (30..32).collect(), 2),
+                OffsetReset::Fail => (vec![], vec![], 0),
+            };
+            assert_eq!(rows(&sink, 0), rows_0, "{reset:?}");
+            assert_eq!(rows(&sink, 2), rows_2, "{reset:?}");
+            assert_eq!(pipeline.stats.offset_resets.load(Ordering::Relaxed), resets);
+            let committed = broker.committed();
+            if reset == OffsetReset::Fail {
+                // Halted: fetched once, nothing more asked, nothing committed.
+                assert_eq!(broker.fetches_of(0), vec![50]);
+                assert_eq!(broker.fetches_of(2), vec![40]);
+                assert_eq!(committed, [(1, 12)].into());
+            } else {
+                assert_eq!(committed, [(0, 112), (1, 12), (2, 32)].into(), "{reset:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_worker_fills_its_queue_and_only_its_partition_stops() {
+        let broker = FakeBroker::new(2);
+        broker.log(0, 0, 40);
+        broker.log(1, 0, 10);
+        let sink = TableSink::failing_past(0, 0);
+        let config = config(|c| c.commit.interval = Duration::from_millis(20));
+        let queue_batches = config.worker.queue_batches;
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0), (1, 0)]);
+
+        // The worker holds one batch, retrying; its queue takes two more;
+        // then partition 0 is not fetched any more.
+        eventually("partition 0 fetched queue_batches + 1 times", || {
+            let fetched = broker.fetches_of(0);
+            (fetched.len() == queue_batches + 1, fetched)
+        });
+        pipeline.until_retrying(0);
+        pipeline.until_applied(&[(1, 10)]);
+        broker.append(1, 10);
+        pipeline.until_applied(&[(1, 20)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.fetches_of(0), vec![0, 2, 4]);
+        assert!(rows(&sink, 0).is_empty());
+        eventually("partition 1 committed", || {
+            let committed = broker.committed();
+            (committed.get(&1) == Some(&20), committed)
+        });
+        assert_eq!(
+            broker.committed().get(&0),
+            None,
+            "nothing of partition 0 applied"
+        );
+
+        // The database is back: the worker drains its queue and the
+        // partition is fetched again, from where it stopped.
+        sink.script(|t| {
+            t.failing_past.clear();
+        });
+        pipeline.until_applied(&[(0, 40)]);
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert_eq!(rows(&sink, 0), (0..40).collect::<Vec<_>>());
+        assert_eq!(broker.fetches_of(0)[..4], [0, 2, 4, 6]);
+        assert_eq!(broker.committed(), [(0, 40), (1, 20)].into());
+    }
+
+    /// Every commit sends offsets that a write had reached before it: the
+    /// partition's start, or the `next_offset` of a write that committed
+    /// earlier (docs/architecture.md, "Invariants").
+    fn assert_commits_follow_writes(broker: &FakeBroker, sink: &TableSink, starts: &[(i32, i64)]) {
+        let t = sink.table();
+        for commit in broker.commits() {
+            for &(p, offset) in &commit.offsets {
+                let started_there = starts.contains(&(p, offset));
+                let written_before = t
+                    .writes
+                    .get(&p)
+                    .is_some_and(|w| w.iter().any(|&(at, o)| o == offset && at <= commit.at));
+                assert!(
+                    started_there || written_before,
+                    "commit of partition {p} at {offset} before any write reached it: {commit:?}, writes {:?}",
+                    t.writes.get(&p)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_is_committed_past_what_the_workers_applied() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 30);
+        // Partition 0's second batch (5..10) never gets in.
+        let sink = TableSink::failing_past(0, 5);
+        // Commit as often as the coordinator can.
+        let config = config(|c| {
+            c.commit.every_messages = 1;
+            c.commit.interval = Duration::from_millis(1);
+        });
+        let starts = [(0, 0), (1, 0)];
+        let mut pipeline = start(config, &broker, &sink, &starts);
+        pipeline.until_applied(&[(0, 5), (1, 30)]);
+        pipeline.until_retrying(0);
+        eventually("the applied offsets committed", || {
+            let committed = broker.committed();
+            (committed == [(0, 5), (1, 30)].into(), committed)
+        });
+        pipeline.a_few_turns();
+        assert_eq!(broker.committed(), [(0, 5), (1, 30)].into());
+
+        // A stop does not wait for the blocked worker (it gives up its retry
+        // at once) and commits nothing past 5.
+        let (ending, took) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert!(took < Duration::from_secs(10), "stop took {took:?}");
+        assert_eq!(broker.committed(), [(0, 5), (1, 30)].into());
+        assert!(broker.commits().len() > 1);
+        assert_commits_follow_writes(&broker, &sink, &starts);
+    }
+
+    #[test]
+    fn commits_come_every_n_messages_and_at_stop() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 0);
+        let sink = TableSink::default();
+        let config = config(|c| c.commit.every_messages = 10);
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0)]);
+
+        broker.append(0, 5);
+        pipeline.until_applied(&[(0, 5)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.commits(), vec![], "5 records are fewer than 10");
+
+        broker.append(0, 5);
+        pipeline.until_applied(&[(0, 10)]);
+        eventually("a commit of 10", || {
+            let commits = broker.commits();
+            (!commits.is_empty(), commits)
+        });
+        broker.append(0, 4);
+        pipeline.until_applied(&[(0, 14)]);
+        pipeline.a_few_turns();
+        let offsets: Vec<_> = broker.commits().into_iter().map(|c| c.offsets).collect();
+        assert_eq!(
+            offsets,
+            vec![vec![(0, 10)]],
+            "4 more records are fewer than 10"
+        );
+
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        let offsets: Vec<_> = broker.commits().into_iter().map(|c| c.offsets).collect();
+        assert_eq!(offsets, vec![vec![(0, 10)], vec![(0, 14)]]);
+    }
+
+    #[test]
+    fn commits_come_on_the_interval() {
+        let interval = Duration::from_millis(300);
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 0);
+        let sink = TableSink::default();
+        let config = config(|c| c.commit.interval = interval);
+        let started = Instant::now();
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0)]);
+
+        broker.append(0, 1);
+        let first = eventually("a commit of 1", || {
+            let commits = broker.commits();
+            (!commits.is_empty(), commits)
+        });
+        assert_eq!(first[0].offsets, vec![(0, 1)]);
+        assert!(
+            first[0].at >= started + interval,
+            "committed {:?} after the start, before the interval",
+            first[0].at - started
+        );
+
+        broker.append(0, 1);
+        let commits = eventually("a commit of 2", || {
+            let commits = broker.commits();
+            (commits.len() > 1, commits)
+        });
+        assert_eq!(commits[1].offsets, vec![(0, 2)]);
+        // Half the interval: the coordinator's clock starts a little before
+        // the fake's, and a loaded machine may run it late, never early.
+        let gap = commits[1].at - commits[0].at;
+        assert!(gap >= interval / 2, "commits only {gap:?} apart");
+
+        // Nothing new since: a stop sends nothing.
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert_eq!(broker.commits().len(), 2, "{:?}", broker.commits());
+    }
+
+    #[test]
+    fn a_stop_commits_what_was_applied_and_leaves_a_hung_write_behind_after_the_timeout() {
+        let shutdown_timeout = Duration::from_millis(500);
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        // Partition 0's second write (5..10) does not return.
+        let sink = TableSink::hanging_past(0, 5);
+        let config = config(|c| c.worker.shutdown_timeout = shutdown_timeout);
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0), (1, 0)]);
+        pipeline.until_applied(&[(0, 5), (1, 10)]);
+        eventually("partition 0 hanging in a write", || {
+            let hung = sink.table().hung.clone();
+            (hung == [0], hung)
+        });
+        pipeline.a_few_turns();
+        assert_eq!(broker.commits(), vec![], "no commit due before the stop");
+
+        let (ending, took) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        // It waited for the hung worker until the timeout, not longer.
+        assert!(took >= shutdown_timeout, "stop took only {took:?}");
+        assert!(
+            took < shutdown_timeout + Duration::from_secs(5),
+            "stop took {took:?}"
+        );
+        let offsets: Vec<_> = broker.commits().into_iter().map(|c| c.offsets).collect();
+        assert_eq!(offsets, vec![vec![(0, 5), (1, 10)]]);
+
+        // Let the left-behind worker thread end.
+        sink.script(|t| {
+            t.hanging_past.clear();
+        });
+    }
+
+    #[test]
+    fn a_partition_whose_fetch_fails_backs_off_alone() {
+        let broker = FakeBroker::new(3);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        broker.fail_fetches(0, 5);
+        let sink = TableSink::default();
+        let mut pipeline = start(config(|_| {}), &broker, &sink, &[(0, 0), (1, 0)]);
+        pipeline.until_applied(&[(0, 10), (1, 10)]);
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert_eq!(rows(&sink, 0), (0..10).collect::<Vec<_>>());
+        assert_eq!(rows(&sink, 1), (0..10).collect::<Vec<_>>());
+        // Every failure was retried at the same offset, after a metadata
+        // reload; partition 1 never waited for it.
+        assert_eq!(broker.fetches_of(0)[..6], [0, 0, 0, 0, 0, 0]);
+        assert!(broker.metadata_reloads() >= 5);
+        assert_eq!(broker.committed(), [(0, 10), (1, 10)].into());
+    }
+}

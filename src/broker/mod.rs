@@ -16,7 +16,12 @@
 //! partition a record; records come in offset order, at or after the
 //! requested offset; `next_offset` never passes a record that was not
 //! returned.
+//!
+//! `fake.rs` (tests only) is a scripted broker that keeps the same contract,
+//! for the coordinator's unit tests.
 
+#[cfg(test)]
+pub mod fake;
 mod kafka_rust;
 mod kafka_wire;
 mod librdkafka;
