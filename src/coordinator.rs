@@ -942,7 +942,6 @@ mod tests {
     use std::fmt::Debug;
     use std::sync::atomic::Ordering;
     use std::sync::{Condvar, Mutex, MutexGuard};
-    use std::thread::JoinHandle;
 
     /// What the workers wrote, per partition, and the trouble scripted for
     /// them.
@@ -1077,7 +1076,9 @@ mod tests {
         sink: TableSink,
         stats: Arc<Stats>,
         shutdown: Option<Sender<()>>,
-        coordinator: Option<JoinHandle<Ending>>,
+        /// How the coordinator's `run` ended, sent from its thread.
+        ended: Receiver<Ending>,
+        shutdown_timeout: Duration,
     }
 
     /// Starts every partition of `starts` at its offset, which the group has
@@ -1089,6 +1090,7 @@ mod tests {
         starts: &[(i32, i64)],
     ) -> Pipeline {
         let config = Arc::new(config);
+        let shutdown_timeout = config.worker.shutdown_timeout;
         let stats = Arc::new(Stats::default());
         let (event_sender, events) = crossbeam_channel::unbounded();
         let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
@@ -1120,16 +1122,20 @@ mod tests {
             stats: Arc::clone(&stats),
             status_file: None,
         };
-        let coordinator = std::thread::Builder::new()
+        let (ending, ended) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
             .name("coordinator".into())
-            .spawn(move || Coordinator::new(parts).run())
+            .spawn(move || {
+                let _ = ending.send(Coordinator::new(parts).run());
+            })
             .expect("coordinator thread");
         Pipeline {
             broker: broker.clone(),
             sink: sink.clone(),
             stats,
             shutdown: Some(shutdown_sender),
-            coordinator: Some(coordinator),
+            ended,
+            shutdown_timeout,
         }
     }
 
@@ -1184,16 +1190,21 @@ mod tests {
         }
 
         /// Closes the shutdown channel (as a signal does) and waits for the
-        /// coordinator: how it ended, and how long the stop took.
+        /// coordinator: how it ended, and how long the stop took. Fails
+        /// when it has not returned 10 s after the shutdown timeout.
         fn stop(&mut self) -> (Ending, Duration) {
             let asked = Instant::now();
             drop(self.shutdown.take());
-            let ending = self
-                .coordinator
-                .take()
-                .expect("running")
-                .join()
-                .expect("coordinator thread");
+            let limit = self.shutdown_timeout + Duration::from_secs(10);
+            let ending = match self.ended.recv_timeout(limit) {
+                Ok(ending) => ending,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    panic!("expected the coordinator to return within {limit:?} of the stop; it is still running")
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    panic!("expected the coordinator to return; its thread panicked")
+                }
+            };
             (ending, asked.elapsed())
         }
     }
