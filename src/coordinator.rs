@@ -784,8 +784,15 @@ impl Coordinator {
             .map(|(&p, s)| {
                 let offsets = self.book.get(p);
                 let slow = slow_write(&self.workers, p, now_ms);
-                let (state, since, at, class, error) = match (&s.blocked, &s.fetch_outage) {
-                    (Some((since, at, class, error)), _) => (
+                // A partition's own fetch failures first, then a write that
+                // does not return, then the broker away for everyone.
+                let kafka = s.fetch_outage.as_ref().or(if slow.is_some() {
+                    None
+                } else {
+                    self.broker_outage.as_ref()
+                });
+                let (state, since, at, class, error) = match (&s.blocked, kafka, slow) {
+                    (Some((since, at, class, error)), _, _) => (
                         if *class == Class::Technical {
                             "retrying"
                         } else {
@@ -796,36 +803,24 @@ impl Coordinator {
                         Some(class.to_string()),
                         Some(error.clone()),
                     ),
-                    (None, Some(outage)) => (
+                    (None, Some(outage), _) => (
                         "retrying",
                         Some(outage.since),
                         Some(s.fetch_offset),
                         Some(Class::Technical.to_string()),
                         Some(format!("kafka: {}", outage.reason)),
                     ),
-                    (None, None) if slow.is_some() => {
-                        let since = slow.unwrap_or(now_ms);
-                        (
-                            "retrying",
-                            Some(UNIX_EPOCH + Duration::from_millis(since)),
-                            Some(offsets.map_or(s.fetch_offset, |o| o.applied)),
-                            Some(Class::Technical.to_string()),
-                            Some(format!(
-                                "mysql: a write has not returned for {}",
-                                human(Duration::from_millis(now_ms.saturating_sub(since)))
-                            )),
-                        )
-                    }
-                    (None, None) => match &self.broker_outage {
-                        Some(outage) => (
-                            "retrying",
-                            Some(outage.since),
-                            Some(s.fetch_offset),
-                            Some(Class::Technical.to_string()),
-                            Some(format!("kafka: {}", outage.reason)),
-                        ),
-                        None => ("flowing", None, None, None, None),
-                    },
+                    (None, None, Some(since)) => (
+                        "retrying",
+                        Some(UNIX_EPOCH + Duration::from_millis(since)),
+                        Some(offsets.map_or(s.fetch_offset, |o| o.applied)),
+                        Some(Class::Technical.to_string()),
+                        Some(format!(
+                            "mysql: a write has not returned for {}",
+                            human(Duration::from_millis(now_ms.saturating_sub(since)))
+                        )),
+                    ),
+                    (None, None, None) => ("flowing", None, None, None, None),
                 };
                 let status = PartitionStatus {
                     partition: p,

@@ -465,8 +465,7 @@ impl Worker {
                 Err(Abandon::Business(e)) => e,
             };
             if attempts < attempts_allowed {
-                self.stats.add_retry();
-                self.counters.add_retry();
+                self.count_retry();
                 if !matches!(error, Error::Record(_))
                     && self.sleep(self.settings.backoff.delay(attempts)).is_err()
                 {
@@ -667,8 +666,7 @@ impl Worker {
                 return Err(Abandon::Business(error));
             }
             failures += 1;
-            self.stats.add_retry();
-            self.counters.add_retry();
+            self.count_retry();
             let wait = if failures <= self.settings.technical_attempts {
                 let wait = self.settings.backoff.delay(failures);
                 warn!(
@@ -780,6 +778,11 @@ impl Worker {
             dl.attempts,
             crate::record::escape_for_log(dl.error.as_bytes(), 300)
         );
+    }
+
+    fn count_retry(&self) {
+        self.stats.add_retry();
+        self.counters.add_retry();
     }
 
     fn count_applied(&self, rows: &[(i64, RowOp)], dead_letters: usize) {

@@ -720,6 +720,28 @@ impl KafkaRust {
 }
 
 impl KafkaRust {
+    /// The crate's metadata of the topic (Metadata v0; see
+    /// `reload_metadata` for why the topic is looked up first), and a check
+    /// that each new leader accepts a connection (the crate would wait for
+    /// it without a timeout).
+    fn load_crate_metadata(&mut self) -> Result<(), Error> {
+        let (client, topic) = (&mut self.client, &self.topic);
+        guard(|| client.load_metadata(&[topic]))?;
+        for host in self.leader_hosts() {
+            if self.reachable.contains(&host) {
+                continue;
+            }
+            check_reachable(&host).map_err(|e| {
+                Error::Kafka(kafka::Error::Io(io::Error::new(
+                    e.kind(),
+                    format!("partition leader {host} does not accept a connection: {e}"),
+                )))
+            })?;
+            self.reachable.insert(host);
+        }
+        Ok(())
+    }
+
     /// What Metadata v10 says of the topic, asked of the first bootstrap
     /// broker; `None` where the broker has no Metadata v10.
     fn wire_topic_id(&mut self) -> Result<Option<wire::TopicId>, Error> {
@@ -778,21 +800,7 @@ impl Broker for KafkaRust {
         if let Ok(Some(wire::TopicId::Missing)) = self.wire_topic_id() {
             return Err(Error::NoSuchTopic(self.topic.clone()));
         }
-        let (client, topic) = (&mut self.client, &self.topic);
-        guard(|| client.load_metadata(&[topic]))?;
-        for host in self.leader_hosts() {
-            if self.reachable.contains(&host) {
-                continue;
-            }
-            check_reachable(&host).map_err(|e| {
-                Error::Kafka(kafka::Error::Io(io::Error::new(
-                    e.kind(),
-                    format!("partition leader {host} does not accept a connection: {e}"),
-                )))
-            })?;
-            self.reachable.insert(host);
-        }
-        Ok(())
+        self.load_crate_metadata()
     }
 
     fn log_bounds(&mut self) -> Result<LogBounds, Error> {
@@ -865,11 +873,14 @@ impl Broker for KafkaRust {
     /// has it (Kafka 2.8 and later). Older brokers have no topic ids: there
     /// only a topic that is missing (and later back) can be told.
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
-        self.reload_metadata()?;
+        let answer = self.wire_topic_id()?;
+        if let Some(wire::TopicId::Missing) = answer {
+            return Err(Error::NoSuchTopic(self.topic.clone()));
+        }
+        self.load_crate_metadata()?;
         self.partitions()?;
-        match self.wire_topic_id()? {
+        match answer {
             Some(wire::TopicId::Id(id)) if id != [0; 16] => Ok(Some(wire::topic_id_text(&id))),
-            Some(wire::TopicId::Missing) => Err(Error::NoSuchTopic(self.topic.clone())),
             _ => Ok(None),
         }
     }
