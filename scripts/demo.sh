@@ -166,7 +166,8 @@ rm -f "$RECORDS_DIR"/partition-*.txt
 # order goes to partition id % 4, so that its update and its tombstone follow
 # it in the same partition. One order in a hundred is bad (ids 51, 152, 253,
 # 350, ...: spread over the partitions), in turn: invalid JSON, an amount that
-# is not a number, a customer longer than 64 characters, no id.
+# is not a number, a customer longer than 64 characters, an id that is not a
+# number (a missing id would be taken from the record key).
 awk -v orders="$ORDERS" -v updated="$UPDATED_IDS" -v tombstones="${TOMBSTONE_IDS[*]}" \
     -v partitions="$PARTITIONS" -v dir="$RECORDS_DIR" '
     function out(id, line) { print line > (dir "/partition-" (id % partitions) ".txt") }
@@ -185,7 +186,7 @@ awk -v orders="$ORDERS" -v updated="$UPDATED_IDS" -v tombstones="${TOMBSTONE_IDS
                 if (kind == 0) line = sprintf("{\"id\": %d, \"customer\": \"%s\", \"amount\": %s", id, customer, amount)
                 else if (kind == 1) line = sprintf("{\"id\": %d, \"customer\": \"%s\", \"amount\": \"twelve\", \"status\": \"%s\"}", id, customer, status)
                 else if (kind == 2) line = sprintf("{\"id\": %d, \"customer\": \"%s\", \"amount\": %s, \"status\": \"%s\"}", id, long, amount, status)
-                else line = sprintf("{\"customer\": \"%s\", \"amount\": %s, \"status\": \"%s\"}", customer, amount, status)
+                else line = sprintf("{\"id\": \"order-%d\", \"customer\": \"%s\", \"amount\": %s, \"status\": \"%s\"}", id, customer, amount, status)
             } else {
                 line = sprintf("{\"id\": %d, \"customer\": \"%s\", \"amount\": %s, \"status\": \"%s\", \"created_at\": \"%s\"}", id, customer, amount, status, created)
             }
