@@ -197,6 +197,8 @@ pub struct MysqlConfig {
     pub version_column: Option<String>,
     /// The session's zone: zoned times are converted to it (`times.rs`).
     pub time_zone: TimeZone,
+    /// The workers' connections, shared by all partitions (`mysql_pool.rs`).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +341,7 @@ struct RawMysql {
     record_format: Option<String>,
     time_zone: Option<String>,
     version_column: Option<String>,
+    max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -949,6 +952,8 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             Some(name)
         }
     };
+    let max_connections = positive(mysql.max_connections, 16, "mysql.max_connections")?;
+    let max_connections = in_range(max_connections, 10_000, "mysql.max_connections")?;
     let time_zone = match mysql.time_zone {
         None => TimeZone::UTC,
         Some(text) => TimeZone::parse(&text).map_err(|e| ConfigError::new("mysql.time_zone", e))?,
@@ -1114,6 +1119,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             record_format,
             version_column,
             time_zone,
+            max_connections: max_connections as usize,
         },
         commit: CommitConfig {
             every_messages: every_messages as u64,

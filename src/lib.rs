@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod mysql_pool;
 pub mod mysql_sink;
 pub mod offsets;
 pub mod record;

@@ -18,12 +18,14 @@
 //! connection, so it must never be sent).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, TxOpts, Value};
 
 use crate::config::{Config, Delivery, WriteMode};
 use crate::error::{Class, Error, RecordError};
+use crate::mysql_pool::{ConnectionPool, Lease, Server};
 use crate::record::{Column, RowOp, TableSchema};
 
 /// A record that is skipped and kept in the dead-letter table.
@@ -304,10 +306,11 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
-/// The production sink: one connection, reconnected after a failure.
+/// The production sink. It borrows a connection from the process's pool
+/// for each write and gives it back after it (`mysql_pool.rs`).
 pub struct MysqlSink {
-    opts: Opts,
-    conn: Option<Conn>,
+    pool: Arc<ConnectionPool>,
+    conn: Option<Lease>,
     schema: TableSchema,
     table: String,
     /// Statements on the service's own tables, built once.
@@ -320,10 +323,6 @@ pub struct MysqlSink {
     write_mode: WriteMode,
     delivery: Delivery,
     max_batch_rows: usize,
-    max_allowed_packet: usize,
-    /// The server is MariaDB 10.2 or later: rows go in with
-    /// `COM_STMT_BULK_EXECUTE` (see `apply_inner`).
-    bulk: bool,
     /// Set after a failed write: exactly-once checks the stored offset first.
     verify_before_write: bool,
     /// Exactly-once: another process moved the partition's stored position
@@ -332,9 +331,9 @@ pub struct MysqlSink {
 }
 
 impl MysqlSink {
-    pub fn new(config: &Config, schema: TableSchema) -> MysqlSink {
+    pub fn new(config: &Config, schema: TableSchema, pool: Arc<ConnectionPool>) -> MysqlSink {
         MysqlSink {
-            opts: config.mysql_opts(),
+            pool,
             conn: None,
             table: quote(&config.mysql.table),
             dead_letter_sql: dead_letter_sql(&config.mysql.dead_letter_table),
@@ -353,25 +352,26 @@ impl MysqlSink {
             write_mode: config.mysql.write_mode,
             delivery: config.mysql.delivery,
             max_batch_rows: config.worker.max_batch_rows,
-            max_allowed_packet: 4 * 1024 * 1024,
-            bulk: false,
             verify_before_write: false,
             fenced: None,
             schema,
         }
     }
 
+    /// The connection borrowed for the write in hand.
     fn connection(&mut self) -> Result<&mut Conn, Error> {
         if self.conn.is_none() {
-            let mut conn = connect(&self.opts)?;
-            let (packet, version): (u64, String) = conn
-                .query_first("SELECT @@max_allowed_packet, @@version")?
-                .unwrap_or((4 * 1024 * 1024, String::new()));
-            self.max_allowed_packet = packet as usize;
-            self.bulk = supports_bulk_execute(&version);
-            self.conn = Some(conn);
+            self.conn = Some(self.pool.take()?);
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        Ok(self.conn.as_mut().expect("borrowed above"))
+    }
+
+    /// What the server takes; known once a connection was opened.
+    fn server(&self) -> Server {
+        self.pool.server().unwrap_or(Server {
+            max_allowed_packet: 4 * 1024 * 1024,
+            bulk: false,
+        })
     }
 
     /// The partition's stored next offset (exactly-once mode).
@@ -422,8 +422,9 @@ impl MysqlSink {
         }
         // Connect first: the statement shapes depend on the server.
         self.connection()?;
-        let budget = statement_budget(self.max_allowed_packet);
-        let bulk = self.bulk;
+        let server = self.server();
+        let budget = statement_budget(server.max_allowed_packet);
+        let bulk = server.bulk;
         let plan = self.plan(write.rows, budget, bulk)?;
         let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
@@ -661,7 +662,9 @@ impl MysqlSink {
         if error.mysql_code().is_none()
             || matches!(error.mysql_code(), Some(1927 | 2006 | 2013 | 1053))
         {
-            self.conn = None;
+            if let Some(lease) = self.conn.take() {
+                lease.discard();
+            }
         }
     }
 
@@ -703,7 +706,7 @@ impl MysqlSink {
 /// sends it from `exec_batch` (and one statement per row elsewhere, which
 /// is why only MariaDB gets this path). `@@version` reads like
 /// `10.11.6-MariaDB-0+deb12u1`.
-fn supports_bulk_execute(version: &str) -> bool {
+pub(crate) fn supports_bulk_execute(version: &str) -> bool {
     if !version.contains("MariaDB") {
         return false;
     }
@@ -826,6 +829,8 @@ impl Sink for MysqlSink {
             self.verify_before_write = true;
             self.forget_broken_connection(e);
         }
+        // Given back between writes: a partition that waits holds none.
+        self.conn = None;
         result
     }
 
@@ -840,6 +845,7 @@ impl Sink for MysqlSink {
         if let Err(e) = &result {
             self.forget_broken_connection(e);
         }
+        self.conn = None;
         result
     }
 }
@@ -884,7 +890,11 @@ max_batch_rows = {max_batch_rows}
             })
             .collect();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        MysqlSink::new(&config, TableSchema::new("orders", columns, &keys).unwrap())
+        MysqlSink::new(
+            &config,
+            TableSchema::new("orders", columns, &keys).unwrap(),
+            ConnectionPool::new(config.mysql_opts(), 1),
+        )
     }
 
     fn write(cols: &[usize], id: i64) -> RowOp {

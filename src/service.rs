@@ -22,6 +22,7 @@ use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
+use crate::mysql_pool::ConnectionPool;
 use crate::mysql_sink::{self, MysqlSink, Sink};
 use crate::offsets::{
     exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
@@ -108,8 +109,9 @@ pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> Ru
         env!("CARGO_PKG_VERSION"),
         config
     );
+    let pool = ConnectionPool::new(config.mysql_opts(), config.mysql.max_connections);
     let sinks = |schema: &TableSchema| -> Box<dyn Sink> {
-        Box::new(MysqlSink::new(&config, schema.clone()))
+        Box::new(MysqlSink::new(&config, schema.clone(), pool.clone()))
     };
     match run_pipeline(&config, shutdown, paths.map(|p| p.status_file), &sinks) {
         Ok(Some(Ending::Clean)) | Ok(None) => {

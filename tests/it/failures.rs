@@ -181,8 +181,6 @@ fn a_locked_row_blocks_only_its_partition_until_released() {
 
 #[test]
 fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
-    // A user of the test's own, so that revoking does not disturb other tests.
-    let user = unique_name("u");
     let password = "revoke-test-pw";
     let s = Setup::new(
         "failures_revoke",
@@ -191,18 +189,8 @@ fn a_revoked_privilege_blocks_without_dead_letters_and_sigterm_still_stops() {
         "[retry]\ntechnical_attempts = 1\n[worker]\nshutdown_timeout_ms = 5000",
     );
     let dl = &s.dead_letters;
-    root_sql(&format!(
-        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'; \
-         GRANT CREATE ON kafka2mysql.* TO '{user}'@'127.0.0.1'; \
-         GRANT SELECT, INSERT, UPDATE, DELETE ON kafka2mysql.`{t}` TO '{user}'@'127.0.0.1'; \
-         CREATE TABLE IF NOT EXISTS kafka2mysql.`{dl}` (id INT); DROP TABLE kafka2mysql.`{dl}`; \
-         GRANT ALL ON kafka2mysql.`{dl}` TO '{user}'@'127.0.0.1';",
-        t = s.table
-    ));
-    let text = std::fs::read_to_string(&s.config)
-        .unwrap()
-        .replace("k2m@", &format!("{user}@"));
-    std::fs::write(&s.config, text).unwrap();
+    // A user of the test's own, so that revoking does not disturb other tests.
+    let user = s.own_user(password, "");
     s.produce_orders(0..2, 0, 20);
     let mut service = Service::start_with_env(
         &["run", "--config", s.config_arg()],

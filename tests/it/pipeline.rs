@@ -538,3 +538,60 @@ fn memory_stays_flat_while_a_blocked_partition_keeps_receiving() {
     s.wait_rows(1 + 62_000, Duration::from_secs(180));
     sigterm_clean(&mut service);
 }
+
+/// Sixteen partitions share the three connections `mysql.max_connections`
+/// allows. The service runs as a user of its own that the server lets open
+/// four connections at a time (one more for the start-up's connection,
+/// which may still be closing when the workers start). Every partition's
+/// first row is locked by another session, so every worker is in the middle
+/// of a write at once: three of them hold a connection, the others wait
+/// for one, and none is refused by the server (its error 1226, "has
+/// exceeded the 'max_user_connections' resource"). Once the locks go, every
+/// record lands.
+#[test]
+fn sixteen_partitions_share_the_connections_mysql_max_connections_allows() {
+    let password = "pool-test-pw";
+    let s = Setup::new(
+        "pipeline_pool",
+        16,
+        ORDERS,
+        "[mysql]\nmax_connections = 3\n[retry]\ntechnical_attempts = 1",
+    );
+    let user = s.own_user(password, "MAX_USER_CONNECTIONS 4");
+    s.produce_orders(0..16, 0, 500);
+    let locks: Vec<_> = (0..16).map(|p| s.hold_row_lock(p * 1_000_000)).collect();
+    let mut service = Service::start_with_env(
+        &["run", "--config", s.config_arg()],
+        &[("MYSQL_PASSWORD", password)],
+    );
+    let connections =
+        format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
+    let count_connections = || root_sql(&connections).trim().parse::<i64>().unwrap_or(0);
+    // Three workers wait on the locks; give the other thirteen time to ask.
+    wait_until(
+        "3 connections",
+        Duration::from_secs(60),
+        || match count_connections() {
+            3.. => Ok(()),
+            n => Err(format!("{n} connections")),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let most = count_connections();
+    for lock in locks {
+        lock.release();
+    }
+    s.wait_rows(8_000, Duration::from_secs(120));
+    sigterm_clean(&mut service);
+    let log = service.log_text();
+    assert!(
+        !log.contains("max_user_connections"),
+        "a connection was refused:\n{log}"
+    );
+    assert_eq!(most, 3, "connections of the service's user while all wait");
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)),
+        0
+    );
+    root_sql(&format!("DROP USER '{user}'@'127.0.0.1'"));
+}

@@ -60,6 +60,34 @@ impl Setup {
         }
     }
 
+    /// Makes the config connect as a new MariaDB user of this test's own
+    /// (`WITH` options as given, e.g. `MAX_USER_CONNECTIONS 4`, or empty),
+    /// allowed to create tables and to use the test's table and dead-letter
+    /// table; returns its name. Start the service with `MYSQL_PASSWORD` set
+    /// to `password`. Revoking from it disturbs no other test.
+    pub fn own_user(&self, password: &str, with: &str) -> String {
+        let user = unique_name("u");
+        let with = if with.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH {with}")
+        };
+        root_sql(&format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'{with}; \
+             GRANT CREATE ON kafka2mysql.* TO '{user}'@'127.0.0.1'; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON kafka2mysql.`{t}` TO '{user}'@'127.0.0.1'; \
+             CREATE TABLE IF NOT EXISTS kafka2mysql.`{dl}` (id INT); DROP TABLE kafka2mysql.`{dl}`; \
+             GRANT ALL ON kafka2mysql.`{dl}` TO '{user}'@'127.0.0.1';",
+            t = self.table,
+            dl = self.dead_letters
+        ));
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace("k2m@", &format!("{user}@"));
+        std::fs::write(&self.config, text).unwrap();
+        user
+    }
+
     pub fn config_arg(&self) -> &str {
         self.config.to_str().expect("utf-8 path")
     }
