@@ -1,20 +1,28 @@
-//! The configuration file: a raw serde image of the TOML (`RawConfig`) and the
-//! validated `Config` the rest of the service uses.
+//! The configuration file, read into `Config`: typed serde structs that mirror
+//! the TOML tables, each default written next to its field, every value
+//! checked as it is read (a range, a name, a URL), and one `validate` for the
+//! rules that span keys.
 //!
 //! Every problem is reported as a `ConfigError` that names the key
-//! (`mysql.write_mode: expected upsert or insert, got "merge"`); the command
-//! line turns it into exit code 2. Nothing here talks to Kafka or MySQL.
+//! (`mysql.write_mode: expected upsert | insert, got "merge"`);
+//! `serde_path_to_error` tracks the key while the file is read, and the
+//! command line turns the error into exit code 2. Nothing here talks to Kafka
+//! or MySQL.
 //!
 //! The database password never comes from the file's URL nor from the command
 //! line: it is read from `mysql.password_file` (refused when group- or
 //! world-readable) or from the environment variable `MYSQL_PASSWORD`, and it is
-//! kept in a `Password` whose `Debug` prints `***`.
+//! kept in a `Password` whose `Debug` prints `***`. The SASL password likewise
+//! (`kafka.sasl_password_file`, `KAFKA_SASL_PASSWORD`).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{DeserializeOwned, DeserializeSeed, Error as _, IntoDeserializer, MapAccess};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::times::TimeZone;
 
@@ -35,7 +43,7 @@ impl ConfigError {
     }
 }
 
-/// The database password. Its `Debug` and `Display` never show it.
+/// A password. Its `Debug` never shows it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Password(String);
 
@@ -63,55 +71,172 @@ impl fmt::Debug for Password {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the password comes from when the file names no `password_file`.
+pub const PASSWORD_ENV: &str = "MYSQL_PASSWORD";
+/// Where the SASL password comes from when the file names no `sasl_password_file`.
+pub const SASL_PASSWORD_ENV: &str = "KAFKA_SASL_PASSWORD";
+
+/// The secrets the environment provides (passed in so that tests do not
+/// touch the process environment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSecrets<'a> {
+    /// `MYSQL_PASSWORD`
+    pub mysql_password: Option<&'a str>,
+    /// `KAFKA_SASL_PASSWORD`
+    pub sasl_password: Option<&'a str>,
+}
+
+/// The validated configuration: every field is usable as it is. Its shape is
+/// the file's: one struct a table, one field a key (README.md, "Configuration
+/// reference").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub mysql: MysqlConfig,
+    #[serde(default)]
+    pub commit: CommitConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The file this configuration was read from (pid and status files sit beside
+    /// the log directory derived from it).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// [kafka]
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers.
+    #[serde(deserialize_with = "brokers")]
+    pub brokers: Vec<String>,
+    #[serde(deserialize_with = "kafka_name")]
+    pub topic: String,
+    /// Empty means every partition of the topic.
+    #[serde(default, deserialize_with = "partitions")]
+    pub partitions: Vec<i32>,
+    #[serde(deserialize_with = "kafka_name")]
+    pub group: String,
+    #[serde(default = "default_client_id", deserialize_with = "not_empty")]
+    pub client_id: String,
+    #[serde(default, deserialize_with = "one_of")]
+    pub offset_reset: OffsetReset,
+    #[serde(
+        default = "default_fetch_max_bytes",
+        deserialize_with = "int::<_, i32, 1, 268_435_456>"
+    )]
+    pub fetch_max_bytes_per_partition: i32,
+    #[serde(
+        rename = "fetch_max_wait_ms",
+        default = "default_fetch_max_wait",
+        deserialize_with = "millis::<_, 0, 10_000>"
+    )]
+    pub fetch_max_wait: Duration,
+    #[serde(
+        default = "default_fetch_min_bytes",
+        deserialize_with = "int::<_, i32, 1, 2_147_483_647>"
+    )]
+    pub fetch_min_bytes: i32,
+    #[serde(default, deserialize_with = "one_of")]
+    pub client: ClientKind,
+    /// How the service reaches the brokers (librdkafka only), with the SASL
+    /// and TLS keys below; `sasl()` gives the credentials when it uses SASL.
+    #[serde(default, deserialize_with = "one_of")]
+    pub security_protocol: SecurityProtocol,
+    #[serde(default, deserialize_with = "optional_one_of")]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default, deserialize_with = "optional_text")]
+    pub sasl_username: Option<String>,
+    /// `""` or none: the password comes from `KAFKA_SASL_PASSWORD`.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// Read from `sasl_password_file` or the environment, never from the file.
+    #[serde(skip)]
+    pub sasl_password: Password,
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ssl_ca_location: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ssl_certificate_location: Option<PathBuf>,
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ssl_key_location: Option<PathBuf>,
+    /// Other librdkafka properties, passed through (`[kafka.properties]`).
+    #[serde(default, deserialize_with = "properties")]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_client_id() -> String {
+    "kafka2mysql".to_string()
+}
+
+fn default_fetch_max_bytes() -> i32 {
+    1_048_576
+}
+
+fn default_fetch_max_wait() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_fetch_min_bytes() -> i32 {
+    1
+}
+
+/// SASL credentials (`KafkaConfig::sasl`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sasl<'a> {
+    pub mechanism: SaslMechanism,
+    pub username: &'a str,
+    pub password: &'a Password,
+}
+
+impl KafkaConfig {
+    /// The SASL credentials when `security_protocol` is `sasl_*`; validation
+    /// makes sure that they are all there then.
+    pub fn sasl(&self) -> Option<Sasl<'_>> {
+        if !self.security_protocol.uses_sasl() {
+            return None;
+        }
+        Some(Sasl {
+            mechanism: self.sasl_mechanism?,
+            username: self.sasl_username.as_deref()?,
+            password: &self.sasl_password,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OffsetReset {
+    #[default]
     Earliest,
     Latest,
     Fail,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    Upsert,
-    Insert,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownFields {
-    Ignore,
-    DeadLetter,
-}
-
-/// How a record's value holds the row (`mysql.record_format`; README.md,
-/// "Records to rows").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RecordFormat {
-    /// A JSON object whose fields are the columns.
-    #[default]
-    Json,
-    /// Kafka Connect's JSON converter: `{"schema": ..., "payload": {...}}`.
-    ConnectJson,
-    /// A Debezium change event, with or without the Connect envelope.
-    Debezium,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    AtLeastOnce,
-    ExactlyOnce,
-}
-
 /// Which Kafka client the service uses (`kafka.client`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ClientKind {
     /// librdkafka: Kafka 0.11 to 4.x, TLS, SASL, every codec, read committed.
+    #[default]
     Librdkafka,
     /// The pure-Rust `kafka` crate: Kafka 0.10 to 3.9, plaintext only.
     KafkaRust,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `kafka.security_protocol`, spelled as librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SecurityProtocol {
+    #[default]
     Plaintext,
     Ssl,
     SaslPlaintext,
@@ -119,14 +244,9 @@ pub enum SecurityProtocol {
 }
 
 impl SecurityProtocol {
-    /// librdkafka's name for it (`security.protocol`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "plaintext",
-            SecurityProtocol::Ssl => "ssl",
-            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
-            SecurityProtocol::SaslSsl => "sasl_ssl",
-        }
+    /// librdkafka's name for it (`security.protocol`): the file's.
+    pub fn name(self) -> String {
+        name_of(self)
     }
 
     pub fn uses_sasl(self) -> bool {
@@ -137,259 +257,23 @@ impl SecurityProtocol {
     }
 }
 
-/// SASL credentials; the password comes from `kafka.sasl_password_file` or
-/// the environment variable `KAFKA_SASL_PASSWORD`, never from the file.
-#[derive(Debug, Clone)]
-pub struct Sasl {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub mechanism: String,
-    pub username: String,
-    pub password: Password,
+/// `kafka.sasl_mechanism`, spelled as librdkafka's `sasl.mechanisms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
 }
 
-/// How the service reaches the brokers (librdkafka only).
-#[derive(Debug, Clone)]
-pub struct KafkaSecurity {
-    pub protocol: SecurityProtocol,
-    pub sasl: Option<Sasl>,
-    pub ssl_ca_location: Option<PathBuf>,
-    pub ssl_certificate_location: Option<PathBuf>,
-    pub ssl_key_location: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub client: ClientKind,
-    pub security: KafkaSecurity,
-    /// Other librdkafka properties, passed through (`[kafka.properties]`).
-    pub properties: std::collections::BTreeMap<String, String>,
-    pub brokers: Vec<String>,
-    pub topic: String,
-    /// Empty means every partition of the topic.
-    pub partitions: Vec<i32>,
-    pub group: String,
-    pub client_id: String,
-    pub offset_reset: OffsetReset,
-    pub fetch_max_bytes_per_partition: i32,
-    pub fetch_max_wait: Duration,
-    pub fetch_min_bytes: i32,
-}
-
-#[derive(Debug, Clone)]
-pub struct MysqlConfig {
-    /// The URL as written, without a password (validation refuses one).
-    pub url: String,
-    pub password: Password,
-    pub table: String,
-    pub key_columns: Vec<String>,
-    pub write_mode: WriteMode,
-    pub delete_on_tombstone: bool,
-    pub unknown_fields: UnknownFields,
-    pub dead_letter_table: String,
-    pub delivery: Delivery,
-    pub offset_table: String,
-    /// Exactly-once: a stored offset outside the log moves as
-    /// `kafka.offset_reset` says instead of stopping the partition.
-    pub exactly_once_auto_reset: bool,
-    pub record_format: RecordFormat,
-    /// Upserts change a row only when this column's incoming value is at
-    /// least the stored one (`mysql_sink.rs`, `insert_sql`).
-    pub version_column: Option<String>,
-    /// The session's zone: zoned times are converted to it (`times.rs`).
-    pub time_zone: TimeZone,
-    /// The workers' connections, shared by all partitions (`mysql_pool.rs`).
-    pub max_connections: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct CommitConfig {
-    pub every_messages: u64,
-    pub interval: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct RetryConfig {
-    pub technical_attempts: u32,
-    pub business_attempts: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    pub dead_letter_burst: u32,
-    /// This many records in a row failing alike (`error::Alike`) are a fault
-    /// of the table, not bad records: the partition blocks, none of them is
-    /// dead-lettered. 0 turns the rule off.
-    pub schema_fault_records: u32,
-    pub extra_technical_codes: Vec<u16>,
-}
-
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    pub queue_batches: usize,
-    pub max_batch_rows: usize,
-    pub max_record_bytes: usize,
-    pub shutdown_timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn to_filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
+impl SaslMechanism {
+    /// librdkafka's name for it (`sasl.mechanisms`): the file's.
+    pub fn name(self) -> String {
+        name_of(self)
     }
 }
-
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    /// `None` means stderr only.
-    pub file: Option<PathBuf>,
-    pub level: LogLevel,
-    pub stats_interval: Duration,
-}
-
-/// The Prometheus metrics endpoint (`metrics.rs`).
-#[derive(Debug, Clone, Default)]
-pub struct MetricsConfig {
-    /// Where `GET /metrics` is served; `None` (the default) serves nothing.
-    pub listen: Option<std::net::SocketAddr>,
-}
-
-/// The validated configuration: every field is usable as it is.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub kafka: KafkaConfig,
-    pub mysql: MysqlConfig,
-    pub commit: CommitConfig,
-    pub retry: RetryConfig,
-    pub worker: WorkerConfig,
-    pub log: LogConfig,
-    pub metrics: MetricsConfig,
-    /// The file this configuration was read from (pid and status files sit beside
-    /// the log directory derived from it).
-    pub source: Option<PathBuf>,
-}
-
-// ---------------------------------------------------------------------------
-// The raw image of the file. Every field is optional so that a missing
-// required key is reported by name rather than by serde's generic message.
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    kafka: Option<RawKafka>,
-    mysql: Option<RawMysql>,
-    #[serde(default)]
-    commit: RawCommit,
-    #[serde(default)]
-    retry: RawRetry,
-    #[serde(default)]
-    worker: RawWorker,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    metrics: RawMetrics,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKafka {
-    client: Option<String>,
-    security_protocol: Option<String>,
-    sasl_mechanism: Option<String>,
-    sasl_username: Option<String>,
-    sasl_password_file: Option<String>,
-    ssl_ca_location: Option<String>,
-    ssl_certificate_location: Option<String>,
-    ssl_key_location: Option<String>,
-    properties: Option<std::collections::BTreeMap<String, toml::Value>>,
-    brokers: Option<Vec<String>>,
-    topic: Option<String>,
-    partitions: Option<Vec<i64>>,
-    group: Option<String>,
-    client_id: Option<String>,
-    offset_reset: Option<String>,
-    fetch_max_bytes_per_partition: Option<i64>,
-    fetch_max_wait_ms: Option<i64>,
-    fetch_min_bytes: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMysql {
-    url: Option<String>,
-    password_file: Option<String>,
-    table: Option<String>,
-    key_columns: Option<Vec<String>>,
-    write_mode: Option<String>,
-    delete_on_tombstone: Option<bool>,
-    unknown_fields: Option<String>,
-    dead_letter_table: Option<String>,
-    delivery: Option<String>,
-    offset_table: Option<String>,
-    exactly_once_auto_reset: Option<bool>,
-    record_format: Option<String>,
-    time_zone: Option<String>,
-    version_column: Option<String>,
-    max_connections: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCommit {
-    every_messages: Option<i64>,
-    interval_ms: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    technical_attempts: Option<i64>,
-    business_attempts: Option<i64>,
-    backoff_initial_ms: Option<i64>,
-    backoff_max_ms: Option<i64>,
-    dead_letter_burst: Option<i64>,
-    schema_fault_records: Option<i64>,
-    extra_technical_codes: Option<Vec<i64>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWorker {
-    queue_batches: Option<i64>,
-    max_batch_rows: Option<i64>,
-    max_record_bytes: Option<i64>,
-    shutdown_timeout_ms: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    file: Option<String>,
-    level: Option<String>,
-    stats_interval_ms: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<String>,
-}
-
-/// Where the password comes from when the file names no `password_file`.
-pub const PASSWORD_ENV: &str = "MYSQL_PASSWORD";
-/// Where the SASL password comes from when the file names no `sasl_password_file`.
-pub const SASL_PASSWORD_ENV: &str = "KAFKA_SASL_PASSWORD";
 
 /// librdkafka properties the service sets itself: the pass-through table
 /// must not change them (`[kafka.properties]`).
@@ -425,15 +309,339 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
     ("ssl.key.location", "kafka.ssl_key_location"),
 ];
 
-/// The secrets the environment provides (passed in so that tests do not
-/// touch the process environment).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EnvSecrets<'a> {
-    /// `MYSQL_PASSWORD`
-    pub mysql_password: Option<&'a str>,
-    /// `KAFKA_SASL_PASSWORD`
-    pub sasl_password: Option<&'a str>,
+// ---------------------------------------------------------------------------
+// [mysql]
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Where the database is, parsed once (`MysqlTarget`); never a password.
+    pub url: MysqlTarget,
+    /// `""` or none: the password comes from `MYSQL_PASSWORD`.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub password_file: Option<PathBuf>,
+    /// Read from `password_file` or the environment, never from the file.
+    #[serde(skip)]
+    pub password: Password,
+    #[serde(deserialize_with = "identifier")]
+    pub table: String,
+    #[serde(default, deserialize_with = "identifiers")]
+    pub key_columns: Vec<String>,
+    #[serde(default, deserialize_with = "one_of")]
+    pub write_mode: WriteMode,
+    #[serde(default = "default_delete_on_tombstone")]
+    pub delete_on_tombstone: bool,
+    #[serde(default, deserialize_with = "one_of")]
+    pub unknown_fields: UnknownFields,
+    #[serde(default = "default_dead_letter_table", deserialize_with = "identifier")]
+    pub dead_letter_table: String,
+    #[serde(default, deserialize_with = "one_of")]
+    pub delivery: Delivery,
+    #[serde(default = "default_offset_table", deserialize_with = "identifier")]
+    pub offset_table: String,
+    /// Exactly-once: a stored offset outside the log moves as
+    /// `kafka.offset_reset` says instead of stopping the partition. Off by
+    /// default: in exactly-once mode, moving a stored position that the log
+    /// no longer holds either skips records or applies them again, so the
+    /// operator chooses (kafka2mysql reset-offsets) unless told otherwise here.
+    #[serde(default)]
+    pub exactly_once_auto_reset: bool,
+    #[serde(default, deserialize_with = "one_of")]
+    pub record_format: RecordFormat,
+    /// Upserts change a row only when this column's incoming value is at
+    /// least the stored one (`mysql_sink.rs`, `insert_sql`).
+    #[serde(default, deserialize_with = "optional_identifier")]
+    pub version_column: Option<String>,
+    /// The session's zone: zoned times are converted to it (`times.rs`).
+    #[serde(default, deserialize_with = "time_zone")]
+    pub time_zone: TimeZone,
+    /// The workers' connections, shared by all partitions (`mysql_pool.rs`).
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "int::<_, usize, 1, 10_000>"
+    )]
+    pub max_connections: usize,
 }
+
+fn default_delete_on_tombstone() -> bool {
+    true
+}
+
+fn default_max_connections() -> usize {
+    16
+}
+
+fn default_dead_letter_table() -> String {
+    "kafka2mysql_dead_letters".to_string()
+}
+
+fn default_offset_table() -> String {
+    "kafka2mysql_offsets".to_string()
+}
+
+/// `mysql.url`, parsed once when the file is read: the connection options
+/// (host, port, user and the URL's parameters) and the database, which the
+/// URL must name. It never holds a password.
+#[derive(Clone)]
+pub struct MysqlTarget {
+    /// The URL as written, for messages.
+    url: String,
+    opts: mysql::Opts,
+    database: String,
+}
+
+impl MysqlTarget {
+    fn parse(url: &str) -> Result<MysqlTarget, String> {
+        let opts = mysql::Opts::from_url(url).map_err(|e| format!("not a MySQL URL: {e}"))?;
+        if opts.get_pass().is_some() || url_has_password(url) {
+            return Err(
+                "must not contain a password; use the MYSQL_PASSWORD environment \
+                        variable or mysql.password_file"
+                    .to_string(),
+            );
+        }
+        let database = match opts.get_db_name() {
+            Some(name) if !name.is_empty() => name.to_string(),
+            _ => return Err("must name the database (mysql://user@host:port/DATABASE)".to_string()),
+        };
+        Ok(MysqlTarget {
+            url: url.to_string(),
+            opts,
+            database,
+        })
+    }
+
+    /// The database named in the URL.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+}
+
+impl fmt::Display for MysqlTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// The URL as written: `mysql::Opts`' own `Debug` is long and says nothing
+/// the URL does not.
+impl fmt::Debug for MysqlTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.url, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for MysqlTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MysqlTarget, D::Error> {
+        let url = String::deserialize(deserializer)?;
+        MysqlTarget::parse(&url).map_err(D::Error::custom)
+    }
+}
+
+/// `mysql://user:secret@host/db`: a colon in the user-info part means a
+/// password, even an empty one.
+fn url_has_password(url: &str) -> bool {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) => userinfo.contains(':'),
+        None => false,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    #[default]
+    Upsert,
+    Insert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownFields {
+    #[default]
+    Ignore,
+    DeadLetter,
+}
+
+/// How a record's value holds the row (`mysql.record_format`; README.md,
+/// "Records to rows").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// A JSON object whose fields are the columns.
+    #[default]
+    Json,
+    /// Kafka Connect's JSON converter: `{"schema": ..., "payload": {...}}`.
+    ConnectJson,
+    /// A Debezium change event, with or without the Connect envelope.
+    Debezium,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+// ---------------------------------------------------------------------------
+// [commit], [retry], [worker], [log], [metrics]: every key has a default,
+// given by the `Default` impl under each struct.
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommitConfig {
+    #[serde(deserialize_with = "int::<_, u64, 1, UNBOUNDED>")]
+    pub every_messages: u64,
+    #[serde(rename = "interval_ms", deserialize_with = "millis::<_, 1, UNBOUNDED>")]
+    pub interval: Duration,
+}
+
+impl Default for CommitConfig {
+    fn default() -> CommitConfig {
+        CommitConfig {
+            every_messages: 1000,
+            interval: Duration::from_millis(5000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(deserialize_with = "int::<_, u32, 0, 1000>")]
+    pub technical_attempts: u32,
+    #[serde(deserialize_with = "int::<_, u32, 0, 1000>")]
+    pub business_attempts: u32,
+    #[serde(
+        rename = "backoff_initial_ms",
+        deserialize_with = "millis::<_, 1, UNBOUNDED>"
+    )]
+    pub backoff_initial: Duration,
+    /// Not less than `backoff_initial` (`validate`).
+    #[serde(
+        rename = "backoff_max_ms",
+        deserialize_with = "millis::<_, 1, UNBOUNDED>"
+    )]
+    pub backoff_max: Duration,
+    #[serde(deserialize_with = "int::<_, u32, 1, 4_294_967_295>")]
+    pub dead_letter_burst: u32,
+    /// This many records in a row failing alike (`error::Alike`) are a fault
+    /// of the table, not bad records: the partition blocks, none of them is
+    /// dead-lettered. 0 turns the rule off.
+    #[serde(deserialize_with = "int::<_, u32, 0, 4_294_967_295>")]
+    pub schema_fault_records: u32,
+    #[serde(deserialize_with = "error_codes")]
+    pub extra_technical_codes: Vec<u16>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> RetryConfig {
+        RetryConfig {
+            technical_attempts: 5,
+            business_attempts: 3,
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_millis(30_000),
+            dead_letter_burst: 1000,
+            // Ten records in a row failing alike are rare among bad records
+            // and come within seconds of a change of the table.
+            schema_fault_records: 10,
+            extra_technical_codes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    #[serde(deserialize_with = "int::<_, usize, 1, 1024>")]
+    pub queue_batches: usize,
+    #[serde(deserialize_with = "int::<_, usize, 1, 65_535>")]
+    pub max_batch_rows: usize,
+    #[serde(deserialize_with = "int::<_, usize, 1, 268_435_456>")]
+    pub max_record_bytes: usize,
+    #[serde(
+        rename = "shutdown_timeout_ms",
+        deserialize_with = "millis::<_, 1, UNBOUNDED>"
+    )]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            queue_batches: 4,
+            max_batch_rows: 500,
+            max_record_bytes: 1_048_576,
+            shutdown_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `None` (or `""` in the file) means stderr only.
+    #[serde(deserialize_with = "optional_path")]
+    pub file: Option<PathBuf>,
+    #[serde(deserialize_with = "one_of")]
+    pub level: LogLevel,
+    #[serde(
+        rename = "stats_interval_ms",
+        deserialize_with = "millis::<_, 1, UNBOUNDED>"
+    )]
+    pub stats_interval: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            file: None,
+            level: LogLevel::Info,
+            stats_interval: Duration::from_millis(60_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// The Prometheus metrics endpoint (`metrics.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served; `None` (the default, or `""`) serves
+    /// nothing.
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+// ---------------------------------------------------------------------------
+// Reading, validating, and the secrets.
 
 impl Config {
     /// Reads and validates the file; the password is taken from the
@@ -462,65 +670,35 @@ impl Config {
     /// Validates a configuration text. `env_password` is the value of
     /// `MYSQL_PASSWORD`, passed in so that tests do not touch the environment.
     pub fn parse(text: &str, env_password: Option<&str>) -> Result<Config, ConfigError> {
-        Config::parse_in(text, env_password, Path::new("."))
-    }
-
-    /// Like `parse`, with relative paths taken from `dir`.
-    pub fn parse_in(
-        text: &str,
-        env_password: Option<&str>,
-        dir: &Path,
-    ) -> Result<Config, ConfigError> {
         Config::parse_with(
             text,
             EnvSecrets {
                 mysql_password: env_password,
                 sasl_password: None,
             },
-            dir,
+            Path::new("."),
         )
     }
 
-    /// Like `parse_in`, with every secret the environment may provide.
+    /// Like `parse`, with every secret the environment may provide and
+    /// relative paths taken from `dir`.
     pub fn parse_with(
         text: &str,
         secrets: EnvSecrets<'_>,
         dir: &Path,
     ) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = first_line(inner.message());
-            // Name the unknown key itself, with its table.
-            if let Some(unknown) = message.strip_prefix("unknown field `") {
-                let name = unknown.split('`').next().unwrap_or("");
-                let key = if path == "." || path.is_empty() {
-                    name.to_string()
-                } else if path == name || path.ends_with(&format!(".{name}")) {
-                    path
-                } else {
-                    format!("{path}.{name}")
-                };
-                return ConfigError::new(key, "unknown key");
-            }
-            if path == "." || path.is_empty() {
-                ConfigError::new(
-                    "config",
-                    format!("not valid TOML: {}", inner.to_string().trim()),
-                )
-            } else {
-                ConfigError::new(path, message)
-            }
-        })?;
-        validate(raw, secrets, dir)
+        let mut config: Config =
+            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(key_error)?;
+        config.resolve_paths(dir);
+        config.validate()?;
+        config.read_secrets(secrets)?;
+        Ok(config)
     }
 
     /// The MySQL connection options: the URL plus the password from the
     /// environment or the password file.
     pub fn mysql_opts(&self) -> mysql::Opts {
-        let opts = mysql::Opts::from_url(&self.mysql.url).expect("url validated at load");
-        let mut builder = mysql::OptsBuilder::from_opts(opts)
+        let mut builder = mysql::OptsBuilder::from_opts(self.mysql.url.opts.clone())
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
             .read_timeout(Some(Duration::from_secs(120)))
             .write_timeout(Some(Duration::from_secs(120)))
@@ -537,121 +715,157 @@ impl Config {
     }
 
     /// The database named in the URL.
-    pub fn database(&self) -> String {
-        mysql::Opts::from_url(&self.mysql.url)
-            .ok()
-            .and_then(|o| o.get_db_name().map(str::to_string))
-            .unwrap_or_default()
+    pub fn database(&self) -> &str {
+        self.mysql.url.database()
     }
-}
 
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
-}
-
-fn required<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
-    value.ok_or_else(|| ConfigError::new(key, "required key is missing"))
-}
-
-/// `retry.schema_fault_records` by default: ten records in a row failing
-/// alike are rare among bad records and come within seconds of a change of
-/// the table.
-const SCHEMA_FAULT_RECORDS: i64 = 10;
-
-fn positive(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
-    let v = value.unwrap_or(default);
-    if v <= 0 {
-        return Err(ConfigError::new(
-            key,
-            format!("must be greater than 0, got {v}"),
-        ));
+    /// Relative paths in the file are relative to its directory `dir`.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let kafka = &mut self.kafka;
+        for path in [
+            &mut kafka.sasl_password_file,
+            &mut kafka.ssl_ca_location,
+            &mut kafka.ssl_certificate_location,
+            &mut kafka.ssl_key_location,
+            &mut self.mysql.password_file,
+            &mut self.log.file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = dir.join(&*path);
+        }
     }
-    Ok(v)
-}
 
-fn non_negative(value: Option<i64>, default: i64, key: &str) -> Result<i64, ConfigError> {
-    let v = value.unwrap_or(default);
-    if v < 0 {
-        return Err(ConfigError::new(
-            key,
-            format!("must not be negative, got {v}"),
-        ));
+    /// The rules that span keys; each key on its own was checked as it was
+    /// read.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let kafka = &self.kafka;
+        if kafka.security_protocol.uses_sasl() {
+            if kafka.sasl_mechanism.is_none() {
+                return Err(ConfigError::new(
+                    "kafka.sasl_mechanism",
+                    "required with a sasl_* security_protocol",
+                ));
+            }
+            if kafka.sasl_username.is_none() {
+                return Err(ConfigError::new(
+                    "kafka.sasl_username",
+                    "required key is missing",
+                ));
+            }
+        } else {
+            for (set, key) in [
+                (kafka.sasl_mechanism.is_some(), "kafka.sasl_mechanism"),
+                (kafka.sasl_username.is_some(), "kafka.sasl_username"),
+                (
+                    kafka.sasl_password_file.is_some(),
+                    "kafka.sasl_password_file",
+                ),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        key,
+                        "needs security_protocol = \"sasl_plaintext\" or \"sasl_ssl\"",
+                    ));
+                }
+            }
+        }
+        if kafka.client == ClientKind::KafkaRust {
+            if kafka.security_protocol != SecurityProtocol::Plaintext
+                || kafka.ssl_ca_location.is_some()
+                || kafka.ssl_certificate_location.is_some()
+                || kafka.ssl_key_location.is_some()
+            {
+                return Err(ConfigError::new(
+                    "kafka.client",
+                    "\"kafka-rust\" speaks plaintext only; use client = \"librdkafka\" for TLS and SASL",
+                ));
+            }
+            if !kafka.properties.is_empty() {
+                return Err(ConfigError::new(
+                    "kafka.properties",
+                    "are librdkafka properties; client = \"kafka-rust\" takes none",
+                ));
+            }
+        }
+
+        let mysql = &self.mysql;
+        if mysql.key_columns.is_empty() && mysql.write_mode == WriteMode::Upsert {
+            return Err(ConfigError::new(
+                "mysql.key_columns",
+                "required when write_mode = \"upsert\"",
+            ));
+        }
+        if mysql.key_columns.is_empty() && mysql.delete_on_tombstone {
+            return Err(ConfigError::new(
+                "mysql.key_columns",
+                "required when delete_on_tombstone = true (set it to false for tables without a key)",
+            ));
+        }
+        if mysql.record_format == RecordFormat::Debezium && mysql.write_mode != WriteMode::Upsert {
+            return Err(ConfigError::new(
+                "mysql.write_mode",
+                "must be \"upsert\" with record_format = \"debezium\" (updates replace rows)",
+            ));
+        }
+        if let Some(name) = &mysql.version_column {
+            if mysql.write_mode != WriteMode::Upsert {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    "guards upserts: needs write_mode = \"upsert\"",
+                ));
+            }
+            if mysql
+                .key_columns
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(name))
+            {
+                return Err(ConfigError::new(
+                    "mysql.version_column",
+                    format!("{name:?} is a key column; the version must be another column"),
+                ));
+            }
+        }
+        if mysql.dead_letter_table == mysql.table || mysql.offset_table == mysql.table {
+            return Err(ConfigError::new(
+                "mysql.table",
+                "must differ from dead_letter_table and offset_table",
+            ));
+        }
+
+        if self.retry.backoff_max < self.retry.backoff_initial {
+            return Err(ConfigError::new(
+                "retry.backoff_max_ms",
+                "must not be less than retry.backoff_initial_ms",
+            ));
+        }
+        Ok(())
     }
-    Ok(v)
-}
 
-fn in_range(v: i64, max: i64, key: &str) -> Result<i64, ConfigError> {
-    if v > max {
-        return Err(ConfigError::new(
-            key,
-            format!("must be at most {max}, got {v}"),
-        ));
+    /// The passwords, from their files or from the environment.
+    fn read_secrets(&mut self, secrets: EnvSecrets<'_>) -> Result<(), ConfigError> {
+        let kafka = &mut self.kafka;
+        if kafka.security_protocol.uses_sasl() {
+            kafka.sasl_password = match &kafka.sasl_password_file {
+                Some(path) => read_password_file(path, "kafka.sasl_password_file")?,
+                None => match secrets.sasl_password {
+                    Some(p) if !p.is_empty() => Password::new(p.to_string()),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "kafka.sasl_password_file",
+                            format!("a SASL password is needed: set kafka.sasl_password_file or {SASL_PASSWORD_ENV}"),
+                        ))
+                    }
+                },
+            };
+        }
+        self.mysql.password = match &self.mysql.password_file {
+            Some(path) => read_password_file(path, "mysql.password_file")?,
+            None => Password::new(secrets.mysql_password.unwrap_or("").to_string()),
+        };
+        Ok(())
     }
-    Ok(v)
-}
-
-fn millis(v: i64) -> Duration {
-    Duration::from_millis(v as u64)
-}
-
-fn choice<T: Copy>(
-    value: Option<String>,
-    default: T,
-    key: &str,
-    options: &[(&str, T)],
-) -> Result<T, ConfigError> {
-    let Some(text) = value else {
-        return Ok(default);
-    };
-    options
-        .iter()
-        .find(|(name, _)| *name == text)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            ConfigError::new(
-                key,
-                format!("expected {}, got {:?}", names.join(" | "), text),
-            )
-        })
-}
-
-/// A table or column name: letters, digits, `_` and `$`, not starting with a
-/// digit, at most 64 characters. Names are still quoted in SQL; this keeps
-/// them free of surprises in logs and error messages.
-pub fn is_plain_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-}
-
-fn identifier(value: String, key: &str) -> Result<String, ConfigError> {
-    if !is_plain_identifier(&value) {
-        return Err(ConfigError::new(
-            key,
-            format!("{value:?} is not a plain identifier (letters, digits, _ and $; at most 64)"),
-        ));
-    }
-    Ok(value)
-}
-
-/// Topic and group names as Kafka allows them: `[a-zA-Z0-9._-]`, at most 249.
-fn kafka_name(value: String, key: &str) -> Result<String, ConfigError> {
-    let ok = !value.is_empty()
-        && value.len() <= 249
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
-    if !ok {
-        return Err(ConfigError::new(
-            key,
-            format!("{value:?} is not a valid Kafka name (letters, digits, '.', '_', '-')"),
-        ));
-    }
-    Ok(value)
 }
 
 fn read_password_file(path: &Path, key: &str) -> Result<Password, ConfigError> {
@@ -671,495 +885,341 @@ fn read_password_file(path: &Path, key: &str) -> Result<Password, ConfigError> {
     ))
 }
 
-fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Config, ConfigError> {
-    let env_password = secrets.mysql_password;
-    let kafka = required(raw.kafka, "kafka")?;
-    let mysql = required(raw.mysql, "mysql")?;
+/// A serde error with the path `serde_path_to_error` tracked, as a
+/// `ConfigError` naming the full key: `kafka.partitions`, and for an unknown
+/// or a missing key the key itself with its table.
+fn key_error(error: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let message = inner
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let at_root = path == "." || path.is_empty();
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .map(|rest| rest.split('`').next().unwrap_or("").to_string())
+    };
+    let key_in_table = |name: String| {
+        if at_root {
+            name
+        } else if path == name || path.ends_with(&format!(".{name}")) {
+            path.clone()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if let Some(name) = quoted("unknown field `") {
+        return ConfigError::new(key_in_table(name), "unknown key");
+    }
+    if let Some(name) = quoted("missing field `") {
+        return ConfigError::new(key_in_table(name), "required key is missing");
+    }
+    if at_root {
+        return ConfigError::new(
+            "config",
+            format!("not valid TOML: {}", inner.to_string().trim()),
+        );
+    }
+    ConfigError::new(path, message)
+}
 
-    // [kafka]
-    let brokers = required(kafka.brokers, "kafka.brokers")?;
-    if brokers.is_empty() {
-        return Err(ConfigError::new(
-            "kafka.brokers",
-            "needs at least one host:port",
+// ---------------------------------------------------------------------------
+// Readers of single keys, named in the `deserialize_with` of their fields.
+// An error here is a plain message; `key_error` puts the key in front.
+
+/// No upper bound for `int` and `millis` beyond TOML's own.
+const UNBOUNDED: i64 = i64::MAX;
+
+/// An integer key in `MIN..=MAX`, read as TOML gives it (i64) so that a
+/// wrong type says `expected i64`, and converted to the field's type `T`,
+/// which holds `MAX` (`every_bound_is_accepted_and_one_past_it_refused`).
+fn int<'de, D, T, const MIN: i64, const MAX: i64>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    let value = i64::deserialize(deserializer)?;
+    if value < MIN {
+        return Err(D::Error::custom(match MIN {
+            0 => format!("must not be negative, got {value}"),
+            1 => format!("must be greater than 0, got {value}"),
+            _ => format!("must be at least {MIN}, got {value}"),
+        }));
+    }
+    if value > MAX {
+        return Err(D::Error::custom(format!(
+            "must be at most {MAX}, got {value}"
+        )));
+    }
+    T::try_from(value).map_err(|_| D::Error::custom(format!("{value} is out of range")))
+}
+
+/// A `*_ms` key: milliseconds in `MIN..=MAX`, as a `Duration`.
+fn millis<'de, D, const MIN: i64, const MAX: i64>(deserializer: D) -> Result<Duration, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    int::<D, u64, MIN, MAX>(deserializer).map(Duration::from_millis)
+}
+
+/// An enum key by its name as the enum's `Deserialize` spells it; any other
+/// name is refused with the list: `expected upsert | insert, got "merge"`.
+fn one_of<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let name = String::deserialize(deserializer)?;
+    named::<T>(&name).map_err(D::Error::custom)
+}
+
+/// Like `one_of`, with `""` for none.
+fn optional_one_of<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    match Option::<String>::deserialize(deserializer)? {
+        Some(name) if !name.is_empty() => named::<T>(&name).map(Some).map_err(D::Error::custom),
+        _ => Ok(None),
+    }
+}
+
+fn named<T: DeserializeOwned>(name: &str) -> Result<T, String> {
+    T::deserialize(name.into_deserializer()).map_err(|UnknownName { expected }| {
+        format!("expected {}, got {name:?}", expected.join(" | "))
+    })
+}
+
+/// The error type `named` reads an enum with: it keeps the names the enum's
+/// derived `Deserialize` accepts, so that they are spelled in one place.
+#[derive(Debug)]
+struct UnknownName {
+    expected: &'static [&'static str],
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected one of {:?}", self.expected)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+impl serde::de::Error for UnknownName {
+    fn custom<M: fmt::Display>(_: M) -> UnknownName {
+        UnknownName { expected: &[] }
+    }
+
+    fn unknown_variant(_: &str, expected: &'static [&'static str]) -> UnknownName {
+        UnknownName { expected }
+    }
+}
+
+/// An enum's name as its `Serialize` (the same attributes as its
+/// `Deserialize`) spells it.
+fn name_of<T: Serialize>(value: T) -> String {
+    match toml::Value::try_from(value) {
+        Ok(toml::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// A string key where `""` means none.
+fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|text| !text.is_empty()))
+}
+
+/// A path key where `""` means none; `Config::resolve_paths` makes it
+/// relative to the file's directory.
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(optional_text(deserializer)?.map(PathBuf::from))
+}
+
+fn not_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Err(D::Error::custom("must not be empty"));
+    }
+    Ok(text)
+}
+
+/// A table or column name: letters, digits, `_` and `$`, not starting with a
+/// digit, at most 64 characters. Names are still quoted in SQL; this keeps
+/// them free of surprises in logs and error messages.
+fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+fn plain_identifier(name: String) -> Result<String, String> {
+    if !is_plain_identifier(&name) {
+        return Err(format!(
+            "{name:?} is not a plain identifier (letters, digits, _ and $; at most 64)"
         ));
     }
-    for b in &brokers {
-        let ok = b
+    Ok(name)
+}
+
+fn identifier<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    plain_identifier(String::deserialize(deserializer)?).map_err(D::Error::custom)
+}
+
+fn optional_identifier<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(plain_identifier)
+        .transpose()
+        .map_err(D::Error::custom)
+}
+
+/// A list of identifiers; a bad one is reported for the whole key.
+fn identifiers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .into_iter()
+        .map(plain_identifier)
+        .collect::<Result<_, _>>()
+        .map_err(D::Error::custom)
+}
+
+/// Topic and group names as Kafka allows them: `[a-zA-Z0-9._-]`, at most 249.
+fn kafka_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+    if !ok {
+        return Err(D::Error::custom(format!(
+            "{name:?} is not a valid Kafka name (letters, digits, '.', '_', '-')"
+        )));
+    }
+    Ok(name)
+}
+
+fn brokers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let brokers = Vec::<String>::deserialize(deserializer)?;
+    if brokers.is_empty() {
+        return Err(D::Error::custom("needs at least one host:port"));
+    }
+    for broker in &brokers {
+        let ok = broker
             .rsplit_once(':')
             .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
             .unwrap_or(false);
         if !ok {
-            return Err(ConfigError::new(
-                "kafka.brokers",
-                format!("{b:?} is not host:port"),
-            ));
+            return Err(D::Error::custom(format!("{broker:?} is not host:port")));
         }
     }
-    let topic = kafka_name(required(kafka.topic, "kafka.topic")?, "kafka.topic")?;
-    let group = kafka_name(required(kafka.group, "kafka.group")?, "kafka.group")?;
+    Ok(brokers)
+}
+
+fn partitions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<i32>, D::Error> {
     let mut partitions = Vec::new();
-    for p in kafka.partitions.unwrap_or_default() {
-        if !(0..=i32::MAX as i64).contains(&p) {
-            return Err(ConfigError::new(
-                "kafka.partitions",
-                format!("{p} is not a partition number"),
-            ));
+    for p in Vec::<i64>::deserialize(deserializer)? {
+        let partition = i32::try_from(p)
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| D::Error::custom(format!("{p} is not a partition number")))?;
+        if partitions.contains(&partition) {
+            return Err(D::Error::custom(format!("partition {p} is listed twice")));
         }
-        if partitions.contains(&(p as i32)) {
-            return Err(ConfigError::new(
-                "kafka.partitions",
-                format!("partition {p} is listed twice"),
-            ));
-        }
-        partitions.push(p as i32);
+        partitions.push(partition);
     }
-    let client_id = kafka.client_id.unwrap_or_else(|| "kafka2mysql".to_string());
-    if client_id.is_empty() {
-        return Err(ConfigError::new("kafka.client_id", "must not be empty"));
-    }
-    let offset_reset = choice(
-        kafka.offset_reset,
-        OffsetReset::Earliest,
-        "kafka.offset_reset",
-        &[
-            ("earliest", OffsetReset::Earliest),
-            ("latest", OffsetReset::Latest),
-            ("fail", OffsetReset::Fail),
-        ],
-    )?;
-    let fetch_max_bytes = positive(
-        kafka.fetch_max_bytes_per_partition,
-        1_048_576,
-        "kafka.fetch_max_bytes_per_partition",
-    )?;
-    let fetch_max_bytes = in_range(
-        fetch_max_bytes,
-        256 * 1024 * 1024,
-        "kafka.fetch_max_bytes_per_partition",
-    )?;
-    let fetch_max_wait = non_negative(kafka.fetch_max_wait_ms, 100, "kafka.fetch_max_wait_ms")?;
-    let fetch_max_wait = in_range(fetch_max_wait, 10_000, "kafka.fetch_max_wait_ms")?;
-    let fetch_min_bytes = positive(kafka.fetch_min_bytes, 1, "kafka.fetch_min_bytes")?;
-    let fetch_min_bytes = in_range(fetch_min_bytes, i32::MAX as i64, "kafka.fetch_min_bytes")?;
-    let client = choice(
-        kafka.client,
-        ClientKind::Librdkafka,
-        "kafka.client",
-        &[
-            ("librdkafka", ClientKind::Librdkafka),
-            ("kafka-rust", ClientKind::KafkaRust),
-        ],
-    )?;
-    let path_key = |value: Option<String>| value.filter(|v| !v.is_empty()).map(|v| dir.join(v));
-    let protocol = choice(
-        kafka.security_protocol,
-        SecurityProtocol::Plaintext,
-        "kafka.security_protocol",
-        &[
-            ("plaintext", SecurityProtocol::Plaintext),
-            ("ssl", SecurityProtocol::Ssl),
-            ("sasl_plaintext", SecurityProtocol::SaslPlaintext),
-            ("sasl_ssl", SecurityProtocol::SaslSsl),
-        ],
-    )?;
-    let sasl = if protocol.uses_sasl() {
-        let mechanism = choice(
-            kafka.sasl_mechanism,
-            "",
-            "kafka.sasl_mechanism",
-            &[
-                ("PLAIN", "PLAIN"),
-                ("SCRAM-SHA-256", "SCRAM-SHA-256"),
-                ("SCRAM-SHA-512", "SCRAM-SHA-512"),
-            ],
-        )?;
-        if mechanism.is_empty() {
-            return Err(ConfigError::new(
-                "kafka.sasl_mechanism",
-                "required with a sasl_* security_protocol",
-            ));
-        }
-        let username = required(
-            kafka.sasl_username.filter(|u| !u.is_empty()),
-            "kafka.sasl_username",
-        )?;
-        let password = match kafka.sasl_password_file.as_deref() {
-            Some(path) if !path.is_empty() => read_password_file(&dir.join(path), "kafka.sasl_password_file")?,
-            _ => match secrets.sasl_password {
-                Some(p) if !p.is_empty() => Password::new(p.to_string()),
-                _ => {
-                    return Err(ConfigError::new(
-                        "kafka.sasl_password_file",
-                        format!("a SASL password is needed: set kafka.sasl_password_file or {SASL_PASSWORD_ENV}"),
-                    ))
-                }
-            },
-        };
-        Some(Sasl {
-            mechanism: mechanism.to_string(),
-            username,
-            password,
+    Ok(partitions)
+}
+
+fn error_codes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::Error> {
+    Vec::<i64>::deserialize(deserializer)?
+        .into_iter()
+        .map(|code| match u16::try_from(code) {
+            Ok(code) if code > 0 => Ok(code),
+            _ => Err(D::Error::custom(format!(
+                "{code} is not a MySQL error code"
+            ))),
         })
-    } else {
-        for (value, key) in [
-            (&kafka.sasl_mechanism, "kafka.sasl_mechanism"),
-            (&kafka.sasl_username, "kafka.sasl_username"),
-            (&kafka.sasl_password_file, "kafka.sasl_password_file"),
-        ] {
-            if value.as_deref().is_some_and(|v| !v.is_empty()) {
-                return Err(ConfigError::new(
-                    key,
-                    "needs security_protocol = \"sasl_plaintext\" or \"sasl_ssl\"",
-                ));
-            }
-        }
-        None
+        .collect()
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(deserializer: D) -> Result<TimeZone, D::Error> {
+    TimeZone::parse(&String::deserialize(deserializer)?).map_err(D::Error::custom)
+}
+
+/// `metrics.listen`: an IP address, not a host name, so that validating it
+/// never waits for DNS; `""` for none.
+fn listen_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let Some(text) = optional_text(deserializer)? else {
+        return Ok(None);
     };
-    let security = KafkaSecurity {
-        protocol,
-        sasl,
-        ssl_ca_location: path_key(kafka.ssl_ca_location),
-        ssl_certificate_location: path_key(kafka.ssl_certificate_location),
-        ssl_key_location: path_key(kafka.ssl_key_location),
-    };
-    let mut properties = std::collections::BTreeMap::new();
-    for (name, value) in kafka.properties.unwrap_or_default() {
-        let key = format!("kafka.properties.{name}");
-        if let Some((_, owner)) = OWNED_PROPERTIES.iter().find(|(owned, _)| *owned == name) {
-            return Err(ConfigError::new(
-                key,
-                format!("is set by the service ({owner})"),
-            ));
-        }
-        if name.contains("password") || name.contains("secret") {
-            return Err(ConfigError::new(
-                key,
-                "secrets are never taken from the file",
-            ));
-        }
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            _ => {
-                return Err(ConfigError::new(
-                    key,
-                    "must be a string, a number or a boolean",
-                ))
-            }
-        };
-        properties.insert(name, text);
-    }
-    if client == ClientKind::KafkaRust {
-        if protocol != SecurityProtocol::Plaintext
-            || security.ssl_ca_location.is_some()
-            || security.ssl_certificate_location.is_some()
-            || security.ssl_key_location.is_some()
-        {
-            return Err(ConfigError::new(
-                "kafka.client",
-                "\"kafka-rust\" speaks plaintext only; use client = \"librdkafka\" for TLS and SASL",
-            ));
-        }
-        if !properties.is_empty() {
-            return Err(ConfigError::new(
-                "kafka.properties",
-                "are librdkafka properties; client = \"kafka-rust\" takes none",
-            ));
-        }
-    }
-
-    // [mysql]
-    let url = required(mysql.url, "mysql.url")?;
-    let opts = mysql::Opts::from_url(&url)
-        .map_err(|e| ConfigError::new("mysql.url", format!("not a MySQL URL: {e}")))?;
-    if opts.get_pass().is_some() || url_has_password(&url) {
-        return Err(ConfigError::new(
-            "mysql.url",
-            "must not contain a password; use the MYSQL_PASSWORD environment variable or mysql.password_file",
-        ));
-    }
-    if opts.get_db_name().map(str::is_empty).unwrap_or(true) {
-        return Err(ConfigError::new(
-            "mysql.url",
-            "must name the database (mysql://user@host:port/DATABASE)",
-        ));
-    }
-    let password = match mysql.password_file.as_deref() {
-        Some(path) if !path.is_empty() => {
-            read_password_file(&dir.join(path), "mysql.password_file")?
-        }
-        _ => Password::new(env_password.unwrap_or("").to_string()),
-    };
-    let table = identifier(required(mysql.table, "mysql.table")?, "mysql.table")?;
-    let mut key_columns = Vec::new();
-    for c in mysql.key_columns.unwrap_or_default() {
-        key_columns.push(identifier(c, "mysql.key_columns")?);
-    }
-    let write_mode = choice(
-        mysql.write_mode,
-        WriteMode::Upsert,
-        "mysql.write_mode",
-        &[("upsert", WriteMode::Upsert), ("insert", WriteMode::Insert)],
-    )?;
-    let delete_on_tombstone = mysql.delete_on_tombstone.unwrap_or(true);
-    if key_columns.is_empty() && write_mode == WriteMode::Upsert {
-        return Err(ConfigError::new(
-            "mysql.key_columns",
-            "required when write_mode = \"upsert\"",
-        ));
-    }
-    if key_columns.is_empty() && delete_on_tombstone {
-        return Err(ConfigError::new(
-            "mysql.key_columns",
-            "required when delete_on_tombstone = true (set it to false for tables without a key)",
-        ));
-    }
-    let record_format = choice(
-        mysql.record_format,
-        RecordFormat::Json,
-        "mysql.record_format",
-        &[
-            ("json", RecordFormat::Json),
-            ("connect_json", RecordFormat::ConnectJson),
-            ("debezium", RecordFormat::Debezium),
-        ],
-    )?;
-    if record_format == RecordFormat::Debezium && write_mode != WriteMode::Upsert {
-        return Err(ConfigError::new(
-            "mysql.write_mode",
-            "must be \"upsert\" with record_format = \"debezium\" (updates replace rows)",
-        ));
-    }
-    let version_column = match mysql.version_column {
-        None => None,
-        Some(name) => {
-            let name = identifier(name, "mysql.version_column")?;
-            if write_mode != WriteMode::Upsert {
-                return Err(ConfigError::new(
-                    "mysql.version_column",
-                    "guards upserts: needs write_mode = \"upsert\"",
-                ));
-            }
-            if key_columns.iter().any(|k| k.eq_ignore_ascii_case(&name)) {
-                return Err(ConfigError::new(
-                    "mysql.version_column",
-                    format!("{name:?} is a key column; the version must be another column"),
-                ));
-            }
-            Some(name)
-        }
-    };
-    let max_connections = positive(mysql.max_connections, 16, "mysql.max_connections")?;
-    let max_connections = in_range(max_connections, 10_000, "mysql.max_connections")?;
-    let time_zone = match mysql.time_zone {
-        None => TimeZone::UTC,
-        Some(text) => TimeZone::parse(&text).map_err(|e| ConfigError::new("mysql.time_zone", e))?,
-    };
-    let unknown_fields = choice(
-        mysql.unknown_fields,
-        UnknownFields::Ignore,
-        "mysql.unknown_fields",
-        &[
-            ("ignore", UnknownFields::Ignore),
-            ("dead_letter", UnknownFields::DeadLetter),
-        ],
-    )?;
-    let dead_letter_table = identifier(
-        mysql
-            .dead_letter_table
-            .unwrap_or_else(|| "kafka2mysql_dead_letters".to_string()),
-        "mysql.dead_letter_table",
-    )?;
-    let delivery = choice(
-        mysql.delivery,
-        Delivery::AtLeastOnce,
-        "mysql.delivery",
-        &[
-            ("at_least_once", Delivery::AtLeastOnce),
-            ("exactly_once", Delivery::ExactlyOnce),
-        ],
-    )?;
-    let offset_table = identifier(
-        mysql
-            .offset_table
-            .unwrap_or_else(|| "kafka2mysql_offsets".to_string()),
-        "mysql.offset_table",
-    )?;
-    if dead_letter_table == table || offset_table == table {
-        return Err(ConfigError::new(
-            "mysql.table",
-            "must differ from dead_letter_table and offset_table",
-        ));
-    }
-    // Off by default: in exactly-once mode, moving a stored position that the
-    // log no longer holds either skips records or applies them again, so the
-    // operator chooses (kafka2mysql reset-offsets) unless told otherwise here.
-    let exactly_once_auto_reset = mysql.exactly_once_auto_reset.unwrap_or(false);
-
-    // [commit]
-    let every_messages = positive(raw.commit.every_messages, 1000, "commit.every_messages")?;
-    let interval_ms = positive(raw.commit.interval_ms, 5000, "commit.interval_ms")?;
-
-    // [retry]
-    let r = raw.retry;
-    let technical_attempts = non_negative(r.technical_attempts, 5, "retry.technical_attempts")?;
-    let technical_attempts = in_range(technical_attempts, 1000, "retry.technical_attempts")?;
-    let business_attempts = non_negative(r.business_attempts, 3, "retry.business_attempts")?;
-    let business_attempts = in_range(business_attempts, 1000, "retry.business_attempts")?;
-    let backoff_initial = positive(r.backoff_initial_ms, 200, "retry.backoff_initial_ms")?;
-    let backoff_max = positive(r.backoff_max_ms, 30_000, "retry.backoff_max_ms")?;
-    if backoff_max < backoff_initial {
-        return Err(ConfigError::new(
-            "retry.backoff_max_ms",
-            "must not be less than retry.backoff_initial_ms",
-        ));
-    }
-    let dead_letter_burst = positive(r.dead_letter_burst, 1000, "retry.dead_letter_burst")?;
-    let dead_letter_burst = in_range(
-        dead_letter_burst,
-        u32::MAX as i64,
-        "retry.dead_letter_burst",
-    )?;
-    let schema_fault_records = non_negative(
-        r.schema_fault_records,
-        SCHEMA_FAULT_RECORDS,
-        "retry.schema_fault_records",
-    )?;
-    let schema_fault_records = in_range(
-        schema_fault_records,
-        u32::MAX as i64,
-        "retry.schema_fault_records",
-    )?;
-    let mut extra_technical_codes = Vec::new();
-    for code in r.extra_technical_codes.unwrap_or_default() {
-        if !(1..=65535).contains(&code) {
-            return Err(ConfigError::new(
-                "retry.extra_technical_codes",
-                format!("{code} is not a MySQL error code"),
-            ));
-        }
-        extra_technical_codes.push(code as u16);
-    }
-
-    // [worker]
-    let w = raw.worker;
-    let queue_batches = positive(w.queue_batches, 4, "worker.queue_batches")?;
-    let queue_batches = in_range(queue_batches, 1024, "worker.queue_batches")?;
-    let max_batch_rows = positive(w.max_batch_rows, 500, "worker.max_batch_rows")?;
-    let max_batch_rows = in_range(max_batch_rows, 65_535, "worker.max_batch_rows")?;
-    let max_record_bytes = positive(w.max_record_bytes, 1_048_576, "worker.max_record_bytes")?;
-    let max_record_bytes = in_range(
-        max_record_bytes,
-        256 * 1024 * 1024,
-        "worker.max_record_bytes",
-    )?;
-    let shutdown_timeout = positive(w.shutdown_timeout_ms, 30_000, "worker.shutdown_timeout_ms")?;
-
-    // [log]
-    let l = raw.log;
-    let file = l.file.filter(|f| !f.is_empty()).map(|f| dir.join(f));
-    let level = choice(
-        l.level,
-        LogLevel::Info,
-        "log.level",
-        &[
-            ("error", LogLevel::Error),
-            ("warn", LogLevel::Warn),
-            ("info", LogLevel::Info),
-            ("debug", LogLevel::Debug),
-            ("trace", LogLevel::Trace),
-        ],
-    )?;
-    let stats_interval = positive(l.stats_interval_ms, 60_000, "log.stats_interval_ms")?;
-
-    // [metrics]: an IP address, not a host name, so that validating it never
-    // waits for DNS.
-    let listen = match raw.metrics.listen.filter(|l| !l.is_empty()) {
-        None => None,
-        Some(text) => Some(text.parse().map_err(|_| {
-            ConfigError::new(
-                "metrics.listen",
-                format!(
-                    "expected an IP address and a port such as \"127.0.0.1:9187\", got {text:?}"
-                ),
-            )
-        })?),
-    };
-
-    Ok(Config {
-        kafka: KafkaConfig {
-            client,
-            security,
-            properties,
-            brokers,
-            topic,
-            partitions,
-            group,
-            client_id,
-            offset_reset,
-            fetch_max_bytes_per_partition: fetch_max_bytes as i32,
-            fetch_max_wait: millis(fetch_max_wait),
-            fetch_min_bytes: fetch_min_bytes as i32,
-        },
-        mysql: MysqlConfig {
-            url,
-            password,
-            table,
-            key_columns,
-            write_mode,
-            delete_on_tombstone,
-            unknown_fields,
-            dead_letter_table,
-            delivery,
-            offset_table,
-            exactly_once_auto_reset,
-            record_format,
-            version_column,
-            time_zone,
-            max_connections: max_connections as usize,
-        },
-        commit: CommitConfig {
-            every_messages: every_messages as u64,
-            interval: millis(interval_ms),
-        },
-        retry: RetryConfig {
-            technical_attempts: technical_attempts as u32,
-            business_attempts: business_attempts as u32,
-            backoff_initial: millis(backoff_initial),
-            backoff_max: millis(backoff_max),
-            dead_letter_burst: dead_letter_burst as u32,
-            schema_fault_records: schema_fault_records as u32,
-            extra_technical_codes,
-        },
-        worker: WorkerConfig {
-            queue_batches: queue_batches as usize,
-            max_batch_rows: max_batch_rows as usize,
-            max_record_bytes: max_record_bytes as usize,
-            shutdown_timeout: millis(shutdown_timeout),
-        },
-        log: LogConfig {
-            file,
-            level,
-            stats_interval: millis(stats_interval),
-        },
-        metrics: MetricsConfig { listen },
-        source: None,
+    text.parse().map(Some).map_err(|_| {
+        D::Error::custom(format!(
+            "expected an IP address and a port such as \"127.0.0.1:9187\", got {text:?}"
+        ))
     })
 }
 
-/// `mysql://user:secret@host/db`: a colon in the user-info part means a
-/// password, even an empty one.
-fn url_has_password(url: &str) -> bool {
-    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or("");
-    match authority.rsplit_once('@') {
-        Some((userinfo, _)) => userinfo.contains(':'),
-        None => false,
+/// `[kafka.properties]`: each value as librdkafka takes it, a string. A name
+/// the service sets itself, or a secret, is refused at its own key
+/// (`kafka.properties.enable.auto.commit`).
+fn properties<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Table;
+    impl<'de> serde::de::Visitor<'de> for Table {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut properties = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                // Read through a seed so that the error carries the name.
+                let value = map.next_value_seed(Property { name: &name })?;
+                properties.insert(name, value);
+            }
+            Ok(properties)
+        }
+    }
+    deserializer.deserialize_map(Table)
+}
+
+struct Property<'a> {
+    name: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for Property<'_> {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        let name = self.name;
+        if let Some((_, owner)) = OWNED_PROPERTIES.iter().find(|(owned, _)| *owned == name) {
+            return Err(D::Error::custom(format!("is set by the service ({owner})")));
+        }
+        if name.contains("password") || name.contains("secret") {
+            return Err(D::Error::custom("secrets are never taken from the file"));
+        }
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(s) => Ok(s),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            _ => Err(D::Error::custom("must be a string, a number or a boolean")),
+        }
     }
 }
 
@@ -1200,6 +1260,241 @@ key_columns = ["id"]
         assert_eq!(c.worker.max_batch_rows, 500);
         assert_eq!(c.mysql.password.expose(), "pw");
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
+    }
+
+    /// Every default the README's configuration reference gives as a value
+    /// is the one the service takes: writing it out changes nothing.
+    #[test]
+    fn the_readme_defaults_are_the_defaults() {
+        let readme = include_str!("../README.md");
+        let reference = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README.md has a configuration reference");
+        let minimal = format!("{:?}", Config::parse(MINIMAL, None).unwrap());
+        let mut checked = Vec::new();
+        for row in reference.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (key, default) = (cells[1], cells[2]);
+            let (Some(key), Some(default)) = (
+                key.strip_prefix('`').and_then(|k| k.strip_suffix('`')),
+                default.strip_prefix('`').and_then(|d| d.strip_suffix('`')),
+            ) else {
+                continue; // required, none, or more than one key
+            };
+            let (table, name) = key.split_once('.').expect("table.key");
+            if MINIMAL.contains(&format!("\n{name} = ")) {
+                continue; // set by MINIMAL
+            }
+            let text = match table {
+                "kafka" => MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{name} = {default}\n")),
+                "mysql" => format!("{MINIMAL}{name} = {default}\n"),
+                _ => format!("{MINIMAL}\n[{table}]\n{name} = {default}\n"),
+            };
+            let with_default =
+                Config::parse(&text, None).unwrap_or_else(|e| panic!("{key} = {default}: {e}"));
+            assert_eq!(format!("{with_default:?}"), minimal, "{key} = {default}");
+            checked.push(key);
+        }
+        assert!(checked.len() >= 35, "only {checked:?}");
+    }
+
+    /// The bounds of every integer key, each message naming the key.
+    #[test]
+    fn every_bound_is_accepted_and_one_past_it_refused() {
+        let bounds: &[(&str, i64, i64)] = &[
+            ("kafka.fetch_max_bytes_per_partition", 1, 268_435_456),
+            ("kafka.fetch_max_wait_ms", 0, 10_000),
+            ("kafka.fetch_min_bytes", 1, i32::MAX as i64),
+            ("commit.every_messages", 1, i64::MAX),
+            ("commit.interval_ms", 1, i64::MAX),
+            ("retry.technical_attempts", 0, 1000),
+            ("retry.business_attempts", 0, 1000),
+            ("retry.backoff_initial_ms", 1, i64::MAX),
+            ("retry.backoff_max_ms", 1, i64::MAX),
+            ("retry.dead_letter_burst", 1, u32::MAX as i64),
+            ("retry.schema_fault_records", 0, u32::MAX as i64),
+            ("worker.queue_batches", 1, 1024),
+            ("worker.max_batch_rows", 1, 65_535),
+            ("mysql.max_connections", 1, 10_000),
+            ("worker.max_record_bytes", 1, 268_435_456),
+            ("worker.shutdown_timeout_ms", 1, i64::MAX),
+            ("log.stats_interval_ms", 1, i64::MAX),
+        ];
+        for &(key, min, max) in bounds {
+            let (table, name) = key.split_once('.').unwrap();
+            // The backoff's two ends are bounded by each other too.
+            let other = match name {
+                "backoff_initial_ms" => format!("backoff_max_ms = {}\n", i64::MAX),
+                "backoff_max_ms" => "backoff_initial_ms = 1\n".to_string(),
+                _ => String::new(),
+            };
+            let with = |value: i64| match table {
+                "kafka" => MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{name} = {value}\n")),
+                "mysql" => MINIMAL.replace("[mysql]\n", &format!("[mysql]\n{name} = {value}\n")),
+                _ => format!("{MINIMAL}\n[{table}]\n{other}{name} = {value}\n"),
+            };
+            for value in [min, max] {
+                if let Err(e) = Config::parse(&with(value), None) {
+                    panic!("{key} = {value} must be accepted: {e}");
+                }
+            }
+            let below = if min == 0 {
+                format!("{key}: must not be negative, got -1")
+            } else {
+                format!("{key}: must be greater than 0, got 0")
+            };
+            assert_eq!(err(&with(min - 1)).to_string(), below);
+            if max < i64::MAX {
+                assert_eq!(
+                    err(&with(max + 1)).to_string(),
+                    format!("{key}: must be at most {max}, got {}", max + 1)
+                );
+            }
+        }
+        let c = Config::parse(&format!("{MINIMAL}\n[commit]\ninterval_ms = 1234\n"), None).unwrap();
+        assert_eq!(c.commit.interval, Duration::from_millis(1234));
+    }
+
+    /// Each enum key takes exactly the names the README gives, and says them
+    /// when it gets another.
+    #[test]
+    fn enum_keys_take_their_documented_names() {
+        let cases: &[(&str, &[&str])] = &[
+            ("kafka.client", &["librdkafka", "kafka-rust"]),
+            (
+                "kafka.security_protocol",
+                &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],
+            ),
+            (
+                "kafka.sasl_mechanism",
+                &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+            ),
+            ("kafka.offset_reset", &["earliest", "latest", "fail"]),
+            ("mysql.write_mode", &["upsert", "insert"]),
+            ("mysql.unknown_fields", &["ignore", "dead_letter"]),
+            ("mysql.record_format", &["json", "connect_json", "debezium"]),
+            ("mysql.delivery", &["at_least_once", "exactly_once"]),
+            ("log.level", &["error", "warn", "info", "debug", "trace"]),
+        ];
+        let sasl = "security_protocol = \"sasl_ssl\"\nsasl_username = \"u\"\n";
+        let secrets = EnvSecrets {
+            mysql_password: None,
+            sasl_password: Some("s"),
+        };
+        for &(key, names) in cases {
+            let (table, name) = key.split_once('.').unwrap();
+            let with = |value: &str| {
+                let line = format!("{name} = {value:?}\n");
+                match table {
+                    "kafka" if name == "sasl_mechanism" => {
+                        MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{sasl}{line}"))
+                    }
+                    "kafka" if name == "security_protocol" && value.starts_with("sasl") => MINIMAL
+                        .replace(
+                            "[kafka]\n",
+                            &format!(
+                            "[kafka]\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n{line}"
+                        ),
+                        ),
+                    "kafka" => MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{line}")),
+                    "mysql" => format!("{MINIMAL}{line}"),
+                    _ => format!("{MINIMAL}\n[{table}]\n{line}"),
+                }
+            };
+            for value in names {
+                if let Err(e) = Config::parse_with(&with(value), secrets, Path::new(".")) {
+                    panic!("{key} = {value:?} must be accepted: {e}");
+                }
+            }
+            let shouted = names[0].to_uppercase();
+            let wrong = if shouted == names[0] {
+                names[0].to_lowercase()
+            } else {
+                shouted
+            };
+            let e = Config::parse_with(&with(&wrong), secrets, Path::new(".")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("{key}: expected {}, got {wrong:?}", names.join(" | "))
+            );
+        }
+        // librdkafka's names are the file's.
+        assert_eq!(SecurityProtocol::SaslSsl.name(), "sasl_ssl");
+        assert_eq!(SaslMechanism::ScramSha256.name(), "SCRAM-SHA-256");
+    }
+
+    #[test]
+    fn the_mysql_url_is_parsed_once_with_its_parameters() {
+        let text = MINIMAL.replace(
+            "mysql://app@127.0.0.1:3306/app",
+            "mysql://reader@db.example:3307/sales?prefer_socket=false&stmt_cache_size=7",
+        );
+        let c = Config::parse(&text, Some("pw")).unwrap();
+        assert_eq!(c.database(), "sales");
+        assert_eq!(
+            c.mysql.url.to_string(),
+            "mysql://reader@db.example:3307/sales?prefer_socket=false&stmt_cache_size=7"
+        );
+        let opts = c.mysql_opts();
+        assert_eq!(opts.get_user(), Some("reader"));
+        assert_eq!(opts.get_pass(), Some("pw"));
+        assert_eq!(opts.get_ip_or_hostname(), "db.example");
+        assert_eq!(opts.get_tcp_port(), 3307);
+        assert_eq!(opts.get_db_name(), Some("sales"));
+        assert!(!opts.get_prefer_socket(), "the URL's parameters are kept");
+        assert_eq!(
+            opts.get_stmt_cache_size(),
+            7,
+            "the URL's parameters are kept"
+        );
+        assert_eq!(opts.get_init(), ["SET time_zone = '+00:00'"]);
+        assert_eq!(
+            Config::parse(&text, None).unwrap().mysql_opts().get_pass(),
+            None
+        );
+        let refused = [
+            ("mysql://app:pw@h/db", "must not contain a password; use the MYSQL_PASSWORD environment variable or mysql.password_file"),
+            ("mysql://app@h/db?password=pw", "must not contain a password; use the MYSQL_PASSWORD environment variable or mysql.password_file"),
+            ("mysql://app@h:3306", "must name the database (mysql://user@host:port/DATABASE)"),
+            ("postgres://app@h/db", "not a MySQL URL: URL scheme `postgres' is not supported"),
+        ];
+        for (url, message) in refused {
+            let text = MINIMAL.replace("mysql://app@127.0.0.1:3306/app", url);
+            assert_eq!(
+                err(&text).to_string(),
+                format!("mysql.url: {message}"),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_directory() {
+        let text = format!(
+            "{}\n[log]\nfile = \"../logs/k.log\"\n",
+            MINIMAL.replace(
+                "[kafka]\n",
+                "[kafka]\nsecurity_protocol = \"ssl\"\nssl_ca_location = \"ca.pem\"\n\
+                 ssl_certificate_location = \"/etc/c.pem\"\nssl_key_location = \"\"\n"
+            )
+        );
+        let c = Config::parse_with(&text, EnvSecrets::default(), Path::new("/srv/conf")).unwrap();
+        assert_eq!(
+            c.log.file.as_deref(),
+            Some(Path::new("/srv/conf/../logs/k.log"))
+        );
+        assert_eq!(
+            c.kafka.ssl_ca_location.as_deref(),
+            Some(Path::new("/srv/conf/ca.pem"))
+        );
+        assert_eq!(
+            c.kafka.ssl_certificate_location.as_deref(),
+            Some(Path::new("/etc/c.pem"))
+        );
+        assert_eq!(c.kafka.ssl_key_location, None, "\"\" is none");
+        assert!(c.kafka.sasl().is_none());
     }
 
     #[test]
@@ -1365,13 +1660,9 @@ key_columns = ["id"]
         };
         let c = Config::parse_with(&with(sasl), secrets, Path::new(".")).expect("valid");
         assert_eq!(c.kafka.client, ClientKind::Librdkafka);
-        let s = c.kafka.security.sasl.as_ref().expect("sasl");
+        let s = c.kafka.sasl().expect("sasl");
         assert_eq!(
-            (
-                s.mechanism.as_str(),
-                s.username.as_str(),
-                s.password.expose()
-            ),
+            (s.mechanism.name().as_str(), s.username, s.password.expose()),
             ("SCRAM-SHA-512", "u", "s3cret")
         );
         assert!(!format!("{c:?}").contains("s3cret"));

@@ -324,20 +324,17 @@ impl Librdkafka {
             .set("queued.min.messages", "4000")
             .set("fetch.queue.backoff.ms", "20")
             .set("socket.connection.setup.timeout.ms", "10000")
-            .set("security.protocol", k.security.protocol.name());
-        if let Some(sasl) = &k.security.sasl {
+            .set("security.protocol", k.security_protocol.name());
+        if let Some(sasl) = k.sasl() {
             client
-                .set("sasl.mechanisms", &sasl.mechanism)
-                .set("sasl.username", &sasl.username)
+                .set("sasl.mechanisms", sasl.mechanism.name())
+                .set("sasl.username", sasl.username)
                 .set("sasl.password", sasl.password.expose());
         }
         for (name, path) in [
-            ("ssl.ca.location", &k.security.ssl_ca_location),
-            (
-                "ssl.certificate.location",
-                &k.security.ssl_certificate_location,
-            ),
-            ("ssl.key.location", &k.security.ssl_key_location),
+            ("ssl.ca.location", &k.ssl_ca_location),
+            ("ssl.certificate.location", &k.ssl_certificate_location),
+            ("ssl.key.location", &k.ssl_key_location),
         ] {
             if let Some(path) = path {
                 client.set(name, path.to_string_lossy());
