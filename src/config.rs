@@ -178,7 +178,7 @@ fn default_client_id() -> String {
 }
 
 fn default_fetch_max_bytes() -> i32 {
-    1_048_576
+    524_288
 }
 
 fn default_fetch_max_wait() -> Duration {
@@ -575,7 +575,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
-            queue_batches: 4,
+            queue_batches: 2,
             max_batch_rows: 500,
             max_record_bytes: 1_048_576,
             shutdown_timeout: Duration::from_millis(30_000),
@@ -1245,7 +1245,7 @@ key_columns = ["id"]
     #[test]
     fn minimal_config_takes_the_documented_defaults() {
         let c = Config::parse(MINIMAL, Some("pw")).unwrap();
-        assert_eq!(c.kafka.fetch_max_bytes_per_partition, 1_048_576);
+        assert_eq!(c.kafka.fetch_max_bytes_per_partition, 524_288);
         assert_eq!(c.kafka.fetch_max_wait, Duration::from_millis(100));
         assert_eq!(c.kafka.offset_reset, OffsetReset::Earliest);
         assert_eq!(c.kafka.client_id, "kafka2mysql");
@@ -1256,7 +1256,7 @@ key_columns = ["id"]
         assert_eq!(c.commit.every_messages, 1000);
         assert_eq!(c.retry.technical_attempts, 5);
         assert_eq!(c.retry.business_attempts, 3);
-        assert_eq!(c.worker.queue_batches, 4);
+        assert_eq!(c.worker.queue_batches, 2);
         assert_eq!(c.worker.max_batch_rows, 500);
         assert_eq!(c.mysql.password.expose(), "pw");
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
