@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::metadata::MetadataField;
 use crate::times::TimeZone;
 
 /// A configuration problem, naming the key (or the file) it is about.
@@ -197,6 +198,9 @@ pub struct MysqlConfig {
     pub version_column: Option<String>,
     /// The session's zone: zoned times are converted to it (`times.rs`).
     pub time_zone: TimeZone,
+    /// `[mysql.metadata_columns]`: column name and what it holds
+    /// (`metadata.rs`), by column name.
+    pub metadata_columns: Vec<(String, MetadataField)>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +343,7 @@ struct RawMysql {
     record_format: Option<String>,
     time_zone: Option<String>,
     version_column: Option<String>,
+    metadata_columns: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -949,6 +954,44 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             Some(name)
         }
     };
+    let mut metadata_columns = Vec::new();
+    for (column, text) in mysql.metadata_columns.unwrap_or_default() {
+        let key = format!("mysql.metadata_columns.{column}");
+        let column = identifier(column, &key)?;
+        let field = MetadataField::parse(&text).map_err(|e| ConfigError::new(&key, e))?;
+        if key_columns.iter().any(|k| k.eq_ignore_ascii_case(&column))
+            || version_column
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case(&column))
+        {
+            return Err(ConfigError::new(
+                key,
+                "is a key column or the version column; metadata columns are written, never compared",
+            ));
+        }
+        if metadata_columns
+            .iter()
+            .any(|(c, _): &(String, MetadataField)| c.eq_ignore_ascii_case(&column))
+        {
+            return Err(ConfigError::new(key, "names a column twice"));
+        }
+        match field {
+            MetadataField::Source(_) if record_format != RecordFormat::Debezium => {
+                return Err(ConfigError::new(
+                    key,
+                    "source fields need record_format = \"debezium\"",
+                ))
+            }
+            MetadataField::Timestamp if client == ClientKind::KafkaRust => {
+                return Err(ConfigError::new(
+                    key,
+                    "kafka.client = \"kafka-rust\" does not read record timestamps; use \"librdkafka\"",
+                ))
+            }
+            _ => {}
+        }
+        metadata_columns.push((column, field));
+    }
     let time_zone = match mysql.time_zone {
         None => TimeZone::UTC,
         Some(text) => TimeZone::parse(&text).map_err(|e| ConfigError::new("mysql.time_zone", e))?,
@@ -1114,6 +1157,7 @@ fn validate(raw: RawConfig, secrets: EnvSecrets<'_>, dir: &Path) -> Result<Confi
             record_format,
             version_column,
             time_zone,
+            metadata_columns,
         },
         commit: CommitConfig {
             every_messages: every_messages as u64,
@@ -1194,6 +1238,55 @@ key_columns = ["id"]
         assert_eq!(c.worker.max_batch_rows, 500);
         assert_eq!(c.mysql.password.expose(), "pw");
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
+    }
+
+    #[test]
+    fn metadata_columns_are_validated_by_key() {
+        let text = format!(
+            "{MINIMAL}record_format = \"debezium\"\n[mysql.metadata_columns]\n\
+             kafka_offset = \"offset\"\nat = \"timestamp\"\nbinlog = \"source.file\"\n"
+        );
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(
+            c.mysql.metadata_columns,
+            vec![
+                ("at".to_string(), MetadataField::Timestamp),
+                ("binlog".to_string(), MetadataField::Source("file".into())),
+                ("kafka_offset".to_string(), MetadataField::Offset),
+            ]
+        );
+        let cases = [
+            (
+                "[mysql.metadata_columns]\nk = \"source.\"",
+                "mysql.metadata_columns.k: expected topic | partition | offset | timestamp | \
+                 source.<field>, got \"source.\"",
+            ),
+            (
+                "[mysql.metadata_columns]\nk = \"source.pos\"",
+                "mysql.metadata_columns.k: source fields need record_format = \"debezium\"",
+            ),
+            (
+                "[mysql.metadata_columns]\nid = \"offset\"",
+                "mysql.metadata_columns.id: is a key column or the version column; metadata \
+                 columns are written, never compared",
+            ),
+            (
+                "[mysql.metadata_columns]\n\"a b\" = \"offset\"",
+                "mysql.metadata_columns.a b: \"a b\" is not a plain identifier (letters, digits, _ \
+                 and $; at most 64)",
+            ),
+        ];
+        for (extra, message) in cases {
+            let e = Config::parse(&format!("{MINIMAL}{extra}\n"), None).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+        let text = MINIMAL.replace("[mysql]", "client = \"kafka-rust\"\n[mysql]");
+        let e = Config::parse(
+            &format!("{text}[mysql.metadata_columns]\nat = \"timestamp\"\n"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "mysql.metadata_columns.at");
     }
 
     #[test]
