@@ -1,7 +1,7 @@
 //! The `kafka2mysql` command line: parse, set up logging, run, exit.
 //! Exit codes of `run`: 0 clean stop, 1 runtime failure, 2 bad config or
 //! setup, 3 already running (nothing was done). The other commands document
-//! theirs in `commands.rs`.
+//! theirs in `commands.rs` and `replay.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
