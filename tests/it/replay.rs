@@ -175,3 +175,51 @@ fn dead_letters_land_after_the_column_is_widened_and_bad_ones_stay() {
     // offsets stay where the service committed them.
     assert_eq!(group_offsets(&s.group, &s.topic), committed);
 }
+
+#[test]
+fn a_replayed_record_older_than_its_row_is_left_alone_with_a_version_column() {
+    let s = Setup::new(
+        "replay_versions",
+        1,
+        "id BIGINT PRIMARY KEY, name VARCHAR(4), v BIGINT",
+        "[mysql]\nversion_column = \"v\"\n[retry]\nschema_fault_records = 0",
+    );
+    produce_json(
+        &s.topic,
+        0,
+        &[
+            serde_json::json!({"id": 1, "name": "too long", "v": 1}),
+            serde_json::json!({"id": 1, "name": "new", "v": 2}),
+            serde_json::json!({"id": 2, "name": "too long", "v": 1}),
+        ],
+    );
+    crate::values::run_to_the_end(&s);
+    assert_eq!(dead_letters(&s).len(), 2);
+    mysql_exec(&format!(
+        "ALTER TABLE `{}` MODIFY name VARCHAR(10)",
+        s.table
+    ));
+    let out = replay(&s, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("partition 0 offset 0: replayed; the row holds a newer version"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("replayed 2 (stale, the row holds a newer version: 1), still failing 0"),
+        "{out:?}"
+    );
+    assert_eq!(
+        query_rows(&format!(
+            "SELECT id, name, v FROM `{}` ORDER BY id",
+            s.table
+        )),
+        vec![
+            vec![Some("1".into()), Some("new".into()), Some("2".into())],
+            vec![Some("2".into()), Some("too long".into()), Some("1".into())],
+        ]
+    );
+    assert!(dead_letters(&s).is_empty());
+}
