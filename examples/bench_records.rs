@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! bench_records data N KV_FILE TSV_FILE
+//! bench_records debezium N KV_FILE
 //! bench_records paced RATE SECONDS FIRST_ID
 //! ```
 //!
@@ -10,6 +11,11 @@
 //! every machine (a fixed-seed generator), as `id<TAB>JSON` lines for
 //! `kcat -K '\t'` (key = id) and as tab-separated rows of the same values for
 //! `LOAD DATA`. A JSON value is about 200 bytes.
+//!
+//! `debezium` writes the same N orders as Debezium change events (`op`
+//! `c`, the row in `after`, a MySQL connector's `source`), without schemas
+//! (the JSON converter's `schemas.enable=false`), as `{"id":N}<TAB>event`
+//! lines: Debezium's key is the row's key as a JSON object.
 //!
 //! `paced` writes `id<TAB>JSON` lines to stdout at a steady RATE per second
 //! for SECONDS, ids from FIRST_ID, each record carrying in `produced_ms` the
@@ -87,12 +93,31 @@ impl Order {
         }
     }
 
-    /// `id<TAB>{json}`; no field needs JSON escaping.
+    /// The row as a JSON object; no field needs JSON escaping.
+    fn json(&self) -> String {
+        format!(
+            "{{\"id\":{},\"customer\":\"{}\",\"region\":\"{}\",\"status\":\"{}\",\"amount\":\"{}\",\"currency\":\"{}\",\"items\":{},\"produced_ms\":{},\"note\":\"{}\"}}",
+            self.id, self.customer, self.region, self.status, self.amount, self.currency, self.items, self.produced_ms, self.note
+        )
+    }
+
+    /// `id<TAB>{json}`.
     fn kv_line(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(out, "{}\t{}", self.id, self.json())
+    }
+
+    /// `{"id":N}<TAB>{change event}`: a create event of a MySQL source as
+    /// Debezium 2.x writes it without schemas (the amount as text:
+    /// `decimal.handling.mode=string`).
+    fn debezium_line(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let ts_ms = 1_735_725_600_000 + self.id;
         writeln!(
             out,
-            "{}\t{{\"id\":{},\"customer\":\"{}\",\"region\":\"{}\",\"status\":\"{}\",\"amount\":\"{}\",\"currency\":\"{}\",\"items\":{},\"produced_ms\":{},\"note\":\"{}\"}}",
-            self.id, self.id, self.customer, self.region, self.status, self.amount, self.currency, self.items, self.produced_ms, self.note
+            "{{\"id\":{}}}\t{{\"before\":null,\"after\":{},\"source\":{{\"version\":\"2.7.3.Final\",\"connector\":\"mysql\",\"name\":\"shop\",\"ts_ms\":{ts_ms},\"snapshot\":\"false\",\"db\":\"shop\",\"sequence\":null,\"table\":\"orders\",\"server_id\":223344,\"gtid\":null,\"file\":\"mysql-bin.000003\",\"pos\":{},\"row\":0,\"thread\":7,\"query\":null}},\"op\":\"c\",\"ts_ms\":{},\"transaction\":null}}",
+            self.id,
+            self.json(),
+            154 + self.id * 420,
+            ts_ms + 3
         )
     }
 
@@ -126,6 +151,15 @@ fn data(n: u64, kv_path: &str, tsv_path: &str) -> std::io::Result<()> {
     }
     kv.flush()?;
     tsv.flush()
+}
+
+fn debezium(n: u64, kv_path: &str) -> std::io::Result<()> {
+    let mut kv = BufWriter::with_capacity(1 << 20, File::create(kv_path)?);
+    let mut state = 12345;
+    for id in 1..=n {
+        Order::generated(id, &mut state).debezium_line(&mut kv)?;
+    }
+    kv.flush()
 }
 
 fn paced(rate: u64, seconds: u64, first_id: u64) -> std::io::Result<()> {
@@ -165,6 +199,9 @@ fn main() -> ExitCode {
         ["data", n, kv, tsv] => {
             number(n, "N").and_then(|n| data(n, kv, tsv).map_err(|e| e.to_string()))
         }
+        ["debezium", n, kv] => {
+            number(n, "N").and_then(|n| debezium(n, kv).map_err(|e| e.to_string()))
+        }
         ["paced", rate, seconds, first] => (|| {
             let (rate, seconds, first) = (
                 number(rate, "RATE")?,
@@ -174,7 +211,7 @@ fn main() -> ExitCode {
             paced(rate, seconds, first).map_err(|e| e.to_string())
         })(),
         _ => {
-            Err("usage: bench_records data N KV_FILE TSV_FILE | paced RATE SECONDS FIRST_ID".into())
+            Err("usage: bench_records data N KV_FILE TSV_FILE | debezium N KV_FILE | paced RATE SECONDS FIRST_ID".into())
         }
     };
     match result {

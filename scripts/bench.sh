@@ -15,6 +15,9 @@
 #                 records/s, CPU seconds per million records, peak RSS;
 #   read path     the same pipeline with a sink that writes nothing
 #                 (examples/read_path.rs);
+#   debezium      the drain again, of the same rows as Debezium change events
+#                 (record_format = "debezium", without schemas, keyed
+#                 {"id":N}) from a topic of their own;
 #   latency       records produced at a steady 1,000/s for 60 s (--quick:
 #                 20 s), each carrying its produce time in ms; p50/p99 of the
 #                 row's insert time (DEFAULT CURRENT_TIMESTAMP(6)) minus it.
@@ -22,10 +25,11 @@
 # median. The report (a Markdown table) goes to stdout and to
 # target/bench/report-<id>.md (and target/bench/latest.md), with what each
 # process spent in CPU per million records, so that where the time goes is
-# measured too; its last line is
+# measured too; its last two lines are
+#   debezium_vs_json=R3
 #   e2e_vs_write_limit=R1 read_vs_kcat=R2
 # R1 = kafka2mysql drain rate / write limit rate, R2 = read path rate / kcat
-# rate. Progress goes to stderr.
+# rate, R3 = debezium drain rate / JSON drain rate. Progress goes to stderr.
 #
 # Everything it creates is named bench_<id>_* (topics, tables, groups) and is
 # dropped at the end, also after a failure or Ctrl-C, unless --keep is given.
@@ -94,6 +98,7 @@ done
 ID="$(date +%m%d%H%M%S)_$$"
 PREFIX="bench_$ID"
 TOPIC="$PREFIX"
+DBZ_TOPIC="${PREFIX}_dbz"
 LATENCY_TOPIC="${PREFIX}_lat"
 TABLE="$PREFIX"
 LOAD_TABLE="${PREFIX}_load"
@@ -227,11 +232,11 @@ create_table() {
 
 row_count() { mysql_k2m -N -e "SELECT COUNT(*) FROM \`$1\`"; }
 
-# Writes a service config: write_config FILE TOPIC GROUP TABLE [extra TOML lines].
+# Writes a service config: write_config FILE TOPIC GROUP TABLE [RECORD_FORMAT].
 # Everything not written here is the documented default (README.md, "Configuration reference")
 # except commit.interval_ms (see the report's notes).
 write_config() {
-    local file=$1 topic=$2 group=$3 table=$4
+    local file=$1 topic=$2 group=$3 table=$4 format=${5:-json}
     mkdir -p "$(dirname "$file")"
     cat >"$file" <<EOF
 # Written by scripts/bench.sh.
@@ -246,6 +251,7 @@ url = "$MYSQL_URL"
 table = "$table"
 key_columns = ["id"]
 write_mode = "upsert"
+record_format = "$format"
 dead_letter_table = "$DEAD_LETTER_TABLE"
 
 [commit]
@@ -325,20 +331,34 @@ if [[ ! -s $DATA_KV || ! -s $DATA_TSV ]]; then
     mv "$DATA_TSV.tmp" "$DATA_TSV"
 fi
 VALUE_BYTES=$(awk -F'\t' '{ s += length($2) } END { printf "%.0f", s / NR }' "$DATA_KV")
+DATA_DBZ="$DATA_DIR/records-dbz-v$DATA_VERSION-$RECORDS.kv"
+if [[ ! -s $DATA_DBZ ]]; then
+    say "generating $RECORDS Debezium events into $DATA_DIR"
+    "$RECORDS_BIN" debezium "$RECORDS" "$DATA_DBZ.tmp" || die "generating the Debezium data set failed"
+    mv "$DATA_DBZ.tmp" "$DATA_DBZ"
+fi
+DBZ_VALUE_BYTES=$(awk -F'\t' '{ s += length($2) } END { printf "%.0f", s / NR }' "$DATA_DBZ")
 
-wait_for_services
-say "creating topic $TOPIC ($PARTITIONS partitions) and producing $RECORDS records with kcat"
-TOPICS_CREATED+=("$TOPIC")
-services_retry topic-create "$TOPIC" "$PARTITIONS" || die "could not create topic $TOPIC"
-# Keyed records: librdkafka's default partitioner hashes the key (the id).
-started=$(now)
-kcat -P -b "$KAFKA_BROKERS" -t "$TOPIC" -K $'\t' -X linger.ms=50 -X batch.num.messages=10000 \
-    -X compression.codec=none -l "$DATA_KV" || die "kcat could not produce the data set"
-PRODUCE_SECONDS=$(calc "\"%.2f\", $(now) - $started")
-services_retry log-end-offsets "$TOPIC" || die "cannot read the log end offsets of $TOPIC"
-produced=$(awk '/^[0-9]+ [0-9]+$/ { s += $2; n++ } END { print s + 0, n + 0 }' "$WORK/services.out")
-[[ $produced == "$RECORDS $PARTITIONS" ]] || die "topic $TOPIC holds $produced (records partitions), expected $RECORDS $PARTITIONS"
-say "produced in ${PRODUCE_SECONDS}s"
+# produce_topic TOPIC FILE: creates the topic and produces FILE's key<TAB>value
+# lines into it; sets PRODUCE_SECONDS.
+produce_topic() {
+    local topic=$1 file=$2 started produced
+    wait_for_services
+    say "creating topic $topic ($PARTITIONS partitions) and producing $RECORDS records with kcat"
+    TOPICS_CREATED+=("$topic")
+    services_retry topic-create "$topic" "$PARTITIONS" || die "could not create topic $topic"
+    # Keyed records: librdkafka's default partitioner hashes the key.
+    started=$(now)
+    kcat -P -b "$KAFKA_BROKERS" -t "$topic" -K $'\t' -X linger.ms=50 -X batch.num.messages=10000 \
+        -X compression.codec=none -l "$file" || die "kcat could not produce $file"
+    PRODUCE_SECONDS=$(calc "\"%.2f\", $(now) - $started")
+    services_retry log-end-offsets "$topic" || die "cannot read the log end offsets of $topic"
+    produced=$(awk '/^[0-9]+ [0-9]+$/ { s += $2; n++ } END { print s + 0, n + 0 }' "$WORK/services.out")
+    [[ $produced == "$RECORDS $PARTITIONS" ]] || die "topic $topic holds $produced (records partitions), expected $RECORDS $PARTITIONS"
+    say "produced in ${PRODUCE_SECONDS}s"
+}
+produce_topic "$DBZ_TOPIC" "$DATA_DBZ"
+produce_topic "$TOPIC" "$DATA_KV"
 
 # ---------------------------------------------------------------- write limit
 
@@ -414,44 +434,61 @@ done
 
 # ---------------------------------------------------------------- kafka2mysql drain
 
-drain_rates=() drain_cpu=() drain_rss=() drain_mysqld=() drain_broker=() drain_notes=()
-for run in $(seq "$RUNS"); do
-    for attempt in 1 2; do
-        wait_for_services
-        create_table "$TABLE"
-        settle_database
-        config="$WORK/conf/drain-$run-$attempt.toml"
-        log="$WORK/drain-$run-$attempt.log"
-        write_config "$config" "$TOPIC" "${PREFIX}_drain_${run}_$attempt" "$TABLE"
-        m0=$(mysqld_cpu) b0=$(broker_cpu)
-        started=$(now)
-        "$BIN" run --config "$config" >"$log" 2>&1 &
-        pid=$!
-        SERVICE_PIDS=("$pid")
-        wait_for_lag_zero "$config" "$pid" "$DRAIN_DEADLINE_SECONDS" \
-            || die "kafka2mysql did not drain $TOPIC within ${DRAIN_DEADLINE_SECONDS}s; see $log"
-        seconds=$(calc "\"%.3f\", $(now) - $started")
-        cpu=$(cpu_seconds "$pid") rss=$(peak_rss_kib "$pid")
-        m1=$(mysqld_cpu) b1=$(broker_cpu)
-        kill -TERM "$pid"
-        wait "$pid" || die "kafka2mysql exited with $? after SIGTERM; see $log"
-        SERVICE_PIDS=()
-        rows=$(row_count "$TABLE")
-        ((rows == RECORDS)) || die "the table holds $rows rows after the drain, expected $RECORDS; see $log"
-        say "drain run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB"
-        if disturbed "$log" && ((attempt == 1)); then
-            say "drain run $run logged warnings (a service was away?); running it again"
-            continue
-        fi
-        disturbed "$log" && drain_notes+=("drain run $run logged warnings: $(grep -E -m1 '\[(WARN|ERROR)\]' "$log" | cut -c1-160)")
-        break
+# drain_runs TOPIC FORMAT NAME: --runs drains of TOPIC (record_format FORMAT)
+# into the empty table; fills drain_rates, drain_cpu, drain_rss, drain_mysqld,
+# drain_broker and adds to drain_notes.
+drain_runs() {
+    local topic=$1 format=$2 name=$3 run attempt config log m0 b0 m1 b1 started seconds cpu rss rows pid
+    drain_rates=() drain_cpu=() drain_rss=() drain_mysqld=() drain_broker=()
+    for run in $(seq "$RUNS"); do
+        for attempt in 1 2; do
+            wait_for_services
+            create_table "$TABLE"
+            settle_database
+            config="$WORK/conf/$name-$run-$attempt.toml"
+            log="$WORK/$name-$run-$attempt.log"
+            write_config "$config" "$topic" "${PREFIX}_${name}_${run}_$attempt" "$TABLE" "$format"
+            m0=$(mysqld_cpu) b0=$(broker_cpu)
+            started=$(now)
+            "$BIN" run --config "$config" >"$log" 2>&1 &
+            pid=$!
+            SERVICE_PIDS=("$pid")
+            wait_for_lag_zero "$config" "$pid" "$DRAIN_DEADLINE_SECONDS" \
+                || die "kafka2mysql did not drain $topic within ${DRAIN_DEADLINE_SECONDS}s; see $log"
+            seconds=$(calc "\"%.3f\", $(now) - $started")
+            cpu=$(cpu_seconds "$pid") rss=$(peak_rss_kib "$pid")
+            m1=$(mysqld_cpu) b1=$(broker_cpu)
+            kill -TERM "$pid"
+            wait "$pid" || die "kafka2mysql exited with $? after SIGTERM; see $log"
+            SERVICE_PIDS=()
+            rows=$(row_count "$TABLE")
+            ((rows == RECORDS)) || die "the table holds $rows rows after the drain, expected $RECORDS; see $log"
+            say "$name run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB"
+            if disturbed "$log" && ((attempt == 1)); then
+                say "$name run $run logged warnings (a service was away?); running it again"
+                continue
+            fi
+            disturbed "$log" && drain_notes+=("$name run $run logged warnings: $(grep -E -m1 '\[(WARN|ERROR)\]' "$log" | cut -c1-160)")
+            break
+        done
+        drain_rates+=("$(calc "\"%.0f\", $RECORDS / $seconds")")
+        drain_cpu+=("$(calc "\"%.2f\", $cpu * 1000000 / $RECORDS")")
+        drain_rss+=("$(calc "\"%.1f\", $rss / 1024")")
+        drain_mysqld+=("$(server_per_million "$m0" "$m1")")
+        drain_broker+=("$(server_per_million "$b0" "$b1")")
     done
-    drain_rates+=("$(calc "\"%.0f\", $RECORDS / $seconds")")
-    drain_cpu+=("$(calc "\"%.2f\", $cpu * 1000000 / $RECORDS")")
-    drain_rss+=("$(calc "\"%.1f\", $rss / 1024")")
-    drain_mysqld+=("$(server_per_million "$m0" "$m1")")
-    drain_broker+=("$(server_per_million "$b0" "$b1")")
-done
+}
+
+drain_notes=()
+# The JSON topic has been read whole by kcat and the read path by now; read
+# the Debezium topic once too, so that neither drain pays a first read.
+wait_for_services
+kcat -C -b "$KAFKA_BROKERS" -t "$DBZ_TOPIC" -o beginning -e -q -X fetch.wait.max.ms=10 >/dev/null 2>"$WORK/kcat.err" \
+    || die "kcat -C failed: $(cat "$WORK/kcat.err")"
+drain_runs "$DBZ_TOPIC" debezium debezium
+dbz_rates=("${drain_rates[@]}") dbz_cpu=("${drain_cpu[@]}") dbz_rss=("${drain_rss[@]}")
+dbz_mysqld=("${drain_mysqld[@]}") dbz_broker=("${drain_broker[@]}")
+drain_runs "$TOPIC" json drain
 
 # ---------------------------------------------------------------- latency
 
@@ -504,6 +541,8 @@ DRAIN=$(median "${drain_rates[@]}")
 READ=$(median "${read_rates[@]}")
 R1=$(calc "\"%.2f\", $DRAIN / $LOAD")
 R2=$(calc "\"%.2f\", $READ / $KCAT")
+DBZ=$(median "${dbz_rates[@]}")
+R3=$(calc "\"%.2f\", $DBZ / $DRAIN")
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
 MARIADB_VERSION=$(mysql_k2m -N -e 'SELECT VERSION()')
@@ -541,6 +580,7 @@ budget() {
     echo "| write limit: LOAD DATA LOCAL INFILE, 1 client | $(num "$LOAD") [$(range %.0f "${load_rates[@]}")] | | | $(median "${load_mysqld[@]}") | |"
     echo "| read limit: kcat -C -e (fetch.wait.max.ms=10), whole topic | $(num "$KCAT") [$(range %.0f "${kcat_rates[@]}")] | $(median "${kcat_cpu[@]}") | | | $(median "${kcat_broker[@]}") |"
     echo "| kafka2mysql drain, upsert, start to lag 0 | $(num "$DRAIN") [$(range %.0f "${drain_rates[@]}")] | $(median "${drain_cpu[@]}") | $(median "${drain_rss[@]}") | $(median "${drain_mysqld[@]}") | $(median "${drain_broker[@]}") |"
+    echo "| kafka2mysql drain of the same rows as Debezium events (${DBZ_VALUE_BYTES} bytes, no schemas), start to lag 0 | $(num "$DBZ") [$(range %.0f "${dbz_rates[@]}")] | $(median "${dbz_cpu[@]}") | $(median "${dbz_rss[@]}") | $(median "${dbz_mysqld[@]}") | $(median "${dbz_broker[@]}") |"
     echo "| kafka2mysql read path, no database (examples/read_path) | $(num "$READ") [$(range %.0f "${read_rates[@]}")] | $(median "${read_cpu[@]}") | $(median "${read_rss[@]}") | | $(median "${read_broker[@]}") |"
     echo
     echo "| latency, $LATENCY_RATE records/s for ${LATENCY_SECONDS}s, produce to insert | p50 | p99 | max |"
@@ -561,7 +601,10 @@ budget() {
     for note in "${drain_notes[@]}" ${latency_note:+"$latency_note"}; do
         echo "Note: $note"
     done
+    echo "Debezium: the drain of the same rows as change events runs at $R3 times the JSON drain's rate"
+    echo "(the aim is at least 0.80)."
     echo
+    echo "debezium_vs_json=$R3"
     echo "e2e_vs_write_limit=$R1 read_vs_kcat=$R2"
 } | tee "$REPORT"
 cp "$REPORT" "$BENCH_DIR/latest.md"

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::de::{DeserializeOwned, DeserializeSeed, Error as _, IntoDeserializer, MapAccess};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::metadata::MetadataField;
 use crate::times::TimeZone;
 
 /// A configuration problem, naming the key (or the file) it is about.
@@ -361,6 +362,10 @@ pub struct MysqlConfig {
         deserialize_with = "int::<_, usize, 1, 10_000>"
     )]
     pub max_connections: usize,
+    /// `[mysql.metadata_columns]`: column name and what it holds
+    /// (`metadata.rs`), by column name.
+    #[serde(default, deserialize_with = "metadata_columns")]
+    pub metadata_columns: Vec<(String, MetadataField)>,
 }
 
 fn default_delete_on_tombstone() -> bool {
@@ -827,6 +832,36 @@ impl Config {
                 ));
             }
         }
+        for (i, (column, field)) in mysql.metadata_columns.iter().enumerate() {
+            let key = format!("mysql.metadata_columns.{column}");
+            let same = |other: &str| other.eq_ignore_ascii_case(column);
+            if mysql.key_columns.iter().any(|k| same(k))
+                || mysql.version_column.as_deref().is_some_and(same)
+            {
+                return Err(ConfigError::new(
+                    key,
+                    "is a key column or the version column; metadata columns are written, never compared",
+                ));
+            }
+            if mysql.metadata_columns[..i].iter().any(|(c, _)| same(c)) {
+                return Err(ConfigError::new(key, "names a column twice"));
+            }
+            match field {
+                MetadataField::Source(_) if mysql.record_format != RecordFormat::Debezium => {
+                    return Err(ConfigError::new(
+                        key,
+                        "source fields need record_format = \"debezium\"",
+                    ))
+                }
+                MetadataField::Timestamp if kafka.client == ClientKind::KafkaRust => {
+                    return Err(ConfigError::new(
+                        key,
+                        "kafka.client = \"kafka-rust\" does not read record timestamps; use \"librdkafka\"",
+                    ))
+                }
+                _ => {}
+            }
+        }
         if mysql.dead_letter_table == mysql.table || mysql.offset_table == mysql.table {
             return Err(ConfigError::new(
                 "mysql.table",
@@ -1198,6 +1233,46 @@ fn properties<'de, D: Deserializer<'de>>(
     deserializer.deserialize_map(Table)
 }
 
+/// `[mysql.metadata_columns]`: a column name and what it holds, each
+/// refused at its own key (`mysql.metadata_columns.kafka_offset`); sorted by
+/// column name.
+fn metadata_columns<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, MetadataField)>, D::Error> {
+    struct Table;
+    impl<'de> serde::de::Visitor<'de> for Table {
+        type Value = Vec<(String, MetadataField)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of column names to metadata")
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut columns = Vec::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let field = map.next_value_seed(MetadataColumn { name: &name })?;
+                columns.push((name, field));
+            }
+            columns.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(columns)
+        }
+    }
+    deserializer.deserialize_map(Table)
+}
+
+struct MetadataColumn<'a> {
+    name: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for MetadataColumn<'_> {
+    type Value = MetadataField;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<MetadataField, D::Error> {
+        plain_identifier(self.name.to_string()).map_err(D::Error::custom)?;
+        MetadataField::parse(&String::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
 struct Property<'a> {
     name: &'a str,
 }
@@ -1495,6 +1570,55 @@ key_columns = ["id"]
         );
         assert_eq!(c.kafka.ssl_key_location, None, "\"\" is none");
         assert!(c.kafka.sasl().is_none());
+    }
+
+    #[test]
+    fn metadata_columns_are_validated_by_key() {
+        let text = format!(
+            "{MINIMAL}record_format = \"debezium\"\n[mysql.metadata_columns]\n\
+             kafka_offset = \"offset\"\nat = \"timestamp\"\nbinlog = \"source.file\"\n"
+        );
+        let c = Config::parse(&text, None).unwrap();
+        assert_eq!(
+            c.mysql.metadata_columns,
+            vec![
+                ("at".to_string(), MetadataField::Timestamp),
+                ("binlog".to_string(), MetadataField::Source("file".into())),
+                ("kafka_offset".to_string(), MetadataField::Offset),
+            ]
+        );
+        let cases = [
+            (
+                "[mysql.metadata_columns]\nk = \"source.\"",
+                "mysql.metadata_columns.k: expected topic | partition | offset | timestamp | \
+                 source.<field>, got \"source.\"",
+            ),
+            (
+                "[mysql.metadata_columns]\nk = \"source.pos\"",
+                "mysql.metadata_columns.k: source fields need record_format = \"debezium\"",
+            ),
+            (
+                "[mysql.metadata_columns]\nid = \"offset\"",
+                "mysql.metadata_columns.id: is a key column or the version column; metadata \
+                 columns are written, never compared",
+            ),
+            (
+                "[mysql.metadata_columns]\n\"a b\" = \"offset\"",
+                "mysql.metadata_columns.a b: \"a b\" is not a plain identifier (letters, digits, _ \
+                 and $; at most 64)",
+            ),
+        ];
+        for (extra, message) in cases {
+            let e = Config::parse(&format!("{MINIMAL}{extra}\n"), None).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+        let text = MINIMAL.replace("[mysql]", "client = \"kafka-rust\"\n[mysql]");
+        let e = Config::parse(
+            &format!("{text}[mysql.metadata_columns]\nat = \"timestamp\"\n"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "mysql.metadata_columns.at");
     }
 
     #[test]

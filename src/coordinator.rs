@@ -1061,6 +1061,7 @@ mod tests {
             max_record_bytes: config.worker.max_record_bytes,
             record_format: Default::default(),
             time_zone: Default::default(),
+            metadata: Default::default(),
         })
     }
 

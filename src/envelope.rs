@@ -50,6 +50,9 @@ struct Envelope<'a> {
     after: Option<&'a RawValue>,
     #[serde(borrow, default)]
     op: Option<Cow<'a, str>>,
+    /// Debezium's source position, for metadata columns (`metadata.rs`).
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(
@@ -86,26 +89,28 @@ pub fn map_connect_json(
     row(mapper, payload, types.as_deref(), record_key, "payload")
 }
 
-/// Maps a Debezium change event, bare or in Connect's envelope.
-pub fn map_debezium(
+/// Maps a Debezium change event, bare or in Connect's envelope; with the
+/// event's `source` when the mapper's metadata columns read it.
+pub fn map_debezium<'a>(
     mapper: &Mapper,
-    value: &[u8],
+    value: &'a [u8],
     record_key: &[u8],
-) -> Result<RowOp, RecordError> {
+) -> Result<(RowOp, Option<&'a RawValue>), RecordError> {
     let top = read_envelope(value)?;
     let (event, schema) = match top.payload {
         // `{"schema": ..., "payload": null}`: a tombstone.
-        Some(payload) if top.op.is_none() && !not_null(&payload) => return Ok(RowOp::Skip),
+        Some(payload) if top.op.is_none() && !not_null(&payload) => return Ok((RowOp::Skip, None)),
         Some(payload) if top.op.is_none() => (
             read_envelope(payload.get().as_bytes())?,
             top.schema.filter(not_null),
         ),
         _ => (top, None),
     };
+    let source = event.source.filter(|_| mapper.metadata.reads_source());
     let op = event
         .op
         .ok_or_else(|| bad("no \"op\" (expected a Debezium change event)"))?;
-    match op.as_ref() {
+    let op = match op.as_ref() {
         "c" | "r" | "u" => {
             let after = event
                 .after
@@ -132,7 +137,8 @@ pub fn map_debezium(
             "op \"t\" (truncate) is not applied: truncate the table by hand",
         )),
         other => Err(bad(&format!("unknown op {:?}", shorten(other)))),
-    }
+    }?;
+    Ok((op, source))
 }
 
 /// The envelope object, or why the value is not one.
@@ -513,7 +519,7 @@ pub fn decimal_text(bytes: &[u8], scale: u32) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{RecordFormat, UnknownFields, WriteMode};
     use crate::record::{Column, Record, TableSchema};
@@ -551,6 +557,7 @@ mod tests {
             max_record_bytes: 1 << 20,
             record_format: format,
             time_zone: TimeZone::parse(zone).unwrap(),
+            metadata: Default::default(),
         }
     }
 
@@ -587,7 +594,7 @@ mod tests {
     }
 
     /// The row a write sets, by column name.
-    fn row(m: &Mapper, op: RowOp) -> Vec<(String, Value)> {
+    pub(crate) fn row(m: &Mapper, op: RowOp) -> Vec<(String, Value)> {
         match op {
             RowOp::Write { columns, values } => columns
                 .into_iter()

@@ -1,7 +1,7 @@
 //! The `kafka2mysql` command line: parse, set up logging, run, exit.
 //! Exit codes of `run`: 0 clean stop, 1 runtime failure, 2 bad config or
 //! setup, 3 already running (nothing was done). The other commands document
-//! theirs in `commands.rs`.
+//! theirs in `commands.rs` and `replay.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use kafka2mysql::commands::{self, ResetTarget};
 use kafka2mysql::config::Config;
 use kafka2mysql::logging;
+use kafka2mysql::replay;
 use kafka2mysql::service::{self, LockRefused, RunOutcome};
 
 #[derive(Parser)]
@@ -66,6 +67,24 @@ enum Command {
         /// Only this partition (default: every configured partition).
         #[arg(long, value_name = "P")]
         partition: Option<i32>,
+    },
+    /// Apply the dead letters again, in offset order per partition, each
+    /// removed with its row's write; what still fails stays (refused while
+    /// the service runs). Exit 0 all replayed, 1 some still fail, 2 setup,
+    /// 3 the service runs.
+    ReplayDeadLetters {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this partition's dead letters.
+        #[arg(long, value_name = "P")]
+        partition: Option<i32>,
+        /// Only dead letters written at or after this time (RFC 3339, or
+        /// YYYY-MM-DD[ HH:MM:SS] in mysql.time_zone).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Show what would be replayed and whether each maps; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -143,6 +162,22 @@ fn main() -> ExitCode {
             partition,
         } => match load(&config) {
             Ok(c) => commands::reset_offsets(&c, to, partition),
+            Err(code) => code,
+        },
+        Command::ReplayDeadLetters {
+            config,
+            partition,
+            since,
+            dry_run,
+        } => match load(&config) {
+            Ok(c) => replay::replay_dead_letters(
+                &c,
+                &replay::ReplayOptions {
+                    partition,
+                    since,
+                    dry_run,
+                },
+            ),
             Err(code) => code,
         },
     }

@@ -80,6 +80,8 @@ pub struct PartitionCounters {
     /// Writes tried again (technical errors, and bad records before they are
     /// dead-lettered).
     pub retries: AtomicU64,
+    /// Records the stale-write guard left alone (`mysql.version_column`).
+    pub records_stale: AtomicU64,
     /// How long each successful write of rows or dead letters took (one
     /// transaction).
     pub write_seconds: Histogram,
@@ -96,6 +98,10 @@ impl PartitionCounters {
 
     pub fn add_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_stale(&self, records: u64) {
+        self.records_stale.fetch_add(records, Ordering::Relaxed);
     }
 }
 
@@ -364,7 +370,7 @@ impl Exposition {
             }
         }
 
-        let totals: [Family<CounterOf>; 4] = [
+        let totals: [Family<CounterOf>; 5] = [
             (
                 "kafka2mysql_records_applied_total",
                 "Records done with: written as rows, skipped or dead-lettered.",
@@ -384,6 +390,11 @@ impl Exposition {
                 "kafka2mysql_retries_total",
                 "Writes tried again after a database error or a bad record.",
                 |c| &c.retries,
+            ),
+            (
+                "kafka2mysql_records_stale_total",
+                "Records that mysql.version_column's guard left alone: the row holds a newer version.",
+                |c| &c.records_stale,
             ),
         ];
         for (name, help, counter) in totals {

@@ -38,6 +38,9 @@ pub struct DeadLetter {
     pub code: Option<u16>,
     pub error: String,
     pub attempts: u32,
+    /// The record's timestamp (ms since the epoch), kept for a replay
+    /// (`replay.rs`) to write metadata columns as the first try would have.
+    pub timestamp: Option<i64>,
 }
 
 /// One database transaction's worth of work for one partition.
@@ -71,7 +74,18 @@ pub trait Sink: Send {
     fn holds(&mut self, _row: &RowOp) -> Result<bool, Error> {
         Ok(false)
     }
+
+    /// How many records of the last successful `apply` the stale-write
+    /// guard (`mysql.version_column`) left alone because the row holds a
+    /// newer version; asked once after each `apply`.
+    fn stale_records(&mut self) -> u64 {
+        0
+    }
 }
+
+/// The session variable that the guarded upsert counts stale records in
+/// (see `MysqlSink::insert_sql`).
+const STALE_COUNTER: &str = "@kafka2mysql_stale";
 
 /// `` `name` `` with backticks doubled, for names from config and schema.
 pub fn quote(name: &str) -> String {
@@ -110,14 +124,29 @@ pub fn load_schema(conn: &mut Conn, config: &Config) -> Result<TableSchema, Erro
         .into_iter()
         .map(|(name, column_type)| Column { name, column_type })
         .collect();
-    TableSchema::new(table, columns, &config.mysql.key_columns)
+    let schema = TableSchema::new(table, columns, &config.mysql.key_columns)
         .and_then(|schema| schema.with_version_column(config.mysql.version_column.as_deref()))
-        .map_err(Error::Setup)
+        .map_err(Error::Setup)?;
+    // Each worker resolves them again for its partition; a missing column
+    // stops the start here, named.
+    crate::metadata::Metadata::new(&schema, &config.mysql.metadata_columns, "", 0)
+        .map_err(Error::Setup)?;
+    Ok(schema)
 }
 
 /// Creates the dead-letter table (and, for exactly-once, the offset table)
 /// when missing.
 pub fn create_service_tables(conn: &mut Conn, config: &Config) -> Result<(), Error> {
+    create_dead_letter_table(conn, config)?;
+    if config.mysql.delivery == Delivery::ExactlyOnce {
+        create_offset_table(conn, &config.mysql.offset_table)?;
+    }
+    Ok(())
+}
+
+/// Creates the dead-letter table when missing, and gives an older one the
+/// column of the record's timestamp.
+pub fn create_dead_letter_table(conn: &mut Conn, config: &Config) -> Result<(), Error> {
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {} (
             id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -126,6 +155,7 @@ pub fn create_service_tables(conn: &mut Conn, config: &Config) -> Result<(), Err
             `offset` BIGINT NOT NULL,
             record_key LONGBLOB NULL,
             record_value LONGBLOB NULL,
+            record_timestamp BIGINT NULL,
             error_class VARCHAR(16) NOT NULL,
             error_code INT NULL,
             error_text TEXT NOT NULL,
@@ -135,10 +165,29 @@ pub fn create_service_tables(conn: &mut Conn, config: &Config) -> Result<(), Err
         )",
         quote(&config.mysql.dead_letter_table)
     ))?;
-    if config.mysql.delivery == Delivery::ExactlyOnce {
-        create_offset_table(conn, &config.mysql.offset_table)?;
+    add_record_timestamp(conn, &config.mysql.dead_letter_table)
+}
+
+/// Dead-letter tables created before they kept the record's timestamp get
+/// the column (nullable: their rows have none). Two processes adding it at
+/// once is fine: the second finds it there (1060).
+fn add_record_timestamp(conn: &mut Conn, dead_letter_table: &str) -> Result<(), Error> {
+    let found: Option<u8> = conn.exec_first(
+        "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+         AND TABLE_NAME = ? AND COLUMN_NAME = 'record_timestamp'",
+        (dead_letter_table,),
+    )?;
+    if found.is_some() {
+        return Ok(());
     }
-    Ok(())
+    let added = conn.query_drop(format!(
+        "ALTER TABLE {} ADD COLUMN record_timestamp BIGINT NULL AFTER record_value",
+        quote(dead_letter_table)
+    ));
+    match added.map_err(Error::from) {
+        Err(e) if e.mysql_code() == Some(1060) => Ok(()),
+        other => other,
+    }
 }
 
 pub fn create_offset_table(conn: &mut Conn, offset_table: &str) -> Result<(), Error> {
@@ -271,9 +320,10 @@ fn offset_upsert_sql(offset_table: &str) -> String {
 /// Writes a dead letter; a replay of the same offset overwrites it.
 fn dead_letter_sql(dead_letter_table: &str) -> String {
     format!(
-        "INSERT INTO {} (topic, `partition`, `offset`, record_key, record_value, error_class, \
-         error_code, error_text, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+        "INSERT INTO {} (topic, `partition`, `offset`, record_key, record_value, record_timestamp, \
+         error_class, error_code, error_text, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE record_key = VALUES(record_key), record_value = VALUES(record_value), \
+         record_timestamp = VALUES(record_timestamp), \
          error_class = VALUES(error_class), error_code = VALUES(error_code), \
          error_text = VALUES(error_text), attempts = VALUES(attempts), created_at = CURRENT_TIMESTAMP(3)",
         quote(dead_letter_table)
@@ -315,6 +365,7 @@ pub struct MysqlSink {
     table: String,
     /// Statements on the service's own tables, built once.
     dead_letter_sql: String,
+    dead_letter_delete_sql: String,
     offset_move_sql: String,
     offset_select_sql: String,
     offset_table: String,
@@ -328,6 +379,8 @@ pub struct MysqlSink {
     /// Exactly-once: another process moved the partition's stored position
     /// (the message says how); nothing more is written.
     fenced: Option<String>,
+    /// Stale records of the last committed write (`Sink::stale_records`).
+    stale: u64,
 }
 
 impl MysqlSink {
@@ -337,6 +390,10 @@ impl MysqlSink {
             conn: None,
             table: quote(&config.mysql.table),
             dead_letter_sql: dead_letter_sql(&config.mysql.dead_letter_table),
+            dead_letter_delete_sql: format!(
+                "DELETE FROM {} WHERE topic = ? AND `partition` = ? AND `offset` = ?",
+                quote(&config.mysql.dead_letter_table)
+            ),
             offset_move_sql: format!(
                 "UPDATE {} SET next_offset = ? \
                  WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?",
@@ -354,6 +411,7 @@ impl MysqlSink {
             max_batch_rows: config.worker.max_batch_rows,
             verify_before_write: false,
             fenced: None,
+            stale: 0,
             schema,
         }
     }
@@ -402,6 +460,7 @@ impl MysqlSink {
     }
 
     fn apply_inner(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
+        self.stale = 0;
         let exactly_once = self.delivery == Delivery::ExactlyOnce;
         if let (true, Some(message)) = (exactly_once, &self.fenced) {
             return Err(Error::Setup(message.clone()));
@@ -426,6 +485,8 @@ impl MysqlSink {
         let budget = statement_budget(server.max_allowed_packet);
         let bulk = server.bulk;
         let plan = self.plan(write.rows, budget, bulk)?;
+        let counts_stale =
+            self.counts_stale() && plan.iter().any(|p| matches!(p.shape, Shape::Write(_)));
         let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
         if exactly_once {
@@ -455,26 +516,7 @@ impl MysqlSink {
                 }
             }
         }
-        // Each statement's parameters are built when it is sent, so that at
-        // most one statement's copy of the values is held at a time.
-        for statement in &plan {
-            let rows = write.rows[statement.rows.clone()]
-                .iter()
-                .filter_map(|(_, op)| values_of(op));
-            match statement.shape {
-                // MariaDB's bulk path: one single-row statement, prepared once,
-                // executed for every row in one round trip. The server spends
-                // about a fifth less per row than on a multi-row INSERT with
-                // the same values (measured).
-                Shape::Write(_) if bulk => {
-                    tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?
-                }
-                _ => tx.exec_drop(
-                    &statement.sql,
-                    rows.flatten().cloned().collect::<Vec<Value>>(),
-                )?,
-            }
-        }
+        let stale = send_statements(&mut tx, &plan, write.rows, bulk, counts_stale)?;
         for dl in write.dead_letters {
             tx.exec_drop(
                 &self.dead_letter_sql,
@@ -482,8 +524,62 @@ impl MysqlSink {
             )?;
         }
         tx.commit()?;
+        self.stale = stale;
         self.verify_before_write = false;
         Ok(())
+    }
+
+    /// Replays one dead letter (`replay.rs`): the record's row operation
+    /// and the removal of its dead letter, in one transaction, through the
+    /// same statements as `apply`; the offset table is not touched. Returns
+    /// whether the stale-write guard left the row alone.
+    pub fn replay(&mut self, partition: i32, offset: i64, op: RowOp) -> Result<bool, Error> {
+        let result = self.replay_inner(partition, offset, op);
+        if let Err(e) = &result {
+            self.forget_broken_connection(e);
+        }
+        self.conn = None;
+        result
+    }
+
+    fn replay_inner(&mut self, partition: i32, offset: i64, op: RowOp) -> Result<bool, Error> {
+        self.connection()?;
+        let server = self.server();
+        let budget = statement_budget(server.max_allowed_packet);
+        let bulk = server.bulk;
+        let rows = [(offset, op)];
+        let plan = self.plan(&rows, budget, bulk)?;
+        let counts_stale =
+            self.counts_stale() && plan.iter().any(|p| matches!(p.shape, Shape::Write(_)));
+        let conn = self.conn.as_mut().expect("connected above");
+        let mut tx = conn.start_transaction(TxOpts::default())?;
+        let stale = send_statements(&mut tx, &plan, &rows, bulk, counts_stale)?;
+        tx.exec_drop(
+            &self.dead_letter_delete_sql,
+            (&self.topic, partition, offset),
+        )?;
+        tx.commit()?;
+        Ok(stale > 0)
+    }
+
+    /// Removes a dead letter whose record the table holds already (a replay
+    /// that met its own row in insert mode: see `Sink::holds`).
+    pub fn forget_dead_letter(&mut self, partition: i32, offset: i64) -> Result<(), Error> {
+        let sql = self.dead_letter_delete_sql.clone();
+        let topic = self.topic.clone();
+        let result = self
+            .connection()
+            .and_then(|conn| Ok(conn.exec_drop(sql, (topic, partition, offset))?));
+        if let Err(e) = &result {
+            self.forget_broken_connection(e);
+        }
+        result
+    }
+
+    /// Upserts guarded by `mysql.version_column` count the records they
+    /// leave alone.
+    fn counts_stale(&self) -> bool {
+        self.write_mode == WriteMode::Upsert && self.schema.version_column.is_some()
     }
 
     /// The statements of a write set with their parameters, as
@@ -616,6 +712,15 @@ impl MysqlSink {
                 let v = quote(&self.schema.columns[v].name);
                 format!("VALUES({v})>={v} OR {v} IS NULL")
             });
+            //
+            // The version column's assignment also counts the records the
+            // guard refuses, in a session variable that `apply_inner` reads
+            // before the commit: affected rows cannot tell them apart (a
+            // refused record and one equal to its row both count 0), and
+            // with many rows per statement the count must be per record.
+            // Rows are applied in order, so a record older than one before
+            // it in the same statement counts too. The `IS NULL` test is
+            // never true; it only makes the assignment part of the value.
             let updates: Vec<String> = columns
                 .iter()
                 .filter(|&&c| !self.schema.key_columns.contains(&c) && Some(c) != version)
@@ -624,6 +729,9 @@ impl MysqlSink {
                     let n = quote(&self.schema.columns[c].name);
                     match &guard {
                         None => format!("{n}=VALUES({n})"),
+                        Some(guard) if Some(c) == version => format!(
+                            "{n}=IF({guard},VALUES({n}),IF(({STALE_COUNTER}:=COALESCE({STALE_COUNTER},0)+1) IS NULL,NULL,{n}))"
+                        ),
                         Some(guard) => format!("{n}=IF({guard},VALUES({n}),{n})"),
                     }
                 })
@@ -700,6 +808,46 @@ impl MysqlSink {
             )
         }
     }
+}
+
+/// Sends the planned statements of `rows`; returns how many records the
+/// stale-write guard left alone when `counts_stale` (see
+/// `MysqlSink::insert_sql`), else 0. Each statement's parameters are built
+/// when it is sent, so that at most one statement's copy of the values is
+/// held at a time.
+fn send_statements(
+    tx: &mut mysql::Transaction<'_>,
+    plan: &[Planned<'_>],
+    rows: &[(i64, RowOp)],
+    bulk: bool,
+    counts_stale: bool,
+) -> Result<u64, Error> {
+    if counts_stale {
+        tx.query_drop(format!("SET {STALE_COUNTER} = 0"))?;
+    }
+    for statement in plan {
+        let rows = rows[statement.rows.clone()]
+            .iter()
+            .filter_map(|(_, op)| values_of(op));
+        match statement.shape {
+            // MariaDB's bulk path: one single-row statement, prepared once,
+            // executed for every row in one round trip. The server spends
+            // about a fifth less per row than on a multi-row INSERT with
+            // the same values (measured).
+            Shape::Write(_) if bulk => {
+                tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?
+            }
+            _ => tx.exec_drop(
+                &statement.sql,
+                rows.flatten().cloned().collect::<Vec<Value>>(),
+            )?,
+        }
+    }
+    if !counts_stale {
+        return Ok(0);
+    }
+    let stale: Option<Option<u64>> = tx.query_first(format!("SELECT {STALE_COUNTER}"))?;
+    Ok(stale.flatten().unwrap_or(0))
 }
 
 /// MariaDB 10.2 and later take `COM_STMT_BULK_EXECUTE`; the `mysql` crate
@@ -813,6 +961,7 @@ fn dead_letter_params(dl: &DeadLetter, topic: &str, partition: i32, budget: usiz
         Value::from(dl.offset),
         Value::Bytes(key),
         value.map(Value::Bytes).unwrap_or(Value::NULL),
+        Value::from(dl.timestamp),
         Value::from(dl.class.as_str()),
         dl.code
             .map(|c| Value::from(c as i64))
@@ -847,6 +996,10 @@ impl Sink for MysqlSink {
         }
         self.conn = None;
         result
+    }
+
+    fn stale_records(&mut self) -> u64 {
+        std::mem::take(&mut self.stale)
     }
 }
 
@@ -1098,13 +1251,14 @@ max_batch_rows = {max_batch_rows}
             code: None,
             error: "too large".into(),
             attempts: 1,
+            timestamp: None,
         };
         let params = dead_letter_params(&dl, "t", 0, 4000);
         match &params[4] {
             Value::Bytes(b) => assert!(b.len() < 4000),
             other => panic!("{other:?}"),
         }
-        match &params[7] {
+        match &params[8] {
             Value::Bytes(b) => assert!(String::from_utf8_lossy(b).contains("truncated")),
             other => panic!("{other:?}"),
         }

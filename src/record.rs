@@ -34,6 +34,7 @@ use crate::column_values::{field_value, scalar_key_value, ColumnKind};
 use crate::config::{RecordFormat, UnknownFields, WriteMode};
 use crate::envelope::{self, FieldTypes};
 use crate::error::RecordError;
+use crate::metadata::Metadata;
 use crate::times::TimeZone;
 
 /// One Kafka record, owned: the worker keeps it after the fetch response is gone.
@@ -49,6 +50,11 @@ pub struct Record {
     key_len: u32,
     /// False for a tombstone (null or empty value).
     has_value: bool,
+    /// Set when the record's timestamp follows its bytes (8 bytes,
+    /// little-endian, ms since the epoch; negative for none, as Kafka
+    /// writes it): only when a metadata column wants it (`metadata.rs`), so
+    /// that no other record is larger for it.
+    has_timestamp: bool,
     /// Set by the broker client when the record could not be fetched whole
     /// because it is larger than any fetch it may make; it is then
     /// dead-lettered with what was kept of it. Its real size then follows
@@ -77,8 +83,32 @@ impl Record {
             // Kafka sizes are i32, so a key always fits.
             key_len: u32::try_from(key.len()).expect("a Kafka key is shorter than 2 GiB"),
             has_value: !value.is_empty(),
+            has_timestamp: false,
             oversized: None,
         }
+    }
+
+    /// A record with its timestamp (ms since the epoch), as the broker
+    /// client read it (kept as `with_size` keeps a size).
+    pub fn with_timestamp(offset: i64, key: &[u8], value: &[u8], timestamp_ms: i64) -> Record {
+        let mut value_and_timestamp = Vec::with_capacity(value.len() + 8);
+        value_and_timestamp.extend_from_slice(value);
+        value_and_timestamp.extend_from_slice(&timestamp_ms.to_le_bytes());
+        Record {
+            has_value: !value.is_empty(),
+            has_timestamp: true,
+            ..Record::new(offset, key, &value_and_timestamp)
+        }
+    }
+
+    /// The record's timestamp in ms since the epoch, if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        if !self.has_timestamp {
+            return None;
+        }
+        let mut timestamp = [0; 8];
+        timestamp.copy_from_slice(&self.bytes[self.bytes.len() - 8..]);
+        Some(i64::from_le_bytes(timestamp)).filter(|&t| t >= 0)
     }
 
     /// A record too large to fetch whole, of `size` bytes of key and value:
@@ -105,7 +135,8 @@ impl Record {
 
     /// The bytes after the key: the value, and for an oversized record its size.
     fn rest(&self) -> &[u8] {
-        &self.bytes[self.key_len as usize..]
+        let end = self.bytes.len() - if self.has_timestamp { 8 } else { 0 };
+        &self.bytes[self.key_len as usize..end]
     }
 
     pub fn key(&self) -> &[u8] {
@@ -129,7 +160,7 @@ impl Record {
     /// Key and value bytes; for an oversized record, as it is in Kafka.
     pub fn size(&self) -> usize {
         match self.oversized {
-            None => self.bytes.len(),
+            None => self.key_len as usize + self.rest().len(),
             Some(_) => {
                 let rest = self.rest();
                 let mut size = [0; 8];
@@ -284,6 +315,8 @@ pub struct Mapper {
     pub max_record_bytes: usize,
     pub record_format: RecordFormat,
     pub time_zone: TimeZone,
+    /// `[mysql.metadata_columns]`, with this mapper's partition.
+    pub metadata: Metadata,
 }
 
 impl Mapper {
@@ -309,19 +342,23 @@ impl Mapper {
                 limit: self.max_record_bytes,
             });
         }
-        match (self.record_format, record.value()) {
+        let (op, source) = match (self.record_format, record.value()) {
             // Debezium deletes with an `op: "d"` event; the tombstone after
             // it is for log compaction only.
-            (RecordFormat::Debezium, None) => Ok(RowOp::Skip),
-            (_, None) => self.map_tombstone(record.key()),
-            (RecordFormat::Json, Some(value)) => self.map_value(value, record.key()),
+            (RecordFormat::Debezium, None) => return Ok(RowOp::Skip),
+            (_, None) => return self.map_tombstone(record.key()),
+            (RecordFormat::Json, Some(value)) => (self.map_value(value, record.key())?, None),
             (RecordFormat::ConnectJson, Some(value)) => {
-                envelope::map_connect_json(self, value, record.key())
+                (envelope::map_connect_json(self, value, record.key())?, None)
             }
             (RecordFormat::Debezium, Some(value)) => {
-                envelope::map_debezium(self, value, record.key())
+                envelope::map_debezium(self, value, record.key())?
             }
+        };
+        if self.metadata.is_empty() {
+            return Ok(op);
         }
+        self.metadata.add(self, op, record, source)
     }
 
     /// Reads the JSON object in one pass: no intermediate `serde_json::Value`
@@ -784,6 +821,7 @@ mod tests {
             max_record_bytes: 1000,
             record_format: RecordFormat::Json,
             time_zone: TimeZone::UTC,
+            metadata: Default::default(),
         }
     }
 

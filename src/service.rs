@@ -22,12 +22,13 @@ use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
+use crate::metadata;
 use crate::mysql_pool::ConnectionPool;
 use crate::mysql_sink::{self, MysqlSink, Sink};
 use crate::offsets::{
     exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
 };
-use crate::record::{Mapper, TableSchema};
+use crate::record::TableSchema;
 use crate::retry::Backoff;
 use crate::status::{Paths, PidLock, Stats};
 use crate::worker::{self, WorkerSettings};
@@ -230,15 +231,6 @@ pub fn run_pipeline(
         }
     }
 
-    let mapper = Arc::new(Mapper {
-        schema: schema.clone(),
-        write_mode: config.mysql.write_mode,
-        unknown_fields: config.mysql.unknown_fields,
-        delete_on_tombstone: config.mysql.delete_on_tombstone,
-        max_record_bytes: config.worker.max_record_bytes,
-        record_format: config.mysql.record_format,
-        time_zone: config.mysql.time_zone,
-    });
     let (event_sender, events) = crossbeam_channel::unbounded();
     let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
     let mut workers = BTreeMap::new();
@@ -248,7 +240,7 @@ pub fn run_pipeline(
             start,
             config.worker.queue_batches,
             sinks(&schema),
-            mapper.clone(),
+            Arc::new(metadata::mapper_for(config, &schema, partition).map_err(Error::Setup)?),
             WorkerSettings::from_config(config),
             event_sender.clone(),
             stop_receiver.clone(),

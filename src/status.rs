@@ -28,6 +28,9 @@ pub struct Stats {
     /// Records not written because the table held them already (see
     /// `mysql_sink::Sink::holds`).
     pub records_already_written: AtomicU64,
+    /// Records the stale-write guard left alone (`mysql.version_column`):
+    /// the row holds a newer version.
+    pub records_stale: AtomicU64,
 }
 
 impl Stats {
@@ -48,6 +51,10 @@ impl Stats {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_stale(&self, records: u64) {
+        self.records_stale.fetch_add(records, Ordering::Relaxed);
+    }
+
     pub fn partition_blocked(&self) {
         self.blocked_partitions.fetch_add(1, Ordering::Relaxed);
     }
@@ -66,6 +73,7 @@ impl Stats {
             offset_resets: self.offset_resets.load(Ordering::Relaxed),
             records_fetched: self.records_fetched.load(Ordering::Relaxed),
             records_already_written: self.records_already_written.load(Ordering::Relaxed),
+            records_stale: self.records_stale.load(Ordering::Relaxed),
         }
     }
 }
@@ -82,6 +90,10 @@ pub struct StatsSnapshot {
     /// Missing in status files written before it was counted.
     #[serde(default)]
     pub records_already_written: u64,
+    /// Records the stale-write guard left alone (`mysql.version_column`);
+    /// missing in status files written before it was counted.
+    #[serde(default)]
+    pub records_stale: u64,
 }
 
 /// One partition as the running service sees it.

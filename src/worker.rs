@@ -152,6 +152,7 @@ pub fn spawn(
         block_log: None,
         writing_since: Arc::clone(&writing_since),
         held: None,
+        stale_in_last_write: 0,
     };
     let thread = std::thread::Builder::new()
         .name(format!("partition-{partition}"))
@@ -212,6 +213,9 @@ pub struct Worker {
     block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
     held: Option<Held>,
+    /// Records of the last write that the stale-write guard left alone
+    /// (`Sink::stale_records`): counted apart, not as rows written.
+    stale_in_last_write: u64,
 }
 
 impl Worker {
@@ -656,6 +660,7 @@ impl Worker {
                             .write_seconds
                             .observe(attempt_started.elapsed());
                     }
+                    self.stale_in_last_write = self.sink.stale_records();
                     self.resume();
                     return Ok(());
                 }
@@ -766,6 +771,7 @@ impl Worker {
             code: error.mysql_code(),
             error: error.to_string(),
             attempts,
+            timestamp: record.timestamp(),
         }
     }
 
@@ -785,15 +791,23 @@ impl Worker {
         self.counters.add_retry();
     }
 
-    fn count_applied(&self, rows: &[(i64, RowOp)], dead_letters: usize) {
+    /// Counts what the last write did: `rows` applied (less the stale ones,
+    /// counted apart) and `dead_letters`.
+    fn count_applied(&mut self, rows: &[(i64, RowOp)], dead_letters: usize) {
+        let stale = std::mem::take(&mut self.stale_in_last_write);
         let written = rows
             .iter()
             .filter(|(_, op)| !matches!(op, RowOp::Skip))
-            .count();
+            .count()
+            .saturating_sub(stale as usize);
         self.stats
             .add_applied(rows.len() + dead_letters, written, dead_letters);
         self.counters
             .add_applied(rows.len() + dead_letters, written, dead_letters);
+        if stale > 0 {
+            self.stats.add_stale(stale);
+            self.counters.add_stale(stale);
+        }
     }
 }
 
@@ -923,6 +937,7 @@ mod tests {
             max_record_bytes: 1000,
             record_format: Default::default(),
             time_zone: Default::default(),
+            metadata: Default::default(),
         })
     }
 

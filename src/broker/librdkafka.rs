@@ -154,6 +154,8 @@ struct PartitionQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// Kept alive for the callback; freed after the callback is removed.
     wakeup: *mut Sender<()>,
+    /// Records keep their timestamps (`Record::with_timestamp`).
+    timestamps: bool,
 }
 
 // SAFETY: librdkafka queues are thread-safe; the coordinator thread alone
@@ -173,6 +175,7 @@ impl PartitionQueue {
         topic: &CStr,
         partition: i32,
         wakeup: Sender<()>,
+        timestamps: bool,
     ) -> Option<PartitionQueue> {
         // SAFETY: `rk` is a live consumer handle and `topic` a C string.
         let queue = unsafe { rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition) };
@@ -186,7 +189,11 @@ impl PartitionQueue {
             rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut());
             rdsys::rd_kafka_queue_cb_event_enable(queue, Some(wake), wakeup as *mut c_void);
         }
-        Some(PartitionQueue { queue, wakeup })
+        Some(PartitionQueue {
+            queue,
+            wakeup,
+            timestamps,
+        })
     }
 
     /// Takes what is queued now (at most `CONSUME_BATCH` messages), without
@@ -203,7 +210,7 @@ impl PartitionQueue {
             // SAFETY: librdkafka returned `n` valid messages, each destroyed
             // once, right after it is copied.
             unsafe {
-                into.push_back(item_of(&*message));
+                into.push_back(item_of(&*message, self.timestamps));
                 rdsys::rd_kafka_message_destroy(message);
             }
         }
@@ -211,11 +218,12 @@ impl PartitionQueue {
     }
 }
 
-/// Copies a message out of librdkafka's buffers.
+/// Copies a message out of librdkafka's buffers, with its timestamp when
+/// `timestamps` (a metadata column wants it).
 ///
 /// # Safety
 /// `m` must be a message returned by librdkafka and not yet destroyed.
-unsafe fn item_of(m: &rdsys::rd_kafka_message_t) -> Item {
+unsafe fn item_of(m: &rdsys::rd_kafka_message_t, timestamps: bool) -> Item {
     let bytes = |ptr: *mut c_void, len: usize| -> &[u8] {
         if ptr.is_null() || len == 0 {
             &[]
@@ -225,6 +233,18 @@ unsafe fn item_of(m: &rdsys::rd_kafka_message_t) -> Item {
         }
     };
     match m.err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR if timestamps => {
+            let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+            // SAFETY: a message returned by librdkafka, as above; -1 when
+            // it has no timestamp.
+            let timestamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
+            Item::Record(Record::with_timestamp(
+                m.offset,
+                bytes(m.key, m.key_len),
+                bytes(m.payload, m.len),
+                timestamp,
+            ))
+        }
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => Item::Record(Record::new(
             m.offset,
             bytes(m.key, m.key_len),
@@ -284,6 +304,8 @@ pub struct Librdkafka {
     topic_id: Option<String>,
     /// See `Broker::stale_commits`.
     stale_commits: Vec<i32>,
+    /// A metadata column holds the records' timestamps (`metadata.rs`).
+    timestamps: bool,
 }
 
 impl Librdkafka {
@@ -358,6 +380,11 @@ impl Librdkafka {
             wakeup,
             topic_id: None,
             stale_commits: Vec::new(),
+            timestamps: config
+                .mysql
+                .metadata_columns
+                .iter()
+                .any(|(_, field)| *field == crate::metadata::MetadataField::Timestamp),
         };
         broker
             .partitions()
@@ -419,6 +446,7 @@ impl Librdkafka {
                         &self.topic_c,
                         r.partition,
                         self.wakeup_sender.clone(),
+                        self.timestamps,
                     )
                     .ok_or_else(|| {
                         Error::Librdkafka(format!("no queue for partition {}", r.partition))
