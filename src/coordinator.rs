@@ -30,7 +30,7 @@ use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::{Config, OffsetReset};
-use crate::error::{Class, Error};
+use crate::error::{Class, Error, Policy};
 use crate::offsets::{
     out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
 };
@@ -79,6 +79,7 @@ struct PartitionState {
 
 pub struct Coordinator {
     config: Arc<Config>,
+    policy: Arc<Policy>,
     broker: Option<Box<dyn Broker>>,
     broker_failures: u32,
     broker_retry_at: Instant,
@@ -107,6 +108,7 @@ pub struct Coordinator {
 /// Everything the coordinator is started with.
 pub struct CoordinatorParts {
     pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
     pub broker: Box<dyn Broker>,
     /// Start offset and committed group offset per partition.
     pub starts: BTreeMap<i32, (i64, Option<i64>)>,
@@ -177,6 +179,7 @@ impl Coordinator {
             topic_missing: false,
             broker_outage: None,
             config,
+            policy: parts.policy,
         }
     }
 
@@ -322,47 +325,16 @@ impl Coordinator {
                 } => {
                     self.deliver(fetch.partition, records, next_offset, high_watermark);
                 }
-                FetchOutcome::OffsetOutOfRange => self.offset_out_of_range(fetch.partition),
-                FetchOutcome::Unreadable(reason) => {
-                    let topic = &self.config.kafka.topic;
-                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
-                        continue;
-                    };
-                    if !s.halted {
-                        error!(
-                            "topic {topic} partition {} offset {}: {reason}",
-                            fetch.partition, s.fetch_offset
-                        );
-                        s.halted = true;
-                        s.blocked = Some((SystemTime::now(), s.fetch_offset, Class::Fatal, reason));
-                    }
+                FetchOutcome::Failed(Error::OffsetOutOfRange) => {
+                    self.offset_out_of_range(fetch.partition)
                 }
-                FetchOutcome::Retry(reason) => {
-                    reload_metadata = true;
-                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
-                        continue;
-                    };
-                    s.failures += 1;
-                    let wait = self.kafka_backoff.delay(s.failures);
-                    let now = Instant::now();
-                    s.retry_at = Some(now + wait);
-                    let topic = &self.config.kafka.topic;
-                    match &mut s.fetch_outage {
-                        None => {
-                            warn!(
-                                "topic {topic} partition {} offset {}: fetch error, retrying in {wait:?}: {reason}",
-                                fetch.partition, s.fetch_offset
-                            );
-                            s.fetch_outage = Some(Outage::begin(now, reason));
-                        }
-                        Some(outage) => {
-                            if let Some(n) = outage.again(now, reason) {
-                                warn!(
-                                    "topic {topic} partition {} offset {}: fetch still failing after {} ({n} retries since the last line): {}",
-                                    fetch.partition, s.fetch_offset, human(outage.lasted(now)), outage.reason
-                                );
-                            }
-                        }
+                FetchOutcome::Failed(error) => {
+                    let verdict = self.policy.classify(&error);
+                    reload_metadata |= verdict.reconnect;
+                    if verdict.class == Class::Fatal {
+                        self.halt(fetch.partition, error.to_string());
+                    } else {
+                        self.fetch_failed(fetch.partition, error.to_string());
                     }
                 }
             }
@@ -375,6 +347,52 @@ impl Coordinator {
             self.last_topic_check = self.last_topic_check.min(soon);
             if let Err(e) = self.broker.as_mut().expect("connected").reload_metadata() {
                 self.broker_failed(&format!("metadata reload failed: {e}"));
+            }
+        }
+    }
+
+    /// This partition's records can never be fetched by this client: it
+    /// fetches nothing more, and is blocked with `reason`.
+    fn halt(&mut self, partition: i32, reason: String) {
+        let topic = &self.config.kafka.topic;
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if !s.halted {
+            error!(
+                "topic {topic} partition {partition} offset {}: {reason}",
+                s.fetch_offset
+            );
+            s.halted = true;
+            s.blocked = Some((SystemTime::now(), s.fetch_offset, Class::Fatal, reason));
+        }
+    }
+
+    /// This partition's fetch failed for now: it backs off alone.
+    fn fetch_failed(&mut self, partition: i32, reason: String) {
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        s.failures += 1;
+        let wait = self.kafka_backoff.delay(s.failures);
+        let now = Instant::now();
+        s.retry_at = Some(now + wait);
+        let topic = &self.config.kafka.topic;
+        match &mut s.fetch_outage {
+            None => {
+                warn!(
+                    "topic {topic} partition {partition} offset {}: fetch error, retrying in {wait:?}: {reason}",
+                    s.fetch_offset
+                );
+                s.fetch_outage = Some(Outage::begin(now, reason));
+            }
+            Some(outage) => {
+                if let Some(n) = outage.again(now, reason) {
+                    warn!(
+                        "topic {topic} partition {partition} offset {}: fetch still failing after {} ({n} retries since the last line): {}",
+                        s.fetch_offset, human(outage.lasted(now)), outage.reason
+                    );
+                }
             }
         }
     }
@@ -1090,6 +1108,7 @@ mod tests {
         let (event_sender, events) = crossbeam_channel::unbounded();
         let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded::<()>(0);
+        let policy = Arc::new(Policy::from_config(&config));
         let mut workers = BTreeMap::new();
         for &(partition, start) in starts {
             let handle = worker::spawn(
@@ -1098,7 +1117,7 @@ mod tests {
                 config.worker.queue_batches,
                 Box::new(sink.clone()),
                 mapper(&config),
-                WorkerSettings::from_config(&config),
+                WorkerSettings::from_config(&config, Arc::clone(&policy)),
                 event_sender.clone(),
                 stop_receiver.clone(),
                 Arc::clone(&stats),
@@ -1108,6 +1127,7 @@ mod tests {
         }
         let parts = CoordinatorParts {
             config,
+            policy,
             broker: broker.client(),
             starts: starts.iter().map(|&(p, s)| (p, (s, Some(s)))).collect(),
             workers,

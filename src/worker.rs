@@ -7,7 +7,7 @@
 //! reported only after the database transaction that holds its row (or its
 //! dead letter) has committed.
 //!
-//! By error class (`error::classify`; the README's "Errors and what the
+//! By error class (`error::Policy`; the README's "Errors and what the
 //! operator does" is the operator's side of these rules):
 //! - technical and fatal errors: retry with backoff up to
 //!   `technical_attempts`, then the partition is blocked: it keeps retrying
@@ -40,7 +40,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
+use crate::error::{is_duplicate_key, Alike, Class, Error, Policy};
 use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
@@ -92,11 +92,11 @@ pub struct WorkerSettings {
     pub backoff: Backoff,
     pub dead_letter_burst: u32,
     pub schema_fault_records: u32,
-    pub extra_technical_codes: Vec<u16>,
+    pub policy: Arc<Policy>,
 }
 
 impl WorkerSettings {
-    pub fn from_config(config: &Config) -> WorkerSettings {
+    pub fn from_config(config: &Config, policy: Arc<Policy>) -> WorkerSettings {
         WorkerSettings {
             topic: config.kafka.topic.clone(),
             technical_attempts: config.retry.technical_attempts,
@@ -104,7 +104,7 @@ impl WorkerSettings {
             backoff: Backoff::from_config(&config.retry),
             dead_letter_burst: config.retry.dead_letter_burst,
             schema_fault_records: config.retry.schema_fault_records,
-            extra_technical_codes: config.retry.extra_technical_codes.clone(),
+            policy,
         }
     }
 }
@@ -466,14 +466,14 @@ impl Worker {
             };
             if attempts < attempts_allowed {
                 self.count_retry();
-                if !matches!(error, Error::Record(_))
+                if self.settings.policy.classify(&error).wait
                     && self.sleep(self.settings.backoff.delay(attempts)).is_err()
                 {
                     return Err(());
                 }
                 continue;
             }
-            let alike = Alike::of(&error, &self.settings.extra_technical_codes)
+            let alike = Alike::of(&error, &self.settings.policy)
                 .filter(|_| self.settings.schema_fault_records > 0);
             if self.held.as_ref().map(|h| &h.alike) != alike.as_ref() {
                 // A failure of another kind: the held records were bad ones.
@@ -550,8 +550,7 @@ impl Worker {
                 }
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => {
-                    if Alike::of(&e, &self.settings.extra_technical_codes).as_ref() != Some(&alike)
-                    {
+                    if Alike::of(&e, &self.settings.policy).as_ref() != Some(&alike) {
                         self.resume();
                         return Ok(held.into_iter().map(|(r, _)| r).collect());
                     }
@@ -661,7 +660,7 @@ impl Worker {
                 }
                 Err(e) => e,
             };
-            let class = classify(&error, &self.settings.extra_technical_codes);
+            let class = self.settings.policy.class(&error);
             if class == Class::Business {
                 return Err(Abandon::Business(error));
             }
@@ -762,7 +761,7 @@ impl Worker {
             offset: record.offset,
             key: record.key().to_vec(),
             value: record.value().map(<[u8]>::to_vec),
-            class: classify(error, &self.settings.extra_technical_codes),
+            class: self.settings.policy.class(error),
             code: error.mysql_code(),
             error: error.to_string(),
             attempts,
@@ -937,7 +936,7 @@ mod tests {
             },
             dead_letter_burst: 1000,
             schema_fault_records: 10,
-            extra_technical_codes: vec![],
+            policy: Arc::default(),
         }
     }
 
@@ -1324,6 +1323,6 @@ mod tests {
     #[test]
     fn tombstone_errors_are_business() {
         let e = Error::Record(RecordError::BadTombstoneKey("x".into()));
-        assert_eq!(classify(&e, &[]), Class::Business);
+        assert_eq!(Policy::default().class(&e), Class::Business);
     }
 }
