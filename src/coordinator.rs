@@ -30,12 +30,12 @@ use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::{Config, OffsetReset};
-use crate::error::{Class, Error, Policy};
+use crate::error::{Class, Error, Policy, Verdict};
 use crate::offsets::{
     out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
 };
 use crate::record::Record;
-use crate::retry::{human, Backoff, Outage};
+use crate::retry::{human, Backoff, Decision, Outage, RetryState};
 use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
 use crate::worker::{Batch, WorkerEvent, WorkerHandle};
 
@@ -61,7 +61,8 @@ pub enum Ending {
 struct PartitionState {
     fetch_offset: i64,
     retry_at: Option<Instant>,
-    failures: u32,
+    /// This partition's fetch attempts (`kafka_retry` of `Coordinator::new`).
+    retry: RetryState,
     high_watermark: Option<i64>,
     /// Since when, at which offset, of which class, why.
     blocked: Option<(SystemTime, i64, Class, String)>,
@@ -81,7 +82,8 @@ pub struct Coordinator {
     config: Arc<Config>,
     policy: Arc<Policy>,
     broker: Option<Box<dyn Broker>>,
-    broker_failures: u32,
+    /// The broker client's attempts (connect, and any call failing as a whole).
+    broker_retry: RetryState,
     broker_retry_at: Instant,
     partitions: BTreeMap<i32, PartitionState>,
     workers: BTreeMap<i32, WorkerHandle>,
@@ -90,7 +92,6 @@ pub struct Coordinator {
     shutdown: Receiver<()>,
     book: OffsetBook,
     stats: Arc<Stats>,
-    kafka_backoff: Backoff,
     status: ServiceStatus,
     status_file: Option<PathBuf>,
     last_status: Instant,
@@ -128,6 +129,12 @@ impl Coordinator {
         let now = Instant::now();
         let config = parts.config;
         let mut book = OffsetBook::new(config.commit.every_messages, config.commit.interval, now);
+        // Kafka-side faults are retried for ever, whatever their class: the
+        // process never exits because the broker is away.
+        let kafka_retry = RetryState::for_ever(
+            Backoff::from_config(&config.retry).capped(KAFKA_BACKOFF_CAP),
+            Class::ALL,
+        );
         let mut partitions = BTreeMap::new();
         for (&p, &(start, committed)) in &parts.starts {
             book.start(p, start, committed);
@@ -136,7 +143,7 @@ impl Coordinator {
                 PartitionState {
                     fetch_offset: start,
                     retry_at: None,
-                    failures: 0,
+                    retry: kafka_retry.clone(),
                     high_watermark: None,
                     blocked: None,
                     fetch_outage: None,
@@ -146,10 +153,7 @@ impl Coordinator {
                 },
             );
         }
-        let kafka_backoff = Backoff {
-            initial: config.retry.backoff_initial,
-            max: config.retry.backoff_max.min(KAFKA_BACKOFF_CAP),
-        };
+
         let status = ServiceStatus {
             pid: std::process::id(),
             started_at: unix_seconds(SystemTime::now()),
@@ -159,7 +163,7 @@ impl Coordinator {
         };
         Coordinator {
             broker: Some(parts.broker),
-            broker_failures: 0,
+            broker_retry: kafka_retry,
             broker_retry_at: now,
             partitions,
             workers: parts.workers,
@@ -168,7 +172,6 @@ impl Coordinator {
             shutdown: parts.shutdown,
             book,
             stats: parts.stats,
-            kafka_backoff,
             status,
             status_file: parts.status_file,
             last_status: now - STATUS_INTERVAL,
@@ -310,7 +313,7 @@ impl Coordinator {
         let fetches = match result {
             Ok(f) => f,
             Err(e) => {
-                self.broker_failed(&format!("fetch failed: {e}"));
+                self.broker_failed("fetch failed", &e);
                 return;
             }
         };
@@ -334,7 +337,7 @@ impl Coordinator {
                     if verdict.class == Class::Fatal {
                         self.halt(fetch.partition, error.to_string());
                     } else {
-                        self.fetch_failed(fetch.partition, error.to_string());
+                        self.fetch_failed(fetch.partition, verdict, error.to_string());
                     }
                 }
             }
@@ -346,7 +349,7 @@ impl Coordinator {
             let soon = Instant::now() - TOPIC_CHECK_INTERVAL + Duration::from_secs(1);
             self.last_topic_check = self.last_topic_check.min(soon);
             if let Err(e) = self.broker.as_mut().expect("connected").reload_metadata() {
-                self.broker_failed(&format!("metadata reload failed: {e}"));
+                self.broker_failed("metadata reload failed", &e);
             }
         }
     }
@@ -369,12 +372,11 @@ impl Coordinator {
     }
 
     /// This partition's fetch failed for now: it backs off alone.
-    fn fetch_failed(&mut self, partition: i32, reason: String) {
+    fn fetch_failed(&mut self, partition: i32, verdict: Verdict, reason: String) {
         let Some(s) = self.partitions.get_mut(&partition) else {
             return;
         };
-        s.failures += 1;
-        let wait = self.kafka_backoff.delay(s.failures);
+        let wait = retry_wait(s.retry.next(verdict));
         let now = Instant::now();
         s.retry_at = Some(now + wait);
         let topic = &self.config.kafka.topic;
@@ -411,7 +413,7 @@ impl Coordinator {
         let Some(s) = self.partitions.get_mut(&partition) else {
             return;
         };
-        s.failures = 0;
+        s.retry.succeeded();
         s.retry_at = None;
         if let Some(outage) = s.fetch_outage.take() {
             info!(
@@ -490,14 +492,14 @@ impl Coordinator {
             Ok((e, l)) => match (e.get(&partition), l.get(&partition)) {
                 (Some(&e), Some(&l)) => (e, l),
                 _ => {
-                    s.retry_at = Some(Instant::now() + self.kafka_backoff.initial);
+                    s.retry_at = Some(Instant::now() + s.retry.backoff().initial);
                     return;
                 }
             },
             Err(e) => {
                 warn!("topic {topic} partition {partition}: offset {requested} out of range, and the log bounds cannot be read: {e}");
-                s.failures += 1;
-                s.retry_at = Some(Instant::now() + self.kafka_backoff.delay(s.failures));
+                let wait = retry_wait(s.retry.next(self.policy.classify(&e)));
+                s.retry_at = Some(Instant::now() + wait);
                 return;
             }
         };
@@ -661,9 +663,9 @@ impl Coordinator {
         }
     }
 
-    fn broker_failed(&mut self, what: &str) {
-        self.broker_failures += 1;
-        let wait = self.kafka_backoff.delay(self.broker_failures);
+    fn broker_failed(&mut self, what: &str, error: &Error) {
+        let wait = retry_wait(self.broker_retry.next(self.policy.classify(error)));
+        let what = format!("{what}: {error}");
         let now = Instant::now();
         self.broker_retry_at = now + wait;
         self.broker = None;
@@ -685,7 +687,7 @@ impl Coordinator {
 
     /// The broker answered: ends a broker outage, with one line.
     fn broker_answered(&mut self) {
-        self.broker_failures = 0;
+        self.broker_retry.succeeded();
         if let Some(outage) = self.broker_outage.take() {
             info!(
                 "kafka: reachable again after {} ({} failed attempts)",
@@ -710,7 +712,7 @@ impl Coordinator {
                 if matches!(e, Error::NoSuchTopic(_)) {
                     self.topic_missing = true;
                 }
-                self.broker_failed(&format!("connect failed: {e}"));
+                self.broker_failed("connect failed", &e);
                 false
             }
         }
@@ -924,6 +926,16 @@ impl Coordinator {
             .keys()
             .map(|&p| (p, self.book.get(p).and_then(|o| o.committed)))
             .collect()
+    }
+}
+
+/// The wait a Kafka-side `RetryState` (retrying every class for ever)
+/// decides.
+fn retry_wait(decision: Decision) -> Duration {
+    match decision {
+        Decision::RetryAfter(wait) | Decision::Stuck(wait) => wait,
+        // Not given: every class is retried (`Class::ALL`).
+        Decision::GiveUp => KAFKA_BACKOFF_CAP,
     }
 }
 

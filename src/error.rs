@@ -159,6 +159,8 @@ pub enum Class {
 }
 
 impl Class {
+    pub const ALL: &'static [Class] = &[Class::Technical, Class::Business, Class::Fatal];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Technical => "technical",

@@ -28,7 +28,7 @@ use crate::offsets::{
     exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
 };
 use crate::record::{Mapper, TableSchema};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Decision, RetryState};
 use crate::status::{Paths, PidLock, Stats};
 use crate::worker::{self, WorkerSettings};
 
@@ -150,8 +150,11 @@ pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> Ru
     }
 }
 
-/// Retries `attempt` while it fails with a technical error; `Ok(None)` when a
-/// signal arrives first.
+/// Start-up waits no longer than this between attempts.
+const START_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Retries `attempt` while it fails with an error that is not fatal;
+/// `Ok(None)` when a signal arrives first.
 fn until_ready<T>(
     what: &str,
     config: &Config,
@@ -159,25 +162,24 @@ fn until_ready<T>(
     shutdown: &Receiver<()>,
     mut attempt: impl FnMut() -> Result<T, Error>,
 ) -> Result<Option<T>, Error> {
-    let backoff = Backoff {
-        initial: config.retry.backoff_initial,
-        max: config.retry.backoff_max.min(Duration::from_secs(10)),
-    };
-    let mut failures = 0;
+    let backoff = Backoff::from_config(&config.retry).capped(START_BACKOFF_CAP);
+    let mut retry = RetryState::for_ever(backoff, &[Class::Technical, Class::Business]);
     loop {
-        match attempt() {
+        let e = match attempt() {
             Ok(v) => return Ok(Some(v)),
-            Err(e) if policy.class(&e) == Class::Fatal => return Err(e),
-            Err(e) => {
-                failures += 1;
-                let wait = backoff.delay(failures);
-                warn!("{what}: {e}; retrying in {wait:?} (attempt {failures})");
-                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-                    shutdown.recv_timeout(wait)
-                {
-                    return Ok(None);
-                }
-            }
+            Err(e) => e,
+        };
+        let wait = match retry.next(policy.classify(&e)) {
+            Decision::RetryAfter(wait) | Decision::Stuck(wait) => wait,
+            Decision::GiveUp => return Err(e),
+        };
+        warn!(
+            "{what}: {e}; retrying in {wait:?} (attempt {})",
+            retry.failures()
+        );
+        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = shutdown.recv_timeout(wait)
+        {
+            return Ok(None);
         }
     }
 }

@@ -44,7 +44,7 @@ use crate::error::{is_duplicate_key, Alike, Class, Error, Policy};
 use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
-use crate::retry::{human, Backoff, Outage};
+use crate::retry::{human, Backoff, Decision, Outage, RetryState, WhenSpent};
 use crate::status::Stats;
 
 /// Records of one partition, in offset order, copied out of a fetch response.
@@ -322,7 +322,7 @@ impl Worker {
         let mut in_a_row = self.dead_letters_in_a_row + held as u32;
         let mut fast = true;
         for record in &records {
-            match self.map_with_retry(record) {
+            match self.map(record) {
                 Ok(op) => {
                     rows.push((record.offset, op));
                     in_a_row = 0;
@@ -380,18 +380,29 @@ impl Worker {
         Ok(())
     }
 
-    /// Maps a record, trying `business_attempts` times (at least once).
-    /// Mapping looks only at the record's bytes, so no wait between tries.
-    fn map_with_retry(&self, record: &Record) -> Result<RowOp, (Error, u32)> {
-        let attempts = self.settings.business_attempts.max(1);
-        let mut last = None;
-        for _ in 0..attempts {
-            match self.mapper.map(record) {
-                Ok(op) => return Ok(op),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err((Error::Record(last.expect("at least one attempt")), attempts))
+    /// Maps a record once. Mapping looks only at the record's bytes, so a
+    /// failure would repeat on every attempt: the record retry state counts
+    /// them all as made (`RetryState::next`), and returns their number.
+    fn map(&self, record: &Record) -> Result<RowOp, (Error, u32)> {
+        self.mapper.map(record).map_err(|e| {
+            let error = Error::Record(e);
+            let mut retry = self.record_retry();
+            let decision = retry.next(self.settings.policy.classify(&error));
+            debug_assert_eq!(decision, Decision::GiveUp);
+            (error, retry.failures())
+        })
+    }
+
+    /// The attempts of one record on its own: `business_attempts` in all
+    /// for a business error, then it is given back (held, dead-lettered).
+    fn record_retry(&self) -> RetryState {
+        let retries = self.settings.business_attempts.max(1) - 1;
+        RetryState::limited(
+            self.settings.backoff,
+            &[Class::Business],
+            retries,
+            WhenSpent::GiveUp,
+        )
     }
 
     /// Maps and writes one record in its own transaction, with the held
@@ -445,11 +456,9 @@ impl Worker {
     /// with backoff, then held (when its failure may be the table's), or a
     /// dead letter (or a block, past the burst limit).
     fn apply_record(&mut self, record: Record) -> Result<Outcome, ()> {
-        let attempts_allowed = self.settings.business_attempts.max(1);
-        let mut attempts = 0;
+        let mut retry = self.record_retry();
         let mut burst_blocked_since: Option<SystemTime> = None;
         loop {
-            attempts += 1;
             let error = match self.write_record(&record) {
                 Ok(op) => {
                     if burst_blocked_since.is_some() {
@@ -464,15 +473,14 @@ impl Worker {
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => e,
             };
-            if attempts < attempts_allowed {
+            if let Decision::RetryAfter(wait) = retry.next(self.settings.policy.classify(&error)) {
                 self.count_retry();
-                if self.settings.policy.classify(&error).wait
-                    && self.sleep(self.settings.backoff.delay(attempts)).is_err()
-                {
+                if self.sleep(wait).is_err() {
                     return Err(());
                 }
                 continue;
             }
+            let attempts = retry.failures();
             let alike = Alike::of(&error, &self.settings.policy)
                 .filter(|_| self.settings.schema_fault_records > 0);
             if self.held.as_ref().map(|h| &h.alike) != alike.as_ref() {
@@ -639,7 +647,12 @@ impl Worker {
     /// (blocked after `technical_attempts`). Business errors go back to the
     /// caller at once.
     fn write_with_retry(&mut self, write: WriteSet<'_>, first_offset: i64) -> Result<(), Abandon> {
-        let mut failures: u32 = 0;
+        let mut retry = RetryState::limited(
+            self.settings.backoff,
+            &[Class::Technical, Class::Fatal],
+            self.settings.technical_attempts,
+            WhenSpent::Stuck,
+        );
         let mut blocked_since: Option<SystemTime> = None;
         let started = Instant::now();
         loop {
@@ -660,36 +673,37 @@ impl Worker {
                 }
                 Err(e) => e,
             };
-            let class = self.settings.policy.class(&error);
-            if class == Class::Business {
-                return Err(Abandon::Business(error));
-            }
-            failures += 1;
-            self.count_retry();
-            let wait = if failures <= self.settings.technical_attempts {
-                let wait = self.settings.backoff.delay(failures);
-                warn!(
-                    "topic {} partition {} offset {first_offset}: {class} error, attempt {failures} of {}, retrying in {:?}: {error}",
-                    self.settings.topic, self.partition, self.settings.technical_attempts, wait
-                );
-                wait
-            } else {
-                let since = *blocked_since.get_or_insert_with(SystemTime::now);
-                let advice = if class == Class::Fatal {
-                    " (the operator must fix this)"
-                } else {
-                    ""
-                };
-                self.block(
-                    first_offset,
-                    since,
-                    class,
-                    &format!(
-                        "{error}{advice}; blocked for {}s",
-                        started.elapsed().as_secs()
-                    ),
-                );
-                self.settings.backoff.max
+            let verdict = self.settings.policy.classify(&error);
+            let class = verdict.class;
+            let wait = match retry.next(verdict) {
+                Decision::GiveUp => return Err(Abandon::Business(error)),
+                Decision::RetryAfter(wait) => {
+                    self.count_retry();
+                    warn!(
+                        "topic {} partition {} offset {first_offset}: {class} error, attempt {} of {}, retrying in {:?}: {error}",
+                        self.settings.topic, self.partition, retry.failures(), self.settings.technical_attempts, wait
+                    );
+                    wait
+                }
+                Decision::Stuck(wait) => {
+                    self.count_retry();
+                    let since = *blocked_since.get_or_insert_with(SystemTime::now);
+                    let advice = if class == Class::Fatal {
+                        " (the operator must fix this)"
+                    } else {
+                        ""
+                    };
+                    self.block(
+                        first_offset,
+                        since,
+                        class,
+                        &format!(
+                            "{error}{advice}; blocked for {}s",
+                            started.elapsed().as_secs()
+                        ),
+                    );
+                    wait
+                }
             };
             self.sleep(wait)?;
         }
