@@ -37,7 +37,7 @@ use crate::offsets::{
 use crate::record::Record;
 use crate::retry::{human, Backoff, Decision, Outage, RetryState};
 use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
-use crate::worker::{Batch, WorkerEvent, WorkerHandle};
+use crate::worker::{Batch, Flow, Stall, WorkerEvent, WorkerHandle};
 
 /// How often the status file is rewritten.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
@@ -64,8 +64,10 @@ struct PartitionState {
     /// This partition's fetch attempts (`kafka_retry` of `Coordinator::new`).
     retry: RetryState,
     high_watermark: Option<i64>,
-    /// Since when, at which offset, of which class, why.
-    blocked: Option<(SystemTime, i64, Class, String)>,
+    /// Flowing, retrying or blocked: the one record of it (the worker
+    /// reports its changes; a partition that cannot be fetched is blocked
+    /// here).
+    flow: Flow,
     /// Fetches of this partition failing (the broker answers for others).
     fetch_outage: Option<Outage>,
     /// OffsetOutOfRange with `offset_reset = fail`: fetch nothing more.
@@ -145,7 +147,7 @@ impl Coordinator {
                     retry_at: None,
                     retry: kafka_retry.clone(),
                     high_watermark: None,
-                    blocked: None,
+                    flow: Flow::Flowing,
                     fetch_outage: None,
                     halted: false,
                     pending_reset: None,
@@ -265,20 +267,9 @@ impl Coordinator {
                     }
                 }
             }
-            WorkerEvent::Blocked {
-                partition,
-                offset,
-                since,
-                class,
-                error,
-            } => {
+            WorkerEvent::State { partition, flow } => {
                 if let Some(p) = self.partitions.get_mut(&partition) {
-                    p.blocked = Some((since, offset, class, error));
-                }
-            }
-            WorkerEvent::Flowing { partition } => {
-                if let Some(p) = self.partitions.get_mut(&partition) {
-                    p.blocked = None;
+                    p.flow = flow;
                 }
             }
             WorkerEvent::Exited { partition } => {
@@ -367,7 +358,7 @@ impl Coordinator {
                 s.fetch_offset
             );
             s.halted = true;
-            s.blocked = Some((SystemTime::now(), s.fetch_offset, Class::Fatal, reason));
+            s.flow = halted(s.fetch_offset, reason);
         }
     }
 
@@ -526,7 +517,7 @@ impl Coordinator {
                 let message = refused_rewind_message(partition, requested, earliest, latest);
                 error!("topic {topic} partition {partition}: {message}");
                 s.halted = true;
-                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
+                s.flow = halted(requested, message);
             }
             None => {
                 let message = format!(
@@ -535,7 +526,7 @@ impl Coordinator {
                 );
                 error!("topic {topic} partition {partition}: {message}");
                 s.halted = true;
-                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
+                s.flow = halted(requested, message);
             }
         }
     }
@@ -614,7 +605,7 @@ impl Coordinator {
                     );
                     error!("topic {topic} partition {p}: {message}");
                     s.halted = true;
-                    s.blocked = Some((SystemTime::now(), old, Class::Fatal, message));
+                    s.flow = halted(old, message);
                 }
                 OffsetReset::Earliest | OffsetReset::Latest => {
                     let new = if reset == OffsetReset::Earliest {
@@ -764,6 +755,14 @@ impl Coordinator {
         }
     }
 
+    /// Partitions retrying or blocked.
+    fn stopped_partitions(&self) -> usize {
+        self.partitions
+            .values()
+            .filter(|p| !p.flow.is_flowing())
+            .count()
+    }
+
     fn lag(&self) -> i64 {
         self.partitions
             .iter()
@@ -783,7 +782,7 @@ impl Coordinator {
             (s.records_applied - prev.records_applied) as f64 / secs,
             (s.rows_written - prev.rows_written) as f64 / secs,
             self.lag(),
-            self.partitions.values().filter(|p| p.blocked.is_some()).count(),
+            self.stopped_partitions(),
             s.dead_letters,
             s.dead_letters - prev.dead_letters,
             s.retries,
@@ -798,6 +797,7 @@ impl Coordinator {
         self.status.updated_at = unix_seconds(SystemTime::now());
         let now_ms = unix_millis(SystemTime::now());
         self.status.stats = self.stats.snapshot();
+        self.status.stats.blocked_partitions = self.stopped_partitions() as u64;
         self.status.partitions = self
             .partitions
             .iter()
@@ -811,17 +811,17 @@ impl Coordinator {
                 } else {
                     self.broker_outage.as_ref()
                 });
-                let (state, since, at, class, error) = match (&s.blocked, kafka, slow) {
-                    (Some((since, at, class, error)), _, _) => (
-                        if *class == Class::Technical {
+                let (state, since, at, class, error) = match (s.flow.stall(), kafka, slow) {
+                    (Some(stall), _, _) => (
+                        if matches!(s.flow, Flow::Retrying(_)) {
                             "retrying"
                         } else {
                             "blocked"
                         },
-                        Some(*since),
-                        Some(*at),
-                        Some(class.to_string()),
-                        Some(error.clone()),
+                        Some(stall.since),
+                        Some(stall.offset),
+                        Some(stall.class.to_string()),
+                        Some(stall.error.clone()),
                     ),
                     (None, Some(outage), _) => (
                         "retrying",
@@ -927,6 +927,16 @@ impl Coordinator {
             .map(|&p| (p, self.book.get(p).and_then(|o| o.committed)))
             .collect()
     }
+}
+
+/// A partition that is fetched no more, at `offset`, until the operator acts.
+fn halted(offset: i64, error: String) -> Flow {
+    Flow::Blocked(Stall {
+        since: SystemTime::now(),
+        offset,
+        class: Class::Fatal,
+        error,
+    })
 }
 
 /// The wait a Kafka-side `RetryState` (retrying every class for ever)

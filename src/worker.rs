@@ -66,21 +66,60 @@ pub enum WorkerEvent {
         next_offset: i64,
         records: u64,
     },
-    /// The partition stopped making progress at `offset`.
-    Blocked {
+    /// The partition's state changed: it stopped making progress, the
+    /// error that holds it changed, or it makes progress again.
+    State {
         partition: i32,
-        offset: i64,
-        since: SystemTime,
-        class: Class,
-        error: String,
-    },
-    /// The partition makes progress again.
-    Flowing {
-        partition: i32,
+        flow: Flow,
     },
     Exited {
         partition: i32,
     },
+}
+
+/// Where a partition stands. The worker keeps its own and reports each
+/// change (`WorkerEvent::State`); the coordinator's map is the one record
+/// of every partition's (`coordinator.rs`), which the status shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    Flowing,
+    /// Stopped at a record by a fault that clears by itself (the database
+    /// away, a lock): tried again at `retry.backoff_max_ms`.
+    Retrying(Stall),
+    /// Stopped at a record until the operator acts (a fatal error, the
+    /// dead-letter burst, a fault of the table), tried again meanwhile.
+    Blocked(Stall),
+}
+
+/// Where and why a partition stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stall {
+    pub since: SystemTime,
+    pub offset: i64,
+    pub class: Class,
+    pub error: String,
+}
+
+impl Flow {
+    /// Stopped by `stall`: retrying when its class is technical, blocked
+    /// otherwise.
+    pub fn stopped(stall: Stall) -> Flow {
+        match stall.class {
+            Class::Technical => Flow::Retrying(stall),
+            Class::Business | Class::Fatal => Flow::Blocked(stall),
+        }
+    }
+
+    pub fn stall(&self) -> Option<&Stall> {
+        match self {
+            Flow::Flowing => None,
+            Flow::Retrying(stall) | Flow::Blocked(stall) => Some(stall),
+        }
+    }
+
+    pub fn is_flowing(&self) -> bool {
+        matches!(self, Flow::Flowing)
+    }
 }
 
 /// The settings a worker needs, taken from `Config`.
@@ -148,7 +187,7 @@ pub fn spawn(
         stop,
         stats,
         dead_letters_in_a_row: 0,
-        blocked: false,
+        flow: Flow::Flowing,
         block_log: None,
         writing_since: Arc::clone(&writing_since),
         held: None,
@@ -207,8 +246,9 @@ pub struct Worker {
     /// This partition's share of `stats`, for the metrics endpoint.
     counters: Arc<PartitionCounters>,
     dead_letters_in_a_row: u32,
-    blocked: bool,
-    /// While blocked: how often it is logged.
+    /// Flowing, or where and why it stopped, as last reported.
+    flow: Flow,
+    /// While stopped: how often it is logged.
     block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
     held: Option<Held>,
@@ -713,10 +753,6 @@ impl Worker {
     /// so: the first call is logged in full, the later ones at growing
     /// intervals (`retry::Outage`).
     fn block(&mut self, offset: i64, since: SystemTime, class: Class, message: &str) {
-        if !self.blocked {
-            self.stats.partition_blocked();
-        }
-        self.blocked = true;
         let now = Instant::now();
         let text = match &mut self.block_log {
             None => {
@@ -740,19 +776,24 @@ impl Worker {
             Some(text) => warn!("{text}"),
             None => {}
         }
-        let _ = self.events.send(WorkerEvent::Blocked {
-            partition: self.partition,
-            offset,
+        let flow = Flow::stopped(Stall {
             since,
+            offset,
             class,
             error: message.to_string(),
         });
+        if flow != self.flow {
+            self.flow = flow.clone();
+            let _ = self.events.send(WorkerEvent::State {
+                partition: self.partition,
+                flow,
+            });
+        }
     }
 
     fn resume(&mut self) {
-        if self.blocked {
-            self.blocked = false;
-            self.stats.partition_unblocked();
+        if !self.flow.is_flowing() {
+            self.flow = Flow::Flowing;
             let lasted = self.block_log.take().map_or_else(String::new, |outage| {
                 format!(
                     " after {} ({} retries)",
@@ -764,8 +805,9 @@ impl Worker {
                 "topic {} partition {}: resumed{lasted}",
                 self.settings.topic, self.partition
             );
-            let _ = self.events.send(WorkerEvent::Flowing {
+            let _ = self.events.send(WorkerEvent::State {
                 partition: self.partition,
+                flow: Flow::Flowing,
             });
         }
     }
@@ -1061,9 +1103,12 @@ mod tests {
         assert!(
             events.iter().any(|e| matches!(
                 e,
-                WorkerEvent::Blocked {
-                    offset: 0,
-                    class: Class::Technical,
+                WorkerEvent::State {
+                    flow: Flow::Retrying(Stall {
+                        offset: 0,
+                        class: Class::Technical,
+                        ..
+                    }),
                     ..
                 }
             )),
@@ -1123,8 +1168,18 @@ mod tests {
                 .events
                 .recv_timeout(Duration::from_secs(10))
                 .expect("event");
-            if let WorkerEvent::Blocked { offset, error, .. } = e {
-                assert_eq!(offset, 3);
+            if let Some(Stall { offset, error, .. }) = stall(&e) {
+                assert!(
+                    matches!(
+                        e,
+                        WorkerEvent::State {
+                            flow: Flow::Blocked(_),
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+                assert_eq!(*offset, 3);
                 assert!(error.contains("dead_letter_burst"), "{error}");
                 blocked = true;
             }
@@ -1141,10 +1196,9 @@ mod tests {
         let h = start(sink, settings());
         h.send(vec![good(0)]);
         loop {
-            if let WorkerEvent::Blocked { class, .. } =
-                h.events.recv_timeout(Duration::from_secs(10)).unwrap()
-            {
-                assert_eq!(class, Class::Fatal);
+            let e = h.events.recv_timeout(Duration::from_secs(10)).unwrap();
+            if let Some(Stall { class, .. }) = stall(&e) {
+                assert_eq!(*class, Class::Fatal);
                 break;
             }
         }
@@ -1189,9 +1243,23 @@ mod tests {
     }
 
     fn resumed(events: &[WorkerEvent]) -> bool {
-        events
-            .iter()
-            .any(|e| matches!(e, WorkerEvent::Flowing { .. }))
+        events.iter().any(|e| {
+            matches!(
+                e,
+                WorkerEvent::State {
+                    flow: Flow::Flowing,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// Where and why a State event says the partition stopped.
+    fn stall(event: &WorkerEvent) -> Option<&Stall> {
+        match event {
+            WorkerEvent::State { flow, .. } => flow.stall(),
+            _ => None,
+        }
     }
 
     /// Waits for the first Blocked event, returning every event seen on the way.
@@ -1201,7 +1269,7 @@ mod tests {
             let e = events
                 .recv_timeout(Duration::from_secs(10))
                 .expect("worker event");
-            let done = matches!(e, WorkerEvent::Blocked { .. });
+            let done = stall(&e).is_some();
             seen.push(e);
             if done {
                 return seen;
@@ -1223,14 +1291,18 @@ mod tests {
         h.send((0..3).map(good).collect());
         h.send((3..10).map(good).collect());
         let events = until_blocked(&h.events);
-        let Some(WorkerEvent::Blocked {
-            offset,
-            class,
-            error,
+        let Some(WorkerEvent::State {
+            flow:
+                Flow::Blocked(Stall {
+                    offset,
+                    class,
+                    error,
+                    ..
+                }),
             ..
         }) = events.last()
         else {
-            unreachable!()
+            panic!("blocked: {events:?}")
         };
         assert_eq!((*offset, *class), (0, Class::Fatal), "{events:?}");
         assert!(error.contains("schema_fault_records"), "{error}");
@@ -1242,7 +1314,12 @@ mod tests {
             "nothing reported while the records are held: {events:?}"
         );
         // Blocked: it keeps trying the first record and writes nothing.
-        until_blocked(&h.events);
+        let tried = h.sink.0.lock().unwrap().applies;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.sink.0.lock().unwrap().applies < tried + 2 {
+            assert!(Instant::now() < deadline, "the blocked record is tried again");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(h.sink.0.lock().unwrap().dead_letters.is_empty());
 
         h.sink.0.lock().unwrap().column_added = false;
@@ -1265,12 +1342,7 @@ mod tests {
         let h = start(sink, schema_fault_settings(3));
         h.send((0..8).map(good).collect());
         let events = h.until_applied(8);
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, WorkerEvent::Blocked { .. })),
-            "{events:?}"
-        );
+        assert!(!events.iter().any(|e| stall(e).is_some()), "{events:?}");
         let m = h.finish();
         assert_eq!(m.rows.keys().copied().collect::<Vec<_>>(), vec![0, 3, 7]);
         assert_eq!(
