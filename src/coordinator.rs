@@ -4,7 +4,9 @@
 //! if due; fetch the partitions whose worker queue has room and whose backoff
 //! has passed; copy each partition's records into an owned `Batch` and send
 //! it to that partition's worker. When nothing can be fetched it waits on the
-//! event channel with a timeout; it never spins.
+//! event channel with a timeout; it never spins. Its map of partitions is
+//! the one record of their state; `reporter.rs` turns it into the stats
+//! line and the status file.
 //!
 //! Architecture invariants:
 //! - one partition's fetch error never costs another partition a record: each
@@ -23,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
@@ -35,12 +37,11 @@ use crate::offsets::{
     out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
 };
 use crate::record::Record;
+use crate::reporter::{PartitionView, Reporter};
 use crate::retry::{human, Backoff, Decision, Outage, RetryState};
-use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
+use crate::status::{unix_seconds, ServiceStatus, Stats};
 use crate::worker::{Batch, Flow, Stall, WorkerEvent, WorkerHandle};
 
-/// How often the status file is rewritten.
-const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest the loop waits when nothing can be fetched.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often the coordinator asks whether the topic was deleted and created
@@ -94,11 +95,8 @@ pub struct Coordinator {
     shutdown: Receiver<()>,
     book: OffsetBook,
     stats: Arc<Stats>,
-    status: ServiceStatus,
-    status_file: Option<PathBuf>,
-    last_status: Instant,
-    last_stats: Instant,
-    last_stats_snapshot: crate::status::StatsSnapshot,
+    /// The stats line, the status file, the metrics' partition view.
+    reporter: Reporter,
     last_topic_check: Instant,
     /// The topic's id as last seen (librdkafka), and whether the topic was
     /// missing at the last check.
@@ -163,6 +161,13 @@ impl Coordinator {
             group: config.kafka.group.clone(),
             ..Default::default()
         };
+        let reporter = Reporter::new(
+            Arc::clone(&parts.stats),
+            config.log.stats_interval,
+            status,
+            parts.status_file,
+            now,
+        );
         Coordinator {
             broker: Some(parts.broker),
             broker_retry: kafka_retry,
@@ -174,11 +179,7 @@ impl Coordinator {
             shutdown: parts.shutdown,
             book,
             stats: parts.stats,
-            status,
-            status_file: parts.status_file,
-            last_status: now - STATUS_INTERVAL,
-            last_stats: now,
-            last_stats_snapshot: Default::default(),
+            reporter,
             last_topic_check: now,
             topic_id,
             topic_missing: false,
@@ -746,124 +747,8 @@ impl Coordinator {
             self.check_topic();
         }
         self.send_pending_resets();
-        if now.duration_since(self.last_stats) >= self.config.log.stats_interval {
-            self.log_stats(now);
-        }
-        if now.duration_since(self.last_status) >= STATUS_INTERVAL {
-            self.last_status = now;
-            self.write_status();
-        }
-    }
-
-    /// Partitions retrying or blocked.
-    fn stopped_partitions(&self) -> usize {
-        self.partitions
-            .values()
-            .filter(|p| !p.flow.is_flowing())
-            .count()
-    }
-
-    fn lag(&self) -> i64 {
-        self.partitions
-            .iter()
-            .map(|(p, s)| {
-                let applied = self.book.get(*p).map_or(s.fetch_offset, |o| o.applied);
-                s.high_watermark.map_or(0, |h| (h - applied).max(0))
-            })
-            .sum()
-    }
-
-    fn log_stats(&mut self, now: Instant) {
-        let secs = now.duration_since(self.last_stats).as_secs_f64().max(0.001);
-        let s = self.stats.snapshot();
-        let prev = self.last_stats_snapshot;
-        info!(
-            "stats: {:.0} records/s, {:.0} rows/s, lag {}, blocked partitions {}, dead letters {} (+{}), retries {} (+{}), offset resets {}",
-            (s.records_applied - prev.records_applied) as f64 / secs,
-            (s.rows_written - prev.rows_written) as f64 / secs,
-            self.lag(),
-            self.stopped_partitions(),
-            s.dead_letters,
-            s.dead_letters - prev.dead_letters,
-            s.retries,
-            s.retries - prev.retries,
-            s.offset_resets,
-        );
-        self.last_stats = now;
-        self.last_stats_snapshot = s;
-    }
-
-    fn write_status(&mut self) {
-        self.status.updated_at = unix_seconds(SystemTime::now());
-        let now_ms = unix_millis(SystemTime::now());
-        self.status.stats = self.stats.snapshot();
-        self.status.stats.blocked_partitions = self.stopped_partitions() as u64;
-        self.status.partitions = self
-            .partitions
-            .iter()
-            .map(|(&p, s)| {
-                let offsets = self.book.get(p);
-                let slow = slow_write(&self.workers, p, now_ms);
-                // A partition's own fetch failures first, then a write that
-                // does not return, then the broker away for everyone.
-                let kafka = s.fetch_outage.as_ref().or(if slow.is_some() {
-                    None
-                } else {
-                    self.broker_outage.as_ref()
-                });
-                let (state, since, at, class, error) = match (s.flow.stall(), kafka, slow) {
-                    (Some(stall), _, _) => (
-                        if matches!(s.flow, Flow::Retrying(_)) {
-                            "retrying"
-                        } else {
-                            "blocked"
-                        },
-                        Some(stall.since),
-                        Some(stall.offset),
-                        Some(stall.class.to_string()),
-                        Some(stall.error.clone()),
-                    ),
-                    (None, Some(outage), _) => (
-                        "retrying",
-                        Some(outage.since),
-                        Some(s.fetch_offset),
-                        Some(Class::Technical.to_string()),
-                        Some(format!("kafka: {}", outage.reason)),
-                    ),
-                    (None, None, Some(since)) => (
-                        "retrying",
-                        Some(UNIX_EPOCH + Duration::from_millis(since)),
-                        Some(offsets.map_or(s.fetch_offset, |o| o.applied)),
-                        Some(Class::Technical.to_string()),
-                        Some(format!(
-                            "mysql: a write has not returned for {}",
-                            human(Duration::from_millis(now_ms.saturating_sub(since)))
-                        )),
-                    ),
-                    (None, None, None) => ("flowing", None, None, None, None),
-                };
-                let status = PartitionStatus {
-                    partition: p,
-                    state: state.to_string(),
-                    blocked_since: since.map(unix_seconds),
-                    blocked_at_offset: at,
-                    error_class: class,
-                    last_error: error,
-                    fetch_offset: s.fetch_offset,
-                    applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
-                    committed_offset: offsets.and_then(|o| o.committed),
-                    high_watermark: s.high_watermark,
-                };
-                (p, status)
-            })
-            .collect();
-        self.stats.partitions.publish(&self.status.partitions);
-        let Some(path) = &self.status_file else {
-            return;
-        };
-        if let Err(e) = self.status.write(path) {
-            debug!("cannot write status file {}: {e}", path.display());
-        }
+        let views = partition_views(&self.partitions, &self.book, &self.workers);
+        self.reporter.tick(now, &views, self.broker_outage.as_ref());
     }
 
     /// Stops the workers (see the module doc for the order) and commits.
@@ -905,15 +790,14 @@ impl Coordinator {
         } else {
             warn!("offsets not committed at stop (the records will be applied again): {pending:?}");
         }
-        self.log_stats(Instant::now());
+        let views = partition_views(&self.partitions, &self.book, &self.workers);
+        self.reporter.log_stats(Instant::now(), &views);
         for (p, t) in threads {
             if t.is_finished() && t.join().is_err() {
                 error!("worker of partition {p} panicked");
             }
         }
-        if let Some(path) = &self.status_file {
-            let _ = std::fs::remove_file(path);
-        }
+        self.reporter.clear();
         // The client is not closed: closing librdkafka waits for brokers that
         // may not answer (a frozen broker held a stop for minutes), and the
         // process ends right after this; its sockets close with it.
@@ -927,6 +811,33 @@ impl Coordinator {
             .map(|&p| (p, self.book.get(p).and_then(|o| o.committed)))
             .collect()
     }
+}
+
+/// What the reporter reads of each partition: the coordinator's records,
+/// the offsets book, and the worker's write in progress.
+fn partition_views<'a>(
+    partitions: &'a BTreeMap<i32, PartitionState>,
+    book: &OffsetBook,
+    workers: &BTreeMap<i32, WorkerHandle>,
+) -> Vec<PartitionView<'a>> {
+    partitions
+        .iter()
+        .map(|(&p, s)| {
+            let offsets = book.get(p);
+            PartitionView {
+                partition: p,
+                flow: &s.flow,
+                fetch_outage: s.fetch_outage.as_ref(),
+                fetch_offset: s.fetch_offset,
+                applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
+                committed_offset: offsets.and_then(|o| o.committed),
+                high_watermark: s.high_watermark,
+                writing_since: workers.get(&p).map_or(0, |w| {
+                    w.writing_since.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+            }
+        })
+        .collect()
 }
 
 /// A partition that is fetched no more, at `offset`, until the operator acts.
@@ -947,20 +858,6 @@ fn retry_wait(decision: Decision) -> Duration {
         // Not given: every class is retried (`Class::ALL`).
         Decision::GiveUp => KAFKA_BACKOFF_CAP,
     }
-}
-
-/// A write that has not returned for this long shows as "retrying" in the
-/// status (the driver's own read timeout is much longer).
-const SLOW_WRITE: Duration = Duration::from_secs(10);
-
-/// When the write in progress on `partition` began (unix ms), if it is
-/// older than `SLOW_WRITE`.
-fn slow_write(workers: &BTreeMap<i32, WorkerHandle>, partition: i32, now_ms: u64) -> Option<u64> {
-    let since = workers
-        .get(&partition)?
-        .writing_since
-        .load(std::sync::atomic::Ordering::Relaxed);
-    (since != 0 && now_ms.saturating_sub(since) >= SLOW_WRITE.as_millis() as u64).then_some(since)
 }
 
 /// The coordinator's rules, driven through the real loop and real workers

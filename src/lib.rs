@@ -18,6 +18,7 @@ pub mod mysql_pool;
 pub mod mysql_sink;
 pub mod offsets;
 pub mod record;
+pub mod reporter;
 pub mod retry;
 pub mod service;
 pub mod status;

@@ -1317,7 +1317,10 @@ mod tests {
         let tried = h.sink.0.lock().unwrap().applies;
         let deadline = Instant::now() + Duration::from_secs(10);
         while h.sink.0.lock().unwrap().applies < tried + 2 {
-            assert!(Instant::now() < deadline, "the blocked record is tried again");
+            assert!(
+                Instant::now() < deadline,
+                "the blocked record is tried again"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(h.sink.0.lock().unwrap().dead_letters.is_empty());
