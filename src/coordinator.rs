@@ -1011,6 +1011,8 @@ mod tests {
         /// How the coordinator's `run` ended, sent from its thread.
         ended: Receiver<Ending>,
         shutdown_timeout: Duration,
+        /// The status file the coordinator writes, in the temp dir.
+        status_file: PathBuf,
     }
 
     /// Starts every partition of `starts` at its offset, which the group has
@@ -1028,6 +1030,12 @@ mod tests {
         let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded::<()>(0);
         let policy = Arc::new(Policy::from_config(&config));
+        static PIPELINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let status_file = std::env::temp_dir().join(format!(
+            "kafka2mysql-coordinator-test-{}-{}.status.json",
+            std::process::id(),
+            PIPELINES.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut workers = BTreeMap::new();
         for &(partition, start) in starts {
             let handle = worker::spawn(
@@ -1054,7 +1062,7 @@ mod tests {
             stop_workers,
             shutdown,
             stats: Arc::clone(&stats),
-            status_file: None,
+            status_file: Some(status_file.clone()),
         };
         let (ending, ended) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
@@ -1070,6 +1078,7 @@ mod tests {
             shutdown: Some(shutdown_sender),
             ended,
             shutdown_timeout,
+            status_file,
         }
     }
 
@@ -1104,6 +1113,27 @@ mod tests {
 
         /// Waits until `partition`'s worker has failed more writes than
         /// `retry.technical_attempts` (2 here): it is retrying, blocked.
+        /// Waits until the status file says `state` for each partition of
+        /// `expected` (and the error class, unless flowing).
+        fn until_status(&self, expected: &[(i32, &str, Option<&str>)]) {
+            eventually(&format!("status {expected:?}"), || {
+                let seen: Vec<(i32, String, Option<String>)> =
+                    ServiceStatus::read(&self.status_file)
+                        .map(|s| {
+                            s.partitions
+                                .values()
+                                .map(|p| (p.partition, p.state.clone(), p.error_class.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                let done = expected.iter().all(|&(p, state, class)| {
+                    seen.iter()
+                        .any(|(sp, ss, sc)| *sp == p && ss == state && sc.as_deref() == class)
+                });
+                (done, seen)
+            });
+        }
+
         fn until_retrying(&self, partition: i32) {
             eventually(&format!("partition {partition} retrying"), || {
                 let t = self.sink.table();
@@ -1225,6 +1255,9 @@ mod tests {
             (fetched.len() == queue_batches + 1, fetched)
         });
         pipeline.until_retrying(0);
+        // The worker's report is the partition's state, recorded once, by
+        // the coordinator, and shown in the status file.
+        pipeline.until_status(&[(0, "retrying", Some("technical")), (1, "flowing", None)]);
         pipeline.until_applied(&[(1, 10)]);
         broker.append(1, 10);
         pipeline.until_applied(&[(1, 20)]);
@@ -1247,8 +1280,13 @@ mod tests {
             t.failing_past.clear();
         });
         pipeline.until_applied(&[(0, 40)]);
+        pipeline.until_status(&[(0, "flowing", None), (1, "flowing", None)]);
         let (ending, _) = pipeline.stop();
         assert_eq!(ending, Ending::Clean);
+        assert!(
+            !pipeline.status_file.exists(),
+            "the status file goes at stop"
+        );
         assert_eq!(rows(&sink, 0), (0..40).collect::<Vec<_>>());
         assert_eq!(broker.fetches_of(0)[..4], [0, 2, 4, 6]);
         assert_eq!(broker.committed(), [(0, 40), (1, 20)].into());
