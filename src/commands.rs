@@ -12,17 +12,13 @@ use serde::Serialize;
 
 use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
-use crate::error::{classify, Class, Error};
+use crate::error::{is_no_such_table, Error, Exit, Policy};
 use crate::mysql_sink;
 use crate::offsets::exactly_once_stored;
 use crate::status::{Paths, PidLock, ServiceStatus};
 
 fn exit_for(error: &Error, config: &Config) -> ExitCode {
-    if classify(error, &config.retry.extra_technical_codes) == Class::Fatal {
-        ExitCode::from(2)
-    } else {
-        ExitCode::from(1)
-    }
+    Policy::from_config(config).exit(error).exit_code()
 }
 
 /// `check`: the config is valid (already, to get here), the broker answers
@@ -39,7 +35,7 @@ pub fn check(config: &Config) -> ExitCode {
                 "kafka: {e} (brokers {:?}, kafka.topic {:?})",
                 config.kafka.brokers, config.kafka.topic
             );
-            return ExitCode::from(2);
+            return Exit::Setup.exit_code();
         }
     };
     for p in &config.kafka.partitions {
@@ -48,14 +44,14 @@ pub fn check(config: &Config) -> ExitCode {
                 "kafka.partitions: topic {} has no partition {p} (it has {partitions:?})",
                 config.kafka.topic
             );
-            return ExitCode::from(2);
+            return Exit::Setup.exit_code();
         }
     }
     let mut conn = match mysql_sink::connect(&config.mysql_opts()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mysql: cannot connect to {}: {e}", config.mysql.url);
-            return ExitCode::from(2);
+            return Exit::Setup.exit_code();
         }
     };
     match mysql_sink::load_schema(&mut conn, config) {
@@ -67,11 +63,11 @@ pub fn check(config: &Config) -> ExitCode {
                 schema.table
             );
             println!("ok");
-            ExitCode::SUCCESS
+            Exit::Ok.exit_code()
         }
         Err(e) => {
             eprintln!("mysql: {e}");
-            ExitCode::from(2)
+            Exit::Setup.exit_code()
         }
     }
 }
@@ -200,10 +196,11 @@ pub fn status(config: &Config, json: bool, local: bool) -> ExitCode {
         && report.status_age.is_some_and(|a| a <= STATUS_STALE_AFTER)
         && report.partitions.iter().all(|p| p.state == "flowing");
     match (report.running, healthy) {
-        (false, _) => ExitCode::from(3),
-        (true, true) => ExitCode::SUCCESS,
-        (true, false) => ExitCode::from(1),
+        (false, _) => Exit::NotRunning,
+        (true, true) => Exit::Ok,
+        (true, false) => Exit::Failed,
     }
+    .exit_code()
 }
 
 /// What the broker says, for `status`.
@@ -260,7 +257,7 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
             match mysql_sink::dead_letter_counts(&mut conn, &config) {
                 Ok(d) => Ok(d),
                 // The table is created by the first run.
-                Err(e) if e.mysql_code() == Some(1146) => Ok(BTreeMap::new()),
+                Err(e) if is_no_such_table(&e) => Ok(BTreeMap::new()),
                 Err(e) => Err(e),
             }
         })
@@ -448,11 +445,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub fn stop(config: &Config) -> ExitCode {
     let Some(paths) = config.source.as_deref().map(Paths::for_config) else {
         eprintln!("kafka2mysql stop: the config was not read from a file");
-        return ExitCode::from(2);
+        return Exit::Setup.exit_code();
     };
     let Some(pid) = holder_pid(&paths.pid_file) else {
         println!("not running");
-        return ExitCode::SUCCESS;
+        return Exit::Ok.exit_code();
     };
     let timeout = config.worker.shutdown_timeout + STOP_GRACE;
     println!(
@@ -467,7 +464,7 @@ pub fn stop(config: &Config) -> ExitCode {
             "stopped (pid {pid}) in {}",
             crate::retry::human(started.elapsed())
         );
-        return ExitCode::SUCCESS;
+        return Exit::Ok.exit_code();
     }
     eprintln!(
         "pid {pid} did not stop within {}s; sending SIGKILL (its uncommitted records will be applied again)",
@@ -481,10 +478,10 @@ pub fn stop(config: &Config) -> ExitCode {
         Instant::now() + Duration::from_secs(10),
     ) {
         println!("killed (pid {pid})");
-        ExitCode::SUCCESS
+        Exit::Ok.exit_code()
     } else {
         eprintln!("pid {pid} survived SIGKILL for 10s");
-        ExitCode::from(1)
+        Exit::Failed.exit_code()
     }
 }
 
@@ -548,15 +545,15 @@ pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> Exi
         Ok(lock) => lock,
         Err(crate::service::LockRefused::Running(message)) => {
             eprintln!("kafka2mysql reset-offsets: the service is {message}; stop it first (scripts/run.sh stop)");
-            return ExitCode::from(1);
+            return Exit::Failed.exit_code();
         }
         Err(crate::service::LockRefused::Failed(message)) => {
             eprintln!("kafka2mysql reset-offsets: {message}");
-            return ExitCode::from(1);
+            return Exit::Failed.exit_code();
         }
     };
     match reset(config, to, only) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok.exit_code(),
         Err(e) => {
             eprintln!("kafka2mysql reset-offsets: {e}");
             exit_for(&e, config)

@@ -4,7 +4,9 @@
 //! if due; fetch the partitions whose worker queue has room and whose backoff
 //! has passed; copy each partition's records into an owned `Batch` and send
 //! it to that partition's worker. When nothing can be fetched it waits on the
-//! event channel with a timeout; it never spins.
+//! event channel with a timeout; it never spins. Its map of partitions is
+//! the one record of their state; `reporter.rs` turns it into the stats
+//! line and the status file.
 //!
 //! Architecture invariants:
 //! - one partition's fetch error never costs another partition a record: each
@@ -23,24 +25,23 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
 use crate::config::{Config, OffsetReset};
-use crate::error::{Class, Error};
+use crate::error::{Class, Error, Policy, Verdict};
 use crate::offsets::{
     out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
 };
 use crate::record::Record;
-use crate::retry::{human, Backoff, Outage};
-use crate::status::{unix_millis, unix_seconds, PartitionStatus, ServiceStatus, Stats};
-use crate::worker::{Batch, WorkerEvent, WorkerHandle};
+use crate::reporter::{PartitionView, Reporter};
+use crate::retry::{human, Backoff, Decision, Outage, RetryState};
+use crate::status::{unix_seconds, ServiceStatus, Stats};
+use crate::worker::{Batch, Flow, Stall, WorkerEvent, WorkerHandle};
 
-/// How often the status file is rewritten.
-const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest the loop waits when nothing can be fetched.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often the coordinator asks whether the topic was deleted and created
@@ -61,10 +62,13 @@ pub enum Ending {
 struct PartitionState {
     fetch_offset: i64,
     retry_at: Option<Instant>,
-    failures: u32,
+    /// This partition's fetch attempts (`kafka_retry` of `Coordinator::new`).
+    retry: RetryState,
     high_watermark: Option<i64>,
-    /// Since when, at which offset, of which class, why.
-    blocked: Option<(SystemTime, i64, Class, String)>,
+    /// Flowing, retrying or blocked: the one record of it (the worker
+    /// reports its changes; a partition that cannot be fetched is blocked
+    /// here).
+    flow: Flow,
     /// Fetches of this partition failing (the broker answers for others).
     fetch_outage: Option<Outage>,
     /// OffsetOutOfRange with `offset_reset = fail`: fetch nothing more.
@@ -79,8 +83,10 @@ struct PartitionState {
 
 pub struct Coordinator {
     config: Arc<Config>,
+    policy: Arc<Policy>,
     broker: Option<Box<dyn Broker>>,
-    broker_failures: u32,
+    /// The broker client's attempts (connect, and any call failing as a whole).
+    broker_retry: RetryState,
     broker_retry_at: Instant,
     partitions: BTreeMap<i32, PartitionState>,
     workers: BTreeMap<i32, WorkerHandle>,
@@ -89,12 +95,8 @@ pub struct Coordinator {
     shutdown: Receiver<()>,
     book: OffsetBook,
     stats: Arc<Stats>,
-    kafka_backoff: Backoff,
-    status: ServiceStatus,
-    status_file: Option<PathBuf>,
-    last_status: Instant,
-    last_stats: Instant,
-    last_stats_snapshot: crate::status::StatsSnapshot,
+    /// The stats line, the status file, the metrics' partition view.
+    reporter: Reporter,
     last_topic_check: Instant,
     /// The topic's id as last seen (librdkafka), and whether the topic was
     /// missing at the last check.
@@ -107,6 +109,7 @@ pub struct Coordinator {
 /// Everything the coordinator is started with.
 pub struct CoordinatorParts {
     pub config: Arc<Config>,
+    pub policy: Arc<Policy>,
     pub broker: Box<dyn Broker>,
     /// Start offset and committed group offset per partition.
     pub starts: BTreeMap<i32, (i64, Option<i64>)>,
@@ -126,6 +129,12 @@ impl Coordinator {
         let now = Instant::now();
         let config = parts.config;
         let mut book = OffsetBook::new(config.commit.every_messages, config.commit.interval, now);
+        // Kafka-side faults are retried for ever, whatever their class: the
+        // process never exits because the broker is away.
+        let kafka_retry = RetryState::for_ever(
+            Backoff::from_config(&config.retry).capped(KAFKA_BACKOFF_CAP),
+            Class::ALL,
+        );
         let mut partitions = BTreeMap::new();
         for (&p, &(start, committed)) in &parts.starts {
             book.start(p, start, committed);
@@ -134,9 +143,9 @@ impl Coordinator {
                 PartitionState {
                     fetch_offset: start,
                     retry_at: None,
-                    failures: 0,
+                    retry: kafka_retry.clone(),
                     high_watermark: None,
-                    blocked: None,
+                    flow: Flow::Flowing,
                     fetch_outage: None,
                     halted: false,
                     pending_reset: None,
@@ -144,10 +153,7 @@ impl Coordinator {
                 },
             );
         }
-        let kafka_backoff = Backoff {
-            initial: config.retry.backoff_initial,
-            max: config.retry.backoff_max.min(KAFKA_BACKOFF_CAP),
-        };
+
         let status = ServiceStatus {
             pid: std::process::id(),
             started_at: unix_seconds(SystemTime::now()),
@@ -155,9 +161,16 @@ impl Coordinator {
             group: config.kafka.group.clone(),
             ..Default::default()
         };
+        let reporter = Reporter::new(
+            Arc::clone(&parts.stats),
+            config.log.stats_interval,
+            status,
+            parts.status_file,
+            now,
+        );
         Coordinator {
             broker: Some(parts.broker),
-            broker_failures: 0,
+            broker_retry: kafka_retry,
             broker_retry_at: now,
             partitions,
             workers: parts.workers,
@@ -166,17 +179,13 @@ impl Coordinator {
             shutdown: parts.shutdown,
             book,
             stats: parts.stats,
-            kafka_backoff,
-            status,
-            status_file: parts.status_file,
-            last_status: now - STATUS_INTERVAL,
-            last_stats: now,
-            last_stats_snapshot: Default::default(),
+            reporter,
             last_topic_check: now,
             topic_id,
             topic_missing: false,
             broker_outage: None,
             config,
+            policy: parts.policy,
         }
     }
 
@@ -259,20 +268,9 @@ impl Coordinator {
                     }
                 }
             }
-            WorkerEvent::Blocked {
-                partition,
-                offset,
-                since,
-                class,
-                error,
-            } => {
+            WorkerEvent::State { partition, flow } => {
                 if let Some(p) = self.partitions.get_mut(&partition) {
-                    p.blocked = Some((since, offset, class, error));
-                }
-            }
-            WorkerEvent::Flowing { partition } => {
-                if let Some(p) = self.partitions.get_mut(&partition) {
-                    p.blocked = None;
+                    p.flow = flow;
                 }
             }
             WorkerEvent::Exited { partition } => {
@@ -307,7 +305,7 @@ impl Coordinator {
         let fetches = match result {
             Ok(f) => f,
             Err(e) => {
-                self.broker_failed(&format!("fetch failed: {e}"));
+                self.broker_failed("fetch failed", &e);
                 return;
             }
         };
@@ -322,47 +320,16 @@ impl Coordinator {
                 } => {
                     self.deliver(fetch.partition, records, next_offset, high_watermark);
                 }
-                FetchOutcome::OffsetOutOfRange => self.offset_out_of_range(fetch.partition),
-                FetchOutcome::Unreadable(reason) => {
-                    let topic = &self.config.kafka.topic;
-                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
-                        continue;
-                    };
-                    if !s.halted {
-                        error!(
-                            "topic {topic} partition {} offset {}: {reason}",
-                            fetch.partition, s.fetch_offset
-                        );
-                        s.halted = true;
-                        s.blocked = Some((SystemTime::now(), s.fetch_offset, Class::Fatal, reason));
-                    }
+                FetchOutcome::Failed(Error::OffsetOutOfRange) => {
+                    self.offset_out_of_range(fetch.partition)
                 }
-                FetchOutcome::Retry(reason) => {
-                    reload_metadata = true;
-                    let Some(s) = self.partitions.get_mut(&fetch.partition) else {
-                        continue;
-                    };
-                    s.failures += 1;
-                    let wait = self.kafka_backoff.delay(s.failures);
-                    let now = Instant::now();
-                    s.retry_at = Some(now + wait);
-                    let topic = &self.config.kafka.topic;
-                    match &mut s.fetch_outage {
-                        None => {
-                            warn!(
-                                "topic {topic} partition {} offset {}: fetch error, retrying in {wait:?}: {reason}",
-                                fetch.partition, s.fetch_offset
-                            );
-                            s.fetch_outage = Some(Outage::begin(now, reason));
-                        }
-                        Some(outage) => {
-                            if let Some(n) = outage.again(now, reason) {
-                                warn!(
-                                    "topic {topic} partition {} offset {}: fetch still failing after {} ({n} retries since the last line): {}",
-                                    fetch.partition, s.fetch_offset, human(outage.lasted(now)), outage.reason
-                                );
-                            }
-                        }
+                FetchOutcome::Failed(error) => {
+                    let verdict = self.policy.classify(&error);
+                    reload_metadata |= verdict.reconnect;
+                    if verdict.class == Class::Fatal {
+                        self.halt(fetch.partition, error.to_string());
+                    } else {
+                        self.fetch_failed(fetch.partition, verdict, error.to_string());
                     }
                 }
             }
@@ -374,7 +341,52 @@ impl Coordinator {
             let soon = Instant::now() - TOPIC_CHECK_INTERVAL + Duration::from_secs(1);
             self.last_topic_check = self.last_topic_check.min(soon);
             if let Err(e) = self.broker.as_mut().expect("connected").reload_metadata() {
-                self.broker_failed(&format!("metadata reload failed: {e}"));
+                self.broker_failed("metadata reload failed", &e);
+            }
+        }
+    }
+
+    /// This partition's records can never be fetched by this client: it
+    /// fetches nothing more, and is blocked with `reason`.
+    fn halt(&mut self, partition: i32, reason: String) {
+        let topic = &self.config.kafka.topic;
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if !s.halted {
+            error!(
+                "topic {topic} partition {partition} offset {}: {reason}",
+                s.fetch_offset
+            );
+            s.halted = true;
+            s.flow = halted(s.fetch_offset, reason);
+        }
+    }
+
+    /// This partition's fetch failed for now: it backs off alone.
+    fn fetch_failed(&mut self, partition: i32, verdict: Verdict, reason: String) {
+        let Some(s) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let wait = retry_wait(s.retry.next(verdict));
+        let now = Instant::now();
+        s.retry_at = Some(now + wait);
+        let topic = &self.config.kafka.topic;
+        match &mut s.fetch_outage {
+            None => {
+                warn!(
+                    "topic {topic} partition {partition} offset {}: fetch error, retrying in {wait:?}: {reason}",
+                    s.fetch_offset
+                );
+                s.fetch_outage = Some(Outage::begin(now, reason));
+            }
+            Some(outage) => {
+                if let Some(n) = outage.again(now, reason) {
+                    warn!(
+                        "topic {topic} partition {partition} offset {}: fetch still failing after {} ({n} retries since the last line): {}",
+                        s.fetch_offset, human(outage.lasted(now)), outage.reason
+                    );
+                }
             }
         }
     }
@@ -393,7 +405,7 @@ impl Coordinator {
         let Some(s) = self.partitions.get_mut(&partition) else {
             return;
         };
-        s.failures = 0;
+        s.retry.succeeded();
         s.retry_at = None;
         if let Some(outage) = s.fetch_outage.take() {
             info!(
@@ -472,14 +484,14 @@ impl Coordinator {
             Ok((e, l)) => match (e.get(&partition), l.get(&partition)) {
                 (Some(&e), Some(&l)) => (e, l),
                 _ => {
-                    s.retry_at = Some(Instant::now() + self.kafka_backoff.initial);
+                    s.retry_at = Some(Instant::now() + s.retry.backoff().initial);
                     return;
                 }
             },
             Err(e) => {
                 warn!("topic {topic} partition {partition}: offset {requested} out of range, and the log bounds cannot be read: {e}");
-                s.failures += 1;
-                s.retry_at = Some(Instant::now() + self.kafka_backoff.delay(s.failures));
+                let wait = retry_wait(s.retry.next(self.policy.classify(&e)));
+                s.retry_at = Some(Instant::now() + wait);
                 return;
             }
         };
@@ -506,7 +518,7 @@ impl Coordinator {
                 let message = refused_rewind_message(partition, requested, earliest, latest);
                 error!("topic {topic} partition {partition}: {message}");
                 s.halted = true;
-                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
+                s.flow = halted(requested, message);
             }
             None => {
                 let message = format!(
@@ -515,7 +527,7 @@ impl Coordinator {
                 );
                 error!("topic {topic} partition {partition}: {message}");
                 s.halted = true;
-                s.blocked = Some((SystemTime::now(), requested, Class::Fatal, message));
+                s.flow = halted(requested, message);
             }
         }
     }
@@ -594,7 +606,7 @@ impl Coordinator {
                     );
                     error!("topic {topic} partition {p}: {message}");
                     s.halted = true;
-                    s.blocked = Some((SystemTime::now(), old, Class::Fatal, message));
+                    s.flow = halted(old, message);
                 }
                 OffsetReset::Earliest | OffsetReset::Latest => {
                     let new = if reset == OffsetReset::Earliest {
@@ -643,9 +655,9 @@ impl Coordinator {
         }
     }
 
-    fn broker_failed(&mut self, what: &str) {
-        self.broker_failures += 1;
-        let wait = self.kafka_backoff.delay(self.broker_failures);
+    fn broker_failed(&mut self, what: &str, error: &Error) {
+        let wait = retry_wait(self.broker_retry.next(self.policy.classify(error)));
+        let what = format!("{what}: {error}");
         let now = Instant::now();
         self.broker_retry_at = now + wait;
         self.broker = None;
@@ -667,7 +679,7 @@ impl Coordinator {
 
     /// The broker answered: ends a broker outage, with one line.
     fn broker_answered(&mut self) {
-        self.broker_failures = 0;
+        self.broker_retry.succeeded();
         if let Some(outage) = self.broker_outage.take() {
             info!(
                 "kafka: reachable again after {} ({} failed attempts)",
@@ -692,7 +704,7 @@ impl Coordinator {
                 if matches!(e, Error::NoSuchTopic(_)) {
                     self.topic_missing = true;
                 }
-                self.broker_failed(&format!("connect failed: {e}"));
+                self.broker_failed("connect failed", &e);
                 false
             }
         }
@@ -735,115 +747,8 @@ impl Coordinator {
             self.check_topic();
         }
         self.send_pending_resets();
-        if now.duration_since(self.last_stats) >= self.config.log.stats_interval {
-            self.log_stats(now);
-        }
-        if now.duration_since(self.last_status) >= STATUS_INTERVAL {
-            self.last_status = now;
-            self.write_status();
-        }
-    }
-
-    fn lag(&self) -> i64 {
-        self.partitions
-            .iter()
-            .map(|(p, s)| {
-                let applied = self.book.get(*p).map_or(s.fetch_offset, |o| o.applied);
-                s.high_watermark.map_or(0, |h| (h - applied).max(0))
-            })
-            .sum()
-    }
-
-    fn log_stats(&mut self, now: Instant) {
-        let secs = now.duration_since(self.last_stats).as_secs_f64().max(0.001);
-        let s = self.stats.snapshot();
-        let prev = self.last_stats_snapshot;
-        info!(
-            "stats: {:.0} records/s, {:.0} rows/s, lag {}, blocked partitions {}, dead letters {} (+{}), retries {} (+{}), offset resets {}",
-            (s.records_applied - prev.records_applied) as f64 / secs,
-            (s.rows_written - prev.rows_written) as f64 / secs,
-            self.lag(),
-            self.partitions.values().filter(|p| p.blocked.is_some()).count(),
-            s.dead_letters,
-            s.dead_letters - prev.dead_letters,
-            s.retries,
-            s.retries - prev.retries,
-            s.offset_resets,
-        );
-        self.last_stats = now;
-        self.last_stats_snapshot = s;
-    }
-
-    fn write_status(&mut self) {
-        self.status.updated_at = unix_seconds(SystemTime::now());
-        let now_ms = unix_millis(SystemTime::now());
-        self.status.stats = self.stats.snapshot();
-        self.status.partitions = self
-            .partitions
-            .iter()
-            .map(|(&p, s)| {
-                let offsets = self.book.get(p);
-                let slow = slow_write(&self.workers, p, now_ms);
-                // A partition's own fetch failures first, then a write that
-                // does not return, then the broker away for everyone.
-                let kafka = s.fetch_outage.as_ref().or(if slow.is_some() {
-                    None
-                } else {
-                    self.broker_outage.as_ref()
-                });
-                let (state, since, at, class, error) = match (&s.blocked, kafka, slow) {
-                    (Some((since, at, class, error)), _, _) => (
-                        if *class == Class::Technical {
-                            "retrying"
-                        } else {
-                            "blocked"
-                        },
-                        Some(*since),
-                        Some(*at),
-                        Some(class.to_string()),
-                        Some(error.clone()),
-                    ),
-                    (None, Some(outage), _) => (
-                        "retrying",
-                        Some(outage.since),
-                        Some(s.fetch_offset),
-                        Some(Class::Technical.to_string()),
-                        Some(format!("kafka: {}", outage.reason)),
-                    ),
-                    (None, None, Some(since)) => (
-                        "retrying",
-                        Some(UNIX_EPOCH + Duration::from_millis(since)),
-                        Some(offsets.map_or(s.fetch_offset, |o| o.applied)),
-                        Some(Class::Technical.to_string()),
-                        Some(format!(
-                            "mysql: a write has not returned for {}",
-                            human(Duration::from_millis(now_ms.saturating_sub(since)))
-                        )),
-                    ),
-                    (None, None, None) => ("flowing", None, None, None, None),
-                };
-                let status = PartitionStatus {
-                    partition: p,
-                    state: state.to_string(),
-                    blocked_since: since.map(unix_seconds),
-                    blocked_at_offset: at,
-                    error_class: class,
-                    last_error: error,
-                    fetch_offset: s.fetch_offset,
-                    applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
-                    committed_offset: offsets.and_then(|o| o.committed),
-                    high_watermark: s.high_watermark,
-                };
-                (p, status)
-            })
-            .collect();
-        self.stats.partitions.publish(&self.status.partitions);
-        let Some(path) = &self.status_file else {
-            return;
-        };
-        if let Err(e) = self.status.write(path) {
-            debug!("cannot write status file {}: {e}", path.display());
-        }
+        let views = partition_views(&self.partitions, &self.book, &self.workers);
+        self.reporter.tick(now, &views, self.broker_outage.as_ref());
     }
 
     /// Stops the workers (see the module doc for the order) and commits.
@@ -885,15 +790,14 @@ impl Coordinator {
         } else {
             warn!("offsets not committed at stop (the records will be applied again): {pending:?}");
         }
-        self.log_stats(Instant::now());
+        let views = partition_views(&self.partitions, &self.book, &self.workers);
+        self.reporter.log_stats(Instant::now(), &views);
         for (p, t) in threads {
             if t.is_finished() && t.join().is_err() {
                 error!("worker of partition {p} panicked");
             }
         }
-        if let Some(path) = &self.status_file {
-            let _ = std::fs::remove_file(path);
-        }
+        self.reporter.clear();
         // The client is not closed: closing librdkafka waits for brokers that
         // may not answer (a frozen broker held a stop for minutes), and the
         // process ends right after this; its sockets close with it.
@@ -909,18 +813,51 @@ impl Coordinator {
     }
 }
 
-/// A write that has not returned for this long shows as "retrying" in the
-/// status (the driver's own read timeout is much longer).
-const SLOW_WRITE: Duration = Duration::from_secs(10);
+/// What the reporter reads of each partition: the coordinator's records,
+/// the offsets book, and the worker's write in progress.
+fn partition_views<'a>(
+    partitions: &'a BTreeMap<i32, PartitionState>,
+    book: &OffsetBook,
+    workers: &BTreeMap<i32, WorkerHandle>,
+) -> Vec<PartitionView<'a>> {
+    partitions
+        .iter()
+        .map(|(&p, s)| {
+            let offsets = book.get(p);
+            PartitionView {
+                partition: p,
+                flow: &s.flow,
+                fetch_outage: s.fetch_outage.as_ref(),
+                fetch_offset: s.fetch_offset,
+                applied_offset: offsets.map_or(s.fetch_offset, |o| o.applied),
+                committed_offset: offsets.and_then(|o| o.committed),
+                high_watermark: s.high_watermark,
+                writing_since: workers.get(&p).map_or(0, |w| {
+                    w.writing_since.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+            }
+        })
+        .collect()
+}
 
-/// When the write in progress on `partition` began (unix ms), if it is
-/// older than `SLOW_WRITE`.
-fn slow_write(workers: &BTreeMap<i32, WorkerHandle>, partition: i32, now_ms: u64) -> Option<u64> {
-    let since = workers
-        .get(&partition)?
-        .writing_since
-        .load(std::sync::atomic::Ordering::Relaxed);
-    (since != 0 && now_ms.saturating_sub(since) >= SLOW_WRITE.as_millis() as u64).then_some(since)
+/// A partition that is fetched no more, at `offset`, until the operator acts.
+fn halted(offset: i64, error: String) -> Flow {
+    Flow::Blocked(Stall {
+        since: SystemTime::now(),
+        offset,
+        class: Class::Fatal,
+        error,
+    })
+}
+
+/// The wait a Kafka-side `RetryState` (retrying every class for ever)
+/// decides.
+fn retry_wait(decision: Decision) -> Duration {
+    match decision {
+        Decision::RetryAfter(wait) | Decision::Stuck(wait) => wait,
+        // Not given: every class is retried (`Class::ALL`).
+        Decision::GiveUp => KAFKA_BACKOFF_CAP,
+    }
 }
 
 /// The coordinator's rules, driven through the real loop and real workers
@@ -1075,6 +1012,8 @@ mod tests {
         /// How the coordinator's `run` ended, sent from its thread.
         ended: Receiver<Ending>,
         shutdown_timeout: Duration,
+        /// The status file the coordinator writes, in the temp dir.
+        status_file: PathBuf,
     }
 
     /// Starts every partition of `starts` at its offset, which the group has
@@ -1091,6 +1030,13 @@ mod tests {
         let (event_sender, events) = crossbeam_channel::unbounded();
         let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
         let (shutdown_sender, shutdown) = crossbeam_channel::bounded::<()>(0);
+        let policy = Arc::new(Policy::from_config(&config));
+        static PIPELINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let status_file = std::env::temp_dir().join(format!(
+            "kafka2mysql-coordinator-test-{}-{}.status.json",
+            std::process::id(),
+            PIPELINES.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut workers = BTreeMap::new();
         for &(partition, start) in starts {
             let handle = worker::spawn(
@@ -1099,7 +1045,7 @@ mod tests {
                 config.worker.queue_batches,
                 Box::new(sink.clone()),
                 mapper(&config),
-                WorkerSettings::from_config(&config),
+                WorkerSettings::from_config(&config, Arc::clone(&policy)),
                 event_sender.clone(),
                 stop_receiver.clone(),
                 Arc::clone(&stats),
@@ -1109,6 +1055,7 @@ mod tests {
         }
         let parts = CoordinatorParts {
             config,
+            policy,
             broker: broker.client(),
             starts: starts.iter().map(|&(p, s)| (p, (s, Some(s)))).collect(),
             workers,
@@ -1116,7 +1063,7 @@ mod tests {
             stop_workers,
             shutdown,
             stats: Arc::clone(&stats),
-            status_file: None,
+            status_file: Some(status_file.clone()),
         };
         let (ending, ended) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
@@ -1132,6 +1079,7 @@ mod tests {
             shutdown: Some(shutdown_sender),
             ended,
             shutdown_timeout,
+            status_file,
         }
     }
 
@@ -1166,6 +1114,27 @@ mod tests {
 
         /// Waits until `partition`'s worker has failed more writes than
         /// `retry.technical_attempts` (2 here): it is retrying, blocked.
+        /// Waits until the status file says `state` for each partition of
+        /// `expected` (and the error class, unless flowing).
+        fn until_status(&self, expected: &[(i32, &str, Option<&str>)]) {
+            eventually(&format!("status {expected:?}"), || {
+                let seen: Vec<(i32, String, Option<String>)> =
+                    ServiceStatus::read(&self.status_file)
+                        .map(|s| {
+                            s.partitions
+                                .values()
+                                .map(|p| (p.partition, p.state.clone(), p.error_class.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                let done = expected.iter().all(|&(p, state, class)| {
+                    seen.iter()
+                        .any(|(sp, ss, sc)| *sp == p && ss == state && sc.as_deref() == class)
+                });
+                (done, seen)
+            });
+        }
+
         fn until_retrying(&self, partition: i32) {
             eventually(&format!("partition {partition} retrying"), || {
                 let t = self.sink.table();
@@ -1287,6 +1256,9 @@ mod tests {
             (fetched.len() == queue_batches + 1, fetched)
         });
         pipeline.until_retrying(0);
+        // The worker's report is the partition's state, recorded once, by
+        // the coordinator, and shown in the status file.
+        pipeline.until_status(&[(0, "retrying", Some("technical")), (1, "flowing", None)]);
         pipeline.until_applied(&[(1, 10)]);
         broker.append(1, 10);
         pipeline.until_applied(&[(1, 20)]);
@@ -1309,8 +1281,13 @@ mod tests {
             t.failing_past.clear();
         });
         pipeline.until_applied(&[(0, 40)]);
+        pipeline.until_status(&[(0, "flowing", None), (1, "flowing", None)]);
         let (ending, _) = pipeline.stop();
         assert_eq!(ending, Ending::Clean);
+        assert!(
+            !pipeline.status_file.exists(),
+            "the status file goes at stop"
+        );
         assert_eq!(rows(&sink, 0), (0..40).collect::<Vec<_>>());
         assert_eq!(broker.fetches_of(0)[..4], [0, 2, 4, 6]);
         assert_eq!(broker.committed(), [(0, 40), (1, 20)].into());

@@ -1,10 +1,13 @@
 //! What can fail, and the one place that decides what a failure means.
 //!
-//! `classify` answers "technical, business or fatal?" for any `Error`, and
-//! the README's "Errors and what the operator does" tells the operator the
-//! same. Nothing else in the code decides what is retried, what blocks a
-//! partition and what is dead-lettered; `Alike` and `is_duplicate_key` say
-//! which business errors the worker treats specially.
+//! `Policy::classify` answers, for any `Error` (MySQL's, Kafka's, ours), a
+//! `Verdict`: technical, business or fatal; whether the connection it came
+//! on must be dropped; whether to wait before the next attempt. The README's
+//! "Errors and what the operator does" tells the operator the same. Nothing
+//! else in the code decides what is retried, what blocks a partition and
+//! what is dead-lettered (`retry::RetryState` turns verdicts into waits);
+//! `Alike` and `is_duplicate_key` say which business errors the worker
+//! treats specially. `Exit` is the one table of the process's exit codes.
 //!
 //! - technical: the database or the network is away; retry, then block the
 //!   partition until it is back. Never skip a record for it.
@@ -126,6 +129,16 @@ pub const FATAL_CODES: &[u16] = &[
     1146, // ER_NO_SUCH_TABLE
 ];
 
+/// Codes after which the connection is no longer usable: the server closed
+/// it, killed it or went away. Any other server error leaves it usable (the
+/// driver rolled the transaction back).
+pub const CONNECTION_LOST_CODES: &[u16] = &[
+    1053, // ER_SERVER_SHUTDOWN
+    1927, // ER_CONNECTION_KILLED
+    2006, // CR_SERVER_GONE_ERROR
+    2013, // CR_SERVER_LOST
+];
+
 /// Business codes about other rows than the record's own: a duplicate key
 /// (the row another record wrote) or a foreign key (the rows of another
 /// table). The same code many times in a row is then still one bad record
@@ -146,6 +159,8 @@ pub enum Class {
 }
 
 impl Class {
+    pub const ALL: &'static [Class] = &[Class::Technical, Class::Business, Class::Fatal];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Technical => "technical",
@@ -230,6 +245,18 @@ pub enum Error {
     Setup(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A partition's fetch: the requested offset is not (or no longer) in
+    /// the log.
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    /// A partition's fetch: the data is there, and this client cannot read
+    /// it (a codec it lacks), with the client's explanation.
+    #[error("{0}")]
+    Unreadable(String),
+    /// A partition's fetch failed otherwise (no leader, the leader moved, a
+    /// timeout), in the client's words.
+    #[error("{0}")]
+    PartitionFetch(String),
 }
 
 /// `mysql error 1406 (22001): Data too long for column 'name' at row 1`
@@ -253,14 +280,113 @@ impl Error {
     }
 }
 
-/// The one classification of every failure. `extra_technical` is
-/// `retry.extra_technical_codes` from the configuration.
-pub fn classify(error: &Error, extra_technical: &[u16]) -> Class {
-    match error {
-        Error::Mysql(e) => classify_mysql(e, extra_technical),
-        Error::Kafka(_) | Error::Librdkafka(_) | Error::Io(_) => Class::Technical,
-        Error::Record(_) => Class::Business,
-        Error::Config(_) | Error::Setup(_) | Error::NoSuchTopic(_) => Class::Fatal,
+/// What a failure means: its class, whether the connection it came on must
+/// be dropped (a MySQL connection given back closed, a Kafka client made
+/// again or its metadata reloaded), and whether to wait before the next
+/// attempt (a record that cannot be mapped fails the same way at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub class: Class,
+    pub reconnect: bool,
+    pub wait: bool,
+}
+
+/// The error policy of the service, built from the config once
+/// (`retry.extra_technical_codes`) and shared by every thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    extra_technical_codes: Vec<u16>,
+}
+
+impl Policy {
+    pub fn new(extra_technical_codes: Vec<u16>) -> Policy {
+        Policy {
+            extra_technical_codes,
+        }
+    }
+
+    pub fn from_config(config: &crate::config::Config) -> Policy {
+        Policy::new(config.retry.extra_technical_codes.clone())
+    }
+
+    /// The one classification of every failure.
+    pub fn classify(&self, error: &Error) -> Verdict {
+        let class = self.class(error);
+        let reconnect = match error {
+            // A server error leaves the connection usable, unless it says
+            // the connection is gone; anything else of the driver's (an I/O
+            // error, a timeout) may have broken it.
+            Error::Mysql(mysql::Error::MySqlError(e)) => CONNECTION_LOST_CODES.contains(&e.code),
+            Error::Mysql(_) => true,
+            // The client is made again, or a partition's metadata reloaded.
+            Error::Kafka(_) | Error::Librdkafka(_) | Error::NoSuchTopic(_) => true,
+            Error::PartitionFetch(_) => true,
+            Error::OffsetOutOfRange | Error::Unreadable(_) => false,
+            Error::Record(_) | Error::Config(_) | Error::Setup(_) | Error::Io(_) => false,
+        };
+        // Mapping looks only at the record's bytes, and the reader is
+        // recreated at once after OffsetOutOfRange: waiting changes nothing.
+        let wait = !matches!(error, Error::Record(_) | Error::OffsetOutOfRange);
+        Verdict {
+            class,
+            reconnect,
+            wait,
+        }
+    }
+
+    /// The class alone (`classify(error).class`).
+    pub fn class(&self, error: &Error) -> Class {
+        match error {
+            Error::Mysql(e) => classify_mysql(e, &self.extra_technical_codes),
+            Error::Kafka(_) | Error::Librdkafka(_) | Error::Io(_) => Class::Technical,
+            // The reader is moved as `kafka.offset_reset` says, or the
+            // partition waits for the broker: Kafka's faults are technical.
+            Error::OffsetOutOfRange | Error::PartitionFetch(_) => Class::Technical,
+            // The client can never read these records: the operator must act.
+            Error::Unreadable(_) => Class::Fatal,
+            Error::Record(_) => Class::Business,
+            Error::Config(_) | Error::Setup(_) | Error::NoSuchTopic(_) => Class::Fatal,
+        }
+    }
+
+    /// How a command that failed with `error` exits.
+    pub fn exit(&self, error: &Error) -> Exit {
+        match self.class(error) {
+            Class::Fatal => Exit::Setup,
+            Class::Technical | Class::Business => Exit::Failed,
+        }
+    }
+}
+
+/// How the process ends, for every command (the README's exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done, stopped cleanly, or (`status`) running with every partition
+    /// flowing: 0.
+    Ok,
+    /// A runtime failure, something unreachable or refused, or (`status`) a
+    /// partition retrying or blocked: 1 (cron starts `run` again).
+    Failed,
+    /// The config or the setup is wrong: 2.
+    Setup,
+    /// `run`: another process holds the run files, nothing was done: 3.
+    AlreadyRunning,
+    /// `status`: the service is not running: 3.
+    NotRunning,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Setup => 2,
+            Exit::AlreadyRunning | Exit::NotRunning => 3,
+        }
+    }
+
+    pub fn exit_code(self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.code())
     }
 }
 
@@ -312,6 +438,12 @@ pub fn is_duplicate_key(error: &Error) -> bool {
         .is_some_and(|code| DUPLICATE_KEY_CODES.contains(&code))
 }
 
+/// The table named is not there (1146, ER_NO_SUCH_TABLE): for `status`, a
+/// dead-letter table that the first `run` has not created yet.
+pub fn is_no_such_table(error: &Error) -> bool {
+    error.mysql_code() == Some(1146)
+}
+
 /// What makes the failures of two records "alike" for the worker's schema
 /// fault rule (`retry.schema_fault_records`): the same server code and the
 /// same message, which names the column or the constraint. A message that
@@ -330,12 +462,11 @@ impl Alike {
     /// `None` for the failures that say nothing about the table: record
     /// errors of our own (not JSON, a missing key), and codes about other
     /// rows (`OTHER_ROWS_CODES`).
-    pub fn of(error: &Error, extra_technical: &[u16]) -> Option<Alike> {
+    pub fn of(error: &Error, policy: &Policy) -> Option<Alike> {
         let Error::Mysql(mysql::Error::MySqlError(e)) = error else {
             return None;
         };
-        if classify(error, extra_technical) != Class::Business || OTHER_ROWS_CODES.contains(&e.code)
-        {
+        if policy.class(error) != Class::Business || OTHER_ROWS_CODES.contains(&e.code) {
             return None;
         }
         let text = match e.message.find(" for column ") {
@@ -349,9 +480,8 @@ impl Alike {
     }
 }
 
-/// Kafka protocol errors the coordinator meets per partition. OffsetOutOfRange
-/// has its own handling (the reader is recreated); every other one is retried
-/// after a metadata reload.
+/// Whether a `kafka` crate error is OffsetOutOfRange, which the client
+/// reports as `Error::OffsetOutOfRange`.
 pub fn is_offset_out_of_range(error: &kafka::Error) -> bool {
     matches!(
         error,
@@ -367,6 +497,11 @@ pub fn is_offset_out_of_range(error: &kafka::Error) -> bool {
 mod tests {
     use super::*;
     use kafka::error::KafkaCode;
+
+    /// The class of `error` under a policy with these extra technical codes.
+    fn classify(error: &Error, extra_technical: &[u16]) -> Class {
+        Policy::new(extra_technical.to_vec()).class(error)
+    }
 
     fn server_error(code: u16, state: &str) -> Error {
         Error::Mysql(mysql::Error::MySqlError(mysql::MySqlError {
@@ -473,7 +608,7 @@ mod tests {
 
     #[test]
     fn failures_alike_name_the_same_code_and_column() {
-        let alike = |code, message| Alike::of(&server_message(code, message), &[]);
+        let alike = |code, message| Alike::of(&server_message(code, message), &Policy::default());
         let missing = "Field 'added' doesn't have a default value";
         assert_eq!(alike(1364, missing), alike(1364, missing));
         assert!(alike(1364, missing).is_some());
@@ -502,8 +637,14 @@ mod tests {
         assert_eq!(alike(1452, "Cannot add or update a child row"), None);
         assert_eq!(alike(1451, "Cannot delete or update a parent row"), None);
         assert_eq!(alike(1205, "Lock wait timeout exceeded"), None);
-        assert_eq!(Alike::of(&Error::Record(RecordError::NotObject), &[]), None);
-        assert_eq!(Alike::of(&server_message(1364, missing), &[1364]), None);
+        assert_eq!(
+            Alike::of(&Error::Record(RecordError::NotObject), &Policy::default()),
+            None
+        );
+        assert_eq!(
+            Alike::of(&server_message(1364, missing), &Policy::new(vec![1364])),
+            None
+        );
     }
 
     #[test]
@@ -593,6 +734,92 @@ mod tests {
         for (error, class) in cases {
             assert_eq!(classify(&error, &[]), class, "{error}");
         }
+    }
+
+    /// Whether the connection is dropped, and whether to wait, one row per
+    /// kind of failure.
+    #[test]
+    fn verdicts_say_when_to_reconnect_and_when_to_wait() {
+        use Class::{Business, Fatal, Technical};
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let cases: Vec<(Error, Class, bool, bool)> = vec![
+            // (error, class, reconnect, wait)
+            (server_error(2013, "HY000"), Technical, true, true),
+            (server_error(2006, "HY000"), Technical, true, true),
+            (server_error(1927, "70100"), Technical, true, true),
+            (server_error(1053, "08S01"), Technical, true, true),
+            (server_error(1205, "HY000"), Technical, false, true),
+            (server_error(1213, "40001"), Technical, false, true),
+            (server_error(1406, "22001"), Business, false, true),
+            (server_error(1146, "42S02"), Fatal, false, true),
+            (
+                Error::Mysql(mysql::Error::IoError(io())),
+                Technical,
+                true,
+                true,
+            ),
+            (
+                Error::Mysql(mysql::Error::DriverError(
+                    mysql::DriverError::ConnectTimeout,
+                )),
+                Technical,
+                true,
+                true,
+            ),
+            (
+                Error::Record(RecordError::NotObject),
+                Business,
+                false,
+                false,
+            ),
+            (Error::OffsetOutOfRange, Technical, false, false),
+            (
+                Error::PartitionFetch("no leader".into()),
+                Technical,
+                true,
+                true,
+            ),
+            (Error::Unreadable("zstd".into()), Fatal, false, true),
+            (Error::Librdkafka("timed out".into()), Technical, true, true),
+            (Error::NoSuchTopic("t".into()), Fatal, true, true),
+            (Error::Setup("no table".into()), Fatal, false, true),
+            (Error::Io(io()), Technical, false, true),
+        ];
+        let policy = Policy::default();
+        for (error, class, reconnect, wait) in cases {
+            let verdict = policy.classify(&error);
+            assert_eq!(
+                verdict,
+                Verdict {
+                    class,
+                    reconnect,
+                    wait
+                },
+                "{error}"
+            );
+        }
+        // The extra technical codes change the class, not the connection.
+        let verdict = Policy::new(vec![1406]).classify(&server_error(1406, "22001"));
+        assert_eq!((verdict.class, verdict.reconnect), (Technical, false));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let policy = Policy::default();
+        assert_eq!(policy.exit(&Error::Setup("x".into())), Exit::Setup);
+        assert_eq!(policy.exit(&server_error(2013, "HY000")), Exit::Failed);
+        assert_eq!(policy.exit(&server_error(1406, "22001")), Exit::Failed);
+        let codes: Vec<u8> = [
+            Exit::Ok,
+            Exit::Failed,
+            Exit::Setup,
+            Exit::AlreadyRunning,
+            Exit::NotRunning,
+        ]
+        .iter()
+        .map(|e| e.code())
+        .collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 3]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod mysql_sink;
 pub mod offsets;
 pub mod record;
 pub mod replay;
+pub mod reporter;
 pub mod retry;
 pub mod service;
 pub mod status;

@@ -1,7 +1,8 @@
 //! The `kafka2mysql` command line: parse, set up logging, run, exit.
 //! Exit codes of `run`: 0 clean stop, 1 runtime failure, 2 bad config or
-//! setup, 3 already running (nothing was done). The other commands document
-//! theirs in `commands.rs` and `replay.rs`.
+//! setup, 3 already running (nothing was done); the one table of them is
+//! `error::Exit`. The other commands document theirs in `commands.rs` and
+//! `replay.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,9 +11,10 @@ use clap::{Parser, Subcommand};
 
 use kafka2mysql::commands::{self, ResetTarget};
 use kafka2mysql::config::Config;
+use kafka2mysql::error::Exit;
 use kafka2mysql::logging;
 use kafka2mysql::replay;
-use kafka2mysql::service::{self, LockRefused, RunOutcome};
+use kafka2mysql::service::{self, RunOutcome};
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +93,7 @@ enum Command {
 fn load(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("kafka2mysql: bad config: {e}");
-        ExitCode::from(2)
+        Exit::Setup.exit_code()
     })
 }
 
@@ -105,40 +107,36 @@ fn main() -> ExitCode {
             };
             let lock = match service::lock_run_files(&config) {
                 Ok(lock) => lock,
-                Err(LockRefused::Running(message)) => {
-                    eprintln!("kafka2mysql: {message}");
-                    return ExitCode::from(3);
-                }
-                Err(LockRefused::Failed(message)) => {
-                    eprintln!("kafka2mysql: {message}");
-                    return ExitCode::from(1);
+                Err(refused) => {
+                    eprintln!("kafka2mysql: {}", refused.message());
+                    return refused.exit().exit_code();
                 }
             };
             if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref())
             {
                 eprintln!("kafka2mysql: cannot open log file (log.file): {e}");
-                return ExitCode::from(2);
+                return Exit::Setup.exit_code();
             }
             let shutdown = match service::install_signals() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("kafka2mysql: cannot install signal handlers: {e}");
-                    return ExitCode::from(1);
+                    return Exit::Failed.exit_code();
                 }
             };
-            match service::run(config, shutdown, lock) {
-                RunOutcome::Stopped => ExitCode::SUCCESS,
-                RunOutcome::Setup(message) => {
+            let outcome = service::run(config, shutdown, lock);
+            match &outcome {
+                RunOutcome::Stopped => {}
+                RunOutcome::Ended(Exit::Setup, message) => {
                     log::error!("setup error: {message}");
                     eprintln!("kafka2mysql: setup error: {message}");
-                    ExitCode::from(2)
                 }
-                RunOutcome::Failed(message) => {
+                RunOutcome::Ended(_, message) => {
                     log::error!("failed: {message}");
                     eprintln!("kafka2mysql: {message}");
-                    ExitCode::from(1)
                 }
             }
+            outcome.exit().exit_code()
         }
         Command::Check { config } => match load(&config) {
             Ok(c) => commands::check(&c),

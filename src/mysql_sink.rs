@@ -24,7 +24,7 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, TxOpts, Value};
 
 use crate::config::{Config, Delivery, WriteMode};
-use crate::error::{Class, Error, RecordError};
+use crate::error::{Class, Error, Policy, RecordError};
 use crate::mysql_pool::{ConnectionPool, Lease, Server};
 use crate::record::{Column, RowOp, TableSchema};
 
@@ -381,6 +381,8 @@ pub struct MysqlSink {
     fenced: Option<String>,
     /// Stale records of the last committed write (`Sink::stale_records`).
     stale: u64,
+    /// Says which failures broke the connection.
+    policy: Policy,
 }
 
 impl MysqlSink {
@@ -412,6 +414,7 @@ impl MysqlSink {
             verify_before_write: false,
             fenced: None,
             stale: 0,
+            policy: Policy::from_config(config),
             schema,
         }
     }
@@ -763,13 +766,10 @@ impl MysqlSink {
         )
     }
 
-    /// After a failed statement: a server error leaves the connection usable
-    /// (a transaction was rolled back when dropped); anything else may have
-    /// broken it.
+    /// After a failed statement: closes the connection when the error may
+    /// have broken it (`Verdict::reconnect`), instead of giving it back.
     fn forget_broken_connection(&mut self, error: &Error) {
-        if error.mysql_code().is_none()
-            || matches!(error.mysql_code(), Some(1927 | 2006 | 2013 | 1053))
-        {
+        if self.policy.classify(error).reconnect {
             if let Some(lease) = self.conn.take() {
                 lease.discard();
             }

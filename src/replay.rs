@@ -20,7 +20,7 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Value};
 
 use crate::config::Config;
-use crate::error::{classify, is_duplicate_key, Class, Error};
+use crate::error::{is_duplicate_key, Class, Error, Exit, Policy};
 use crate::metadata;
 use crate::mysql_pool::ConnectionPool;
 use crate::mysql_sink::{self, quote, MysqlSink, Sink};
@@ -59,7 +59,7 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
         Some(Ok(text)) => Some(text),
         Some(Err(e)) => {
             eprintln!("kafka2mysql replay-dead-letters: --since: {e}");
-            return ExitCode::from(2);
+            return Exit::Setup.exit_code();
         }
     };
     let _lock = if options.dry_run {
@@ -67,16 +67,17 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
     } else {
         match lock_run_files(config) {
             Ok(lock) => lock,
-            Err(LockRefused::Running(message)) => {
+            Err(refused @ LockRefused::Running(_)) => {
                 eprintln!(
-                    "kafka2mysql replay-dead-letters: the service is {message}; stop it first \
-                     (scripts/run.sh stop): a replay and the service must not write the same rows"
+                    "kafka2mysql replay-dead-letters: the service is {}; stop it first \
+                     (scripts/run.sh stop): a replay and the service must not write the same rows",
+                    refused.message()
                 );
-                return ExitCode::from(3);
+                return refused.exit().exit_code();
             }
-            Err(LockRefused::Failed(message)) => {
-                eprintln!("kafka2mysql replay-dead-letters: {message}");
-                return ExitCode::from(1);
+            Err(refused) => {
+                eprintln!("kafka2mysql replay-dead-letters: {}", refused.message());
+                return refused.exit().exit_code();
             }
         }
     };
@@ -92,18 +93,14 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
                 tally.replayed, tally.stale, tally.failing
             );
             if tally.failing == 0 {
-                ExitCode::SUCCESS
+                Exit::Ok.exit_code()
             } else {
-                ExitCode::from(1)
+                Exit::Failed.exit_code()
             }
         }
         Err(e) => {
             eprintln!("kafka2mysql replay-dead-letters: {e}");
-            if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            Policy::from_config(config).exit(&e).exit_code()
         }
     }
 }
@@ -206,7 +203,7 @@ fn replay_one(
         }
         Err(e) => e,
     };
-    match classify(&error, &config.retry.extra_technical_codes) {
+    match Policy::from_config(config).class(&error) {
         Class::Business if is_duplicate_key(&error) && matches!(sink.holds(&op), Ok(true)) => {
             sink.forget_dead_letter(stored.partition, stored.offset)?;
             tally.replayed += 1;
@@ -244,7 +241,7 @@ fn still_failing(
             quote(&config.mysql.dead_letter_table)
         ),
         (
-            classify(error, &config.retry.extra_technical_codes).as_str(),
+            Policy::from_config(config).class(error).as_str(),
             error.mysql_code().map(i64::from),
             error.to_string(),
             stored.id,

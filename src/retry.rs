@@ -1,7 +1,14 @@
-//! How long to wait before the next attempt: exponential backoff from
-//! `retry.backoff_initial_ms`, doubling, capped at `retry.backoff_max_ms`.
-//! Attempts are counted by the caller per error class (see `worker.rs`); the
-//! waits come from here only, so tests run with millisecond backoff.
+//! Whether and when to try again, in the manner of cargo's
+//! `util/network/retry.rs`: the caller makes an attempt, and on a failure
+//! asks its `RetryState` (`next`, with the `error::Verdict`), which counts
+//! the attempts and answers a `Decision`; the caller sleeps. Every retry loop
+//! of the service keeps one: start-up (`service.rs`), each partition's fetch
+//! and the broker client (`coordinator.rs`), each write and each record
+//! (`worker.rs`).
+//!
+//! `Backoff` is the waits: exponential from `retry.backoff_initial_ms`,
+//! doubling, capped at `retry.backoff_max_ms` (or lower: `Backoff::capped`).
+//! They come from here only, so tests run with millisecond backoff.
 //!
 //! `Outage` decides how often a lasting fault is logged: its first failure
 //! at once, then at growing intervals with the count of retries between,
@@ -10,6 +17,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::RetryConfig;
+use crate::error::{Class, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -25,6 +33,14 @@ impl Backoff {
         }
     }
 
+    /// No wait longer than `cap`.
+    pub fn capped(self, cap: Duration) -> Backoff {
+        Backoff {
+            initial: self.initial.min(cap),
+            max: self.max.min(cap),
+        }
+    }
+
     /// The wait after failed attempt number `attempt` (1-based):
     /// initial, 2 x initial, 4 x initial, ... never above `max`.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -32,6 +48,109 @@ impl Backoff {
             .checked_shl(attempt.saturating_sub(1).min(31))
             .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What to do after a failed attempt. The caller sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Try again after this wait (zero when waiting changes nothing).
+    RetryAfter(Duration),
+    /// The attempts are spent, and the failure is of a kind that is tried
+    /// for ever: the caller reports itself stuck (the partition retrying or
+    /// blocked) and tries again after this wait.
+    Stuck(Duration),
+    /// Not retried (any more): the caller handles the error.
+    GiveUp,
+}
+
+/// What happens when a `RetryState`'s attempts are spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenSpent {
+    /// Keep trying at `Backoff::max` (`Decision::Stuck`).
+    Stuck,
+    /// Hand the error back (`Decision::GiveUp`).
+    GiveUp,
+}
+
+/// The attempts of one retry loop: which classes are retried, how many
+/// retries at growing waits, and what comes after them.
+#[derive(Debug, Clone)]
+pub struct RetryState {
+    backoff: Backoff,
+    retried: &'static [Class],
+    /// Retries at growing waits; `None`: for ever.
+    retries: Option<u32>,
+    when_spent: WhenSpent,
+    failures: u32,
+}
+
+impl RetryState {
+    /// Failures of the `retried` classes are tried again for ever, at
+    /// growing waits; others are given up at once.
+    pub fn for_ever(backoff: Backoff, retried: &'static [Class]) -> RetryState {
+        RetryState {
+            backoff,
+            retried,
+            retries: None,
+            when_spent: WhenSpent::GiveUp,
+            failures: 0,
+        }
+    }
+
+    /// Failures of the `retried` classes are tried again `retries` times at
+    /// growing waits, then as `when_spent` says; others are given up at once.
+    pub fn limited(
+        backoff: Backoff,
+        retried: &'static [Class],
+        retries: u32,
+        when_spent: WhenSpent,
+    ) -> RetryState {
+        RetryState {
+            backoff,
+            retried,
+            retries: Some(retries),
+            when_spent,
+            failures: 0,
+        }
+    }
+
+    /// One more failed attempt, of this verdict. A failure that waiting does
+    /// not change (`Verdict::wait` false: a record that cannot be mapped)
+    /// would fail every retry alike: all the attempts are counted as made at
+    /// once, and spent.
+    pub fn next(&mut self, verdict: Verdict) -> Decision {
+        if !self.retried.contains(&verdict.class) {
+            return Decision::GiveUp;
+        }
+        self.failures += 1;
+        if !verdict.wait {
+            if let Some(retries) = self.retries {
+                self.failures = self.failures.max(retries + 1);
+            }
+        }
+        match self.retries {
+            Some(retries) if self.failures > retries => match self.when_spent {
+                WhenSpent::GiveUp => Decision::GiveUp,
+                WhenSpent::Stuck => Decision::Stuck(self.backoff.max),
+            },
+            _ if !verdict.wait => Decision::RetryAfter(Duration::ZERO),
+            _ => Decision::RetryAfter(self.backoff.delay(self.failures)),
+        }
+    }
+
+    /// Failed attempts so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// An attempt succeeded: the next failure starts over.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
     }
 }
 
@@ -134,6 +253,109 @@ mod tests {
         assert_eq!(human(Duration::from_millis(4200)), "4.2s");
         assert_eq!(human(Duration::from_secs(725)), "12m05s");
         assert_eq!(human(Duration::from_secs(12_000)), "3h20m");
+    }
+
+    fn verdict(class: Class, wait: bool) -> Verdict {
+        Verdict {
+            class,
+            reconnect: false,
+            wait,
+        }
+    }
+
+    fn millis(decision: Decision) -> String {
+        match decision {
+            Decision::RetryAfter(d) => format!("retry {}", d.as_millis()),
+            Decision::Stuck(d) => format!("stuck {}", d.as_millis()),
+            Decision::GiveUp => "give up".to_string(),
+        }
+    }
+
+    fn backoff() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(500),
+        }
+    }
+
+    #[test]
+    fn a_write_retries_then_is_stuck_and_gives_back_what_it_does_not_retry() {
+        let mut state = RetryState::limited(
+            backoff(),
+            &[Class::Technical, Class::Fatal],
+            3,
+            WhenSpent::Stuck,
+        );
+        let decisions: Vec<String> = (0..5)
+            .map(|_| millis(state.next(verdict(Class::Technical, true))))
+            .collect();
+        assert_eq!(
+            decisions,
+            vec![
+                "retry 100",
+                "retry 200",
+                "retry 400",
+                "stuck 500",
+                "stuck 500"
+            ]
+        );
+        assert_eq!(state.failures(), 5);
+        assert_eq!(state.next(verdict(Class::Business, true)), Decision::GiveUp);
+        assert_eq!(state.failures(), 5, "a failure given back is not counted");
+        state.succeeded();
+        assert_eq!(millis(state.next(verdict(Class::Fatal, true))), "retry 100");
+    }
+
+    #[test]
+    fn a_record_is_tried_as_often_as_configured_then_given_up() {
+        let mut state = RetryState::limited(backoff(), &[Class::Business], 2, WhenSpent::GiveUp);
+        assert_eq!(
+            millis(state.next(verdict(Class::Business, true))),
+            "retry 100"
+        );
+        assert_eq!(
+            millis(state.next(verdict(Class::Business, true))),
+            "retry 200"
+        );
+        assert_eq!(state.next(verdict(Class::Business, true)), Decision::GiveUp);
+        assert_eq!(state.failures(), 3);
+    }
+
+    #[test]
+    fn a_failure_that_waiting_does_not_change_spends_every_attempt_at_once() {
+        let mut state = RetryState::limited(backoff(), &[Class::Business], 2, WhenSpent::GiveUp);
+        assert_eq!(
+            state.next(verdict(Class::Business, false)),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            state.failures(),
+            3,
+            "counted as the three attempts configured"
+        );
+        // Without a limit it is retried at once.
+        let mut state = RetryState::for_ever(backoff(), &[Class::Technical]);
+        assert_eq!(
+            state.next(verdict(Class::Technical, false)),
+            Decision::RetryAfter(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn for_ever_never_gives_up_on_what_it_retries() {
+        let mut state = RetryState::for_ever(backoff(), &[Class::Technical]);
+        let last = (0..100)
+            .map(|_| state.next(verdict(Class::Technical, true)))
+            .last();
+        assert_eq!(last, Some(Decision::RetryAfter(Duration::from_millis(500))));
+        assert_eq!(state.next(verdict(Class::Fatal, true)), Decision::GiveUp);
+    }
+
+    #[test]
+    fn capped_lowers_both_ends() {
+        let b = backoff().capped(Duration::from_millis(50));
+        assert_eq!((b.initial.as_millis(), b.max.as_millis()), (50, 50));
+        assert_eq!(backoff().capped(Duration::from_secs(5)), backoff());
     }
 
     #[test]

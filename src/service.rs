@@ -21,7 +21,7 @@ use log::{info, warn};
 use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
-use crate::error::{classify, Class, Error};
+use crate::error::{Class, Error, Exit, Policy};
 use crate::metadata;
 use crate::mysql_pool::ConnectionPool;
 use crate::mysql_sink::{self, MysqlSink, Sink};
@@ -29,19 +29,26 @@ use crate::offsets::{
     exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
 };
 use crate::record::TableSchema;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Decision, RetryState};
 use crate::status::{Paths, PidLock, Stats};
 use crate::worker::{self, WorkerSettings};
 
 /// How `run` ended, for the exit code.
 #[derive(Debug)]
 pub enum RunOutcome {
-    /// Stopped by a signal after committing: exit 0.
+    /// Stopped by a signal after committing.
     Stopped,
-    /// The setup is wrong: exit 2.
-    Setup(String),
-    /// Anything else: exit 1 (cron starts it again).
-    Failed(String),
+    /// Ended early, with the reason and the exit code it means.
+    Ended(Exit, String),
+}
+
+impl RunOutcome {
+    pub fn exit(&self) -> Exit {
+        match self {
+            RunOutcome::Stopped => Exit::Ok,
+            RunOutcome::Ended(exit, _) => *exit,
+        }
+    }
 }
 
 /// Turns SIGTERM and SIGINT into the closing of the returned channel; a second
@@ -71,10 +78,26 @@ pub fn install_signals() -> std::io::Result<Receiver<()>> {
 /// Why `run` did not start: another process holds the run files.
 #[derive(Debug)]
 pub enum LockRefused {
-    /// Another `run` (or a `reset-offsets`) holds the pid lock: exit 3.
+    /// Another `run` (or a `reset-offsets`) holds the pid lock.
     Running(String),
-    /// The pid file cannot be opened or locked: exit 1.
+    /// The pid file cannot be opened or locked.
     Failed(String),
+}
+
+impl LockRefused {
+    /// `run`'s exit code: 3 when another process runs, 1 otherwise.
+    pub fn exit(&self) -> Exit {
+        match self {
+            LockRefused::Running(_) => Exit::AlreadyRunning,
+            LockRefused::Failed(_) => Exit::Failed,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            LockRefused::Running(m) | LockRefused::Failed(m) => m,
+        }
+    }
 }
 
 /// Takes the pid-file lock of `config`'s run files, before anything else
@@ -114,50 +137,50 @@ pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> Ru
     let sinks = |schema: &TableSchema| -> Box<dyn Sink> {
         Box::new(MysqlSink::new(&config, schema.clone(), pool.clone()))
     };
-    match run_pipeline(&config, shutdown, paths.map(|p| p.status_file), &sinks) {
+    let policy = Arc::new(Policy::from_config(&config));
+    let status_file = paths.map(|p| p.status_file);
+    match pipeline(&config, &policy, shutdown, status_file, &sinks) {
         Ok(Some(Ending::Clean)) | Ok(None) => {
             info!("stopped");
             RunOutcome::Stopped
         }
         Ok(Some(Ending::WorkerDied)) => {
-            RunOutcome::Failed("a worker thread ended unexpectedly".into())
+            RunOutcome::Ended(Exit::Failed, "a worker thread ended unexpectedly".into())
         }
-        Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => {
-            RunOutcome::Setup(e.to_string())
-        }
-        Err(e) => RunOutcome::Failed(e.to_string()),
+        Err(e) => RunOutcome::Ended(policy.exit(&e), e.to_string()),
     }
 }
 
-/// Retries `attempt` while it fails with a technical error; `Ok(None)` when a
-/// signal arrives first.
+/// Start-up waits no longer than this between attempts.
+const START_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// Retries `attempt` while it fails with an error that is not fatal;
+/// `Ok(None)` when a signal arrives first.
 fn until_ready<T>(
     what: &str,
     config: &Config,
+    policy: &Policy,
     shutdown: &Receiver<()>,
     mut attempt: impl FnMut() -> Result<T, Error>,
 ) -> Result<Option<T>, Error> {
-    let backoff = Backoff {
-        initial: config.retry.backoff_initial,
-        max: config.retry.backoff_max.min(Duration::from_secs(10)),
-    };
-    let mut failures = 0;
+    let backoff = Backoff::from_config(&config.retry).capped(START_BACKOFF_CAP);
+    let mut retry = RetryState::for_ever(backoff, &[Class::Technical, Class::Business]);
     loop {
-        match attempt() {
+        let e = match attempt() {
             Ok(v) => return Ok(Some(v)),
-            Err(e) if classify(&e, &config.retry.extra_technical_codes) == Class::Fatal => {
-                return Err(e)
-            }
-            Err(e) => {
-                failures += 1;
-                let wait = backoff.delay(failures);
-                warn!("{what}: {e}; retrying in {wait:?} (attempt {failures})");
-                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-                    shutdown.recv_timeout(wait)
-                {
-                    return Ok(None);
-                }
-            }
+            Err(e) => e,
+        };
+        let wait = match retry.next(policy.classify(&e)) {
+            Decision::RetryAfter(wait) | Decision::Stuck(wait) => wait,
+            Decision::GiveUp => return Err(e),
+        };
+        warn!(
+            "{what}: {e}; retrying in {wait:?} (attempt {})",
+            retry.failures()
+        );
+        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = shutdown.recv_timeout(wait)
+        {
+            return Ok(None);
         }
     }
 }
@@ -175,11 +198,22 @@ pub fn run_pipeline(
     status_file: Option<std::path::PathBuf>,
     sinks: &dyn Fn(&TableSchema) -> Box<dyn Sink>,
 ) -> Result<Option<Ending>, Error> {
+    let policy = Arc::new(Policy::from_config(config));
+    pipeline(config, &policy, shutdown, status_file, sinks)
+}
+
+fn pipeline(
+    config: &Arc<Config>,
+    policy: &Arc<Policy>,
+    shutdown: Receiver<()>,
+    status_file: Option<std::path::PathBuf>,
+    sinks: &dyn Fn(&TableSchema) -> Box<dyn Sink>,
+) -> Result<Option<Ending>, Error> {
     let stats = Arc::new(Stats::default());
     // Up before the broker and the database are reached, so that a start
     // waiting for them is seen; it stops when the pipeline returns.
     let _metrics = crate::metrics::serve(config, stats.clone())?;
-    let Some((broker, partitions)) = until_ready("kafka", config, &shutdown, || {
+    let Some((broker, partitions)) = until_ready("kafka", config, policy, &shutdown, || {
         let mut broker = broker::connect(config)?;
         let all = broker.partitions()?;
         Ok((broker, all))
@@ -189,7 +223,7 @@ pub fn run_pipeline(
     };
     let partitions = select_partitions(config, &partitions)?;
 
-    let Some((schema, stored_in_mysql)) = until_ready("mysql", config, &shutdown, || {
+    let Some((schema, stored_in_mysql)) = until_ready("mysql", config, policy, &shutdown, || {
         let mut conn = mysql_sink::connect(&config.mysql_opts())?;
         let schema = mysql_sink::load_schema(&mut conn, config)?;
         mysql_sink::create_service_tables(&mut conn, config)?;
@@ -211,7 +245,7 @@ pub fn run_pipeline(
     );
 
     let mut broker = broker;
-    let Some(starts) = until_ready("kafka offsets", config, &shutdown, || {
+    let Some(starts) = until_ready("kafka offsets", config, policy, &shutdown, || {
         start_positions(config, broker.as_mut(), &partitions, &stored_in_mysql)
     })?
     else {
@@ -222,7 +256,7 @@ pub fn run_pipeline(
             .iter()
             .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
             .collect();
-        let claimed = until_ready("mysql offset table", config, &shutdown, || {
+        let claimed = until_ready("mysql offset table", config, policy, &shutdown, || {
             let mut conn = mysql_sink::connect(&config.mysql_opts())?;
             mysql_sink::claim_offsets(&mut conn, config, &claims)
         })?;
@@ -241,7 +275,7 @@ pub fn run_pipeline(
             config.worker.queue_batches,
             sinks(&schema),
             Arc::new(metadata::mapper_for(config, &schema, partition).map_err(Error::Setup)?),
-            WorkerSettings::from_config(config),
+            WorkerSettings::from_config(config, Arc::clone(policy)),
             event_sender.clone(),
             stop_receiver.clone(),
             stats.clone(),
@@ -255,6 +289,7 @@ pub fn run_pipeline(
     );
     let coordinator = Coordinator::new(CoordinatorParts {
         config: config.clone(),
+        policy: Arc::clone(policy),
         broker,
         starts,
         workers,

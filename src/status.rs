@@ -19,7 +19,6 @@ pub struct Stats {
     pub rows_written: AtomicU64,
     pub dead_letters: AtomicU64,
     pub retries: AtomicU64,
-    pub blocked_partitions: AtomicU64,
     pub offset_resets: AtomicU64,
     pub records_fetched: AtomicU64,
     /// The same per partition, with the coordinator's view, for the metrics
@@ -55,21 +54,14 @@ impl Stats {
         self.records_stale.fetch_add(records, Ordering::Relaxed);
     }
 
-    pub fn partition_blocked(&self) {
-        self.blocked_partitions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn partition_unblocked(&self) {
-        self.blocked_partitions.fetch_sub(1, Ordering::Relaxed);
-    }
-
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             records_applied: self.records_applied.load(Ordering::Relaxed),
             rows_written: self.rows_written.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
-            blocked_partitions: self.blocked_partitions.load(Ordering::Relaxed),
+            // Not a counter: the coordinator's map says it (`reporter.rs`).
+            blocked_partitions: 0,
             offset_resets: self.offset_resets.load(Ordering::Relaxed),
             records_fetched: self.records_fetched.load(Ordering::Relaxed),
             records_already_written: self.records_already_written.load(Ordering::Relaxed),

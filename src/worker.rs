@@ -7,7 +7,7 @@
 //! reported only after the database transaction that holds its row (or its
 //! dead letter) has committed.
 //!
-//! By error class (`error::classify`; the README's "Errors and what the
+//! By error class (`error::Policy`; the README's "Errors and what the
 //! operator does" is the operator's side of these rules):
 //! - technical and fatal errors: retry with backoff up to
 //!   `technical_attempts`, then the partition is blocked: it keeps retrying
@@ -40,11 +40,11 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use log::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
+use crate::error::{is_duplicate_key, Alike, Class, Error, Policy};
 use crate::metrics::PartitionCounters;
 use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
-use crate::retry::{human, Backoff, Outage};
+use crate::retry::{human, Backoff, Decision, Outage, RetryState, WhenSpent};
 use crate::status::Stats;
 
 /// Records of one partition, in offset order, copied out of a fetch response.
@@ -66,21 +66,60 @@ pub enum WorkerEvent {
         next_offset: i64,
         records: u64,
     },
-    /// The partition stopped making progress at `offset`.
-    Blocked {
+    /// The partition's state changed: it stopped making progress, the
+    /// error that holds it changed, or it makes progress again.
+    State {
         partition: i32,
-        offset: i64,
-        since: SystemTime,
-        class: Class,
-        error: String,
-    },
-    /// The partition makes progress again.
-    Flowing {
-        partition: i32,
+        flow: Flow,
     },
     Exited {
         partition: i32,
     },
+}
+
+/// Where a partition stands. The worker keeps its own and reports each
+/// change (`WorkerEvent::State`); the coordinator's map is the one record
+/// of every partition's (`coordinator.rs`), which the status shows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    Flowing,
+    /// Stopped at a record by a fault that clears by itself (the database
+    /// away, a lock): tried again at `retry.backoff_max_ms`.
+    Retrying(Stall),
+    /// Stopped at a record until the operator acts (a fatal error, the
+    /// dead-letter burst, a fault of the table), tried again meanwhile.
+    Blocked(Stall),
+}
+
+/// Where and why a partition stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stall {
+    pub since: SystemTime,
+    pub offset: i64,
+    pub class: Class,
+    pub error: String,
+}
+
+impl Flow {
+    /// Stopped by `stall`: retrying when its class is technical, blocked
+    /// otherwise.
+    pub fn stopped(stall: Stall) -> Flow {
+        match stall.class {
+            Class::Technical => Flow::Retrying(stall),
+            Class::Business | Class::Fatal => Flow::Blocked(stall),
+        }
+    }
+
+    pub fn stall(&self) -> Option<&Stall> {
+        match self {
+            Flow::Flowing => None,
+            Flow::Retrying(stall) | Flow::Blocked(stall) => Some(stall),
+        }
+    }
+
+    pub fn is_flowing(&self) -> bool {
+        matches!(self, Flow::Flowing)
+    }
 }
 
 /// The settings a worker needs, taken from `Config`.
@@ -92,11 +131,11 @@ pub struct WorkerSettings {
     pub backoff: Backoff,
     pub dead_letter_burst: u32,
     pub schema_fault_records: u32,
-    pub extra_technical_codes: Vec<u16>,
+    pub policy: Arc<Policy>,
 }
 
 impl WorkerSettings {
-    pub fn from_config(config: &Config) -> WorkerSettings {
+    pub fn from_config(config: &Config, policy: Arc<Policy>) -> WorkerSettings {
         WorkerSettings {
             topic: config.kafka.topic.clone(),
             technical_attempts: config.retry.technical_attempts,
@@ -104,7 +143,7 @@ impl WorkerSettings {
             backoff: Backoff::from_config(&config.retry),
             dead_letter_burst: config.retry.dead_letter_burst,
             schema_fault_records: config.retry.schema_fault_records,
-            extra_technical_codes: config.retry.extra_technical_codes.clone(),
+            policy,
         }
     }
 }
@@ -148,7 +187,7 @@ pub fn spawn(
         stop,
         stats,
         dead_letters_in_a_row: 0,
-        blocked: false,
+        flow: Flow::Flowing,
         block_log: None,
         writing_since: Arc::clone(&writing_since),
         held: None,
@@ -208,8 +247,9 @@ pub struct Worker {
     /// This partition's share of `stats`, for the metrics endpoint.
     counters: Arc<PartitionCounters>,
     dead_letters_in_a_row: u32,
-    blocked: bool,
-    /// While blocked: how often it is logged.
+    /// Flowing, or where and why it stopped, as last reported.
+    flow: Flow,
+    /// While stopped: how often it is logged.
     block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
     held: Option<Held>,
@@ -326,7 +366,7 @@ impl Worker {
         let mut in_a_row = self.dead_letters_in_a_row + held as u32;
         let mut fast = true;
         for record in &records {
-            match self.map_with_retry(record) {
+            match self.map(record) {
                 Ok(op) => {
                     rows.push((record.offset, op));
                     in_a_row = 0;
@@ -384,18 +424,29 @@ impl Worker {
         Ok(())
     }
 
-    /// Maps a record, trying `business_attempts` times (at least once).
-    /// Mapping looks only at the record's bytes, so no wait between tries.
-    fn map_with_retry(&self, record: &Record) -> Result<RowOp, (Error, u32)> {
-        let attempts = self.settings.business_attempts.max(1);
-        let mut last = None;
-        for _ in 0..attempts {
-            match self.mapper.map(record) {
-                Ok(op) => return Ok(op),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err((Error::Record(last.expect("at least one attempt")), attempts))
+    /// Maps a record once. Mapping looks only at the record's bytes, so a
+    /// failure would repeat on every attempt: the record retry state counts
+    /// them all as made (`RetryState::next`), and returns their number.
+    fn map(&self, record: &Record) -> Result<RowOp, (Error, u32)> {
+        self.mapper.map(record).map_err(|e| {
+            let error = Error::Record(e);
+            let mut retry = self.record_retry();
+            let decision = retry.next(self.settings.policy.classify(&error));
+            debug_assert_eq!(decision, Decision::GiveUp);
+            (error, retry.failures())
+        })
+    }
+
+    /// The attempts of one record on its own: `business_attempts` in all
+    /// for a business error, then it is given back (held, dead-lettered).
+    fn record_retry(&self) -> RetryState {
+        let retries = self.settings.business_attempts.max(1) - 1;
+        RetryState::limited(
+            self.settings.backoff,
+            &[Class::Business],
+            retries,
+            WhenSpent::GiveUp,
+        )
     }
 
     /// Maps and writes one record in its own transaction, with the held
@@ -449,11 +500,9 @@ impl Worker {
     /// with backoff, then held (when its failure may be the table's), or a
     /// dead letter (or a block, past the burst limit).
     fn apply_record(&mut self, record: Record) -> Result<Outcome, ()> {
-        let attempts_allowed = self.settings.business_attempts.max(1);
-        let mut attempts = 0;
+        let mut retry = self.record_retry();
         let mut burst_blocked_since: Option<SystemTime> = None;
         loop {
-            attempts += 1;
             let error = match self.write_record(&record) {
                 Ok(op) => {
                     if burst_blocked_since.is_some() {
@@ -468,16 +517,15 @@ impl Worker {
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => e,
             };
-            if attempts < attempts_allowed {
+            if let Decision::RetryAfter(wait) = retry.next(self.settings.policy.classify(&error)) {
                 self.count_retry();
-                if !matches!(error, Error::Record(_))
-                    && self.sleep(self.settings.backoff.delay(attempts)).is_err()
-                {
+                if self.sleep(wait).is_err() {
                     return Err(());
                 }
                 continue;
             }
-            let alike = Alike::of(&error, &self.settings.extra_technical_codes)
+            let attempts = retry.failures();
+            let alike = Alike::of(&error, &self.settings.policy)
                 .filter(|_| self.settings.schema_fault_records > 0);
             if self.held.as_ref().map(|h| &h.alike) != alike.as_ref() {
                 // A failure of another kind: the held records were bad ones.
@@ -554,8 +602,7 @@ impl Worker {
                 }
                 Err(Abandon::Stopped) => return Err(()),
                 Err(Abandon::Business(e)) => {
-                    if Alike::of(&e, &self.settings.extra_technical_codes).as_ref() != Some(&alike)
-                    {
+                    if Alike::of(&e, &self.settings.policy).as_ref() != Some(&alike) {
                         self.resume();
                         return Ok(held.into_iter().map(|(r, _)| r).collect());
                     }
@@ -644,7 +691,12 @@ impl Worker {
     /// (blocked after `technical_attempts`). Business errors go back to the
     /// caller at once.
     fn write_with_retry(&mut self, write: WriteSet<'_>, first_offset: i64) -> Result<(), Abandon> {
-        let mut failures: u32 = 0;
+        let mut retry = RetryState::limited(
+            self.settings.backoff,
+            &[Class::Technical, Class::Fatal],
+            self.settings.technical_attempts,
+            WhenSpent::Stuck,
+        );
         let mut blocked_since: Option<SystemTime> = None;
         let started = Instant::now();
         loop {
@@ -666,36 +718,37 @@ impl Worker {
                 }
                 Err(e) => e,
             };
-            let class = classify(&error, &self.settings.extra_technical_codes);
-            if class == Class::Business {
-                return Err(Abandon::Business(error));
-            }
-            failures += 1;
-            self.count_retry();
-            let wait = if failures <= self.settings.technical_attempts {
-                let wait = self.settings.backoff.delay(failures);
-                warn!(
-                    "topic {} partition {} offset {first_offset}: {class} error, attempt {failures} of {}, retrying in {:?}: {error}",
-                    self.settings.topic, self.partition, self.settings.technical_attempts, wait
-                );
-                wait
-            } else {
-                let since = *blocked_since.get_or_insert_with(SystemTime::now);
-                let advice = if class == Class::Fatal {
-                    " (the operator must fix this)"
-                } else {
-                    ""
-                };
-                self.block(
-                    first_offset,
-                    since,
-                    class,
-                    &format!(
-                        "{error}{advice}; blocked for {}s",
-                        started.elapsed().as_secs()
-                    ),
-                );
-                self.settings.backoff.max
+            let verdict = self.settings.policy.classify(&error);
+            let class = verdict.class;
+            let wait = match retry.next(verdict) {
+                Decision::GiveUp => return Err(Abandon::Business(error)),
+                Decision::RetryAfter(wait) => {
+                    self.count_retry();
+                    warn!(
+                        "topic {} partition {} offset {first_offset}: {class} error, attempt {} of {}, retrying in {:?}: {error}",
+                        self.settings.topic, self.partition, retry.failures(), self.settings.technical_attempts, wait
+                    );
+                    wait
+                }
+                Decision::Stuck(wait) => {
+                    self.count_retry();
+                    let since = *blocked_since.get_or_insert_with(SystemTime::now);
+                    let advice = if class == Class::Fatal {
+                        " (the operator must fix this)"
+                    } else {
+                        ""
+                    };
+                    self.block(
+                        first_offset,
+                        since,
+                        class,
+                        &format!(
+                            "{error}{advice}; blocked for {}s",
+                            started.elapsed().as_secs()
+                        ),
+                    );
+                    wait
+                }
             };
             self.sleep(wait)?;
         }
@@ -705,10 +758,6 @@ impl Worker {
     /// so: the first call is logged in full, the later ones at growing
     /// intervals (`retry::Outage`).
     fn block(&mut self, offset: i64, since: SystemTime, class: Class, message: &str) {
-        if !self.blocked {
-            self.stats.partition_blocked();
-        }
-        self.blocked = true;
         let now = Instant::now();
         let text = match &mut self.block_log {
             None => {
@@ -732,19 +781,24 @@ impl Worker {
             Some(text) => warn!("{text}"),
             None => {}
         }
-        let _ = self.events.send(WorkerEvent::Blocked {
-            partition: self.partition,
-            offset,
+        let flow = Flow::stopped(Stall {
             since,
+            offset,
             class,
             error: message.to_string(),
         });
+        if flow != self.flow {
+            self.flow = flow.clone();
+            let _ = self.events.send(WorkerEvent::State {
+                partition: self.partition,
+                flow,
+            });
+        }
     }
 
     fn resume(&mut self) {
-        if self.blocked {
-            self.blocked = false;
-            self.stats.partition_unblocked();
+        if !self.flow.is_flowing() {
+            self.flow = Flow::Flowing;
             let lasted = self.block_log.take().map_or_else(String::new, |outage| {
                 format!(
                     " after {} ({} retries)",
@@ -756,8 +810,9 @@ impl Worker {
                 "topic {} partition {}: resumed{lasted}",
                 self.settings.topic, self.partition
             );
-            let _ = self.events.send(WorkerEvent::Flowing {
+            let _ = self.events.send(WorkerEvent::State {
                 partition: self.partition,
+                flow: Flow::Flowing,
             });
         }
     }
@@ -767,7 +822,7 @@ impl Worker {
             offset: record.offset,
             key: record.key().to_vec(),
             value: record.value().map(<[u8]>::to_vec),
-            class: classify(error, &self.settings.extra_technical_codes),
+            class: self.settings.policy.class(error),
             code: error.mysql_code(),
             error: error.to_string(),
             attempts,
@@ -952,7 +1007,7 @@ mod tests {
             },
             dead_letter_burst: 1000,
             schema_fault_records: 10,
-            extra_technical_codes: vec![],
+            policy: Arc::default(),
         }
     }
 
@@ -1063,9 +1118,12 @@ mod tests {
         assert!(
             events.iter().any(|e| matches!(
                 e,
-                WorkerEvent::Blocked {
-                    offset: 0,
-                    class: Class::Technical,
+                WorkerEvent::State {
+                    flow: Flow::Retrying(Stall {
+                        offset: 0,
+                        class: Class::Technical,
+                        ..
+                    }),
                     ..
                 }
             )),
@@ -1125,8 +1183,18 @@ mod tests {
                 .events
                 .recv_timeout(Duration::from_secs(10))
                 .expect("event");
-            if let WorkerEvent::Blocked { offset, error, .. } = e {
-                assert_eq!(offset, 3);
+            if let Some(Stall { offset, error, .. }) = stall(&e) {
+                assert!(
+                    matches!(
+                        e,
+                        WorkerEvent::State {
+                            flow: Flow::Blocked(_),
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+                assert_eq!(*offset, 3);
                 assert!(error.contains("dead_letter_burst"), "{error}");
                 blocked = true;
             }
@@ -1143,10 +1211,9 @@ mod tests {
         let h = start(sink, settings());
         h.send(vec![good(0)]);
         loop {
-            if let WorkerEvent::Blocked { class, .. } =
-                h.events.recv_timeout(Duration::from_secs(10)).unwrap()
-            {
-                assert_eq!(class, Class::Fatal);
+            let e = h.events.recv_timeout(Duration::from_secs(10)).unwrap();
+            if let Some(Stall { class, .. }) = stall(&e) {
+                assert_eq!(*class, Class::Fatal);
                 break;
             }
         }
@@ -1191,9 +1258,23 @@ mod tests {
     }
 
     fn resumed(events: &[WorkerEvent]) -> bool {
-        events
-            .iter()
-            .any(|e| matches!(e, WorkerEvent::Flowing { .. }))
+        events.iter().any(|e| {
+            matches!(
+                e,
+                WorkerEvent::State {
+                    flow: Flow::Flowing,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// Where and why a State event says the partition stopped.
+    fn stall(event: &WorkerEvent) -> Option<&Stall> {
+        match event {
+            WorkerEvent::State { flow, .. } => flow.stall(),
+            _ => None,
+        }
     }
 
     /// Waits for the first Blocked event, returning every event seen on the way.
@@ -1203,7 +1284,7 @@ mod tests {
             let e = events
                 .recv_timeout(Duration::from_secs(10))
                 .expect("worker event");
-            let done = matches!(e, WorkerEvent::Blocked { .. });
+            let done = stall(&e).is_some();
             seen.push(e);
             if done {
                 return seen;
@@ -1225,14 +1306,18 @@ mod tests {
         h.send((0..3).map(good).collect());
         h.send((3..10).map(good).collect());
         let events = until_blocked(&h.events);
-        let Some(WorkerEvent::Blocked {
-            offset,
-            class,
-            error,
+        let Some(WorkerEvent::State {
+            flow:
+                Flow::Blocked(Stall {
+                    offset,
+                    class,
+                    error,
+                    ..
+                }),
             ..
         }) = events.last()
         else {
-            unreachable!()
+            panic!("blocked: {events:?}")
         };
         assert_eq!((*offset, *class), (0, Class::Fatal), "{events:?}");
         assert!(error.contains("schema_fault_records"), "{error}");
@@ -1244,7 +1329,15 @@ mod tests {
             "nothing reported while the records are held: {events:?}"
         );
         // Blocked: it keeps trying the first record and writes nothing.
-        until_blocked(&h.events);
+        let tried = h.sink.0.lock().unwrap().applies;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.sink.0.lock().unwrap().applies < tried + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the blocked record is tried again"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(h.sink.0.lock().unwrap().dead_letters.is_empty());
 
         h.sink.0.lock().unwrap().column_added = false;
@@ -1267,12 +1360,7 @@ mod tests {
         let h = start(sink, schema_fault_settings(3));
         h.send((0..8).map(good).collect());
         let events = h.until_applied(8);
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, WorkerEvent::Blocked { .. })),
-            "{events:?}"
-        );
+        assert!(!events.iter().any(|e| stall(e).is_some()), "{events:?}");
         let m = h.finish();
         assert_eq!(m.rows.keys().copied().collect::<Vec<_>>(), vec![0, 3, 7]);
         assert_eq!(
@@ -1339,6 +1427,6 @@ mod tests {
     #[test]
     fn tombstone_errors_are_business() {
         let e = Error::Record(RecordError::BadTombstoneKey("x".into()));
-        assert_eq!(classify(&e, &[]), Class::Business);
+        assert_eq!(Policy::default().class(&e), Class::Business);
     }
 }

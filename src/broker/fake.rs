@@ -179,12 +179,12 @@ impl Broker for FakeBroker {
             let outcome = match state.retries.get_mut(&request.partition) {
                 Some(left) if *left > 0 => {
                     *left -= 1;
-                    FetchOutcome::Retry("scripted fetch failure".into())
+                    FetchOutcome::fetch_failed("scripted fetch failure".into())
                 }
                 _ => match state.logs.get(&request.partition) {
-                    None => FetchOutcome::Retry("unknown partition".into()),
+                    None => FetchOutcome::fetch_failed("unknown partition".into()),
                     Some(log) if request.offset < log.start || request.offset > log.end() => {
-                        FetchOutcome::OffsetOutOfRange
+                        FetchOutcome::out_of_range()
                     }
                     Some(log) => {
                         let from = (request.offset - log.start) as usize;

@@ -520,12 +520,12 @@ impl KafkaRust {
                 _ => self.settle(request, records),
             },
             Answer::UnsupportedCodec => self.settle(request, Vec::new()),
-            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::OffsetOutOfRange,
+            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::out_of_range(),
             // Fetch v0 of a zstd batch: error 76, which the crate does not know.
             Answer::Failed(e) if matches!(*e, kafka::Error::Kafka(KafkaCode::Unknown)) => {
                 self.settle(request, Vec::new())
             }
-            Answer::Failed(e) => FetchOutcome::Retry(e.to_string()),
+            Answer::Failed(e) => FetchOutcome::fetch_failed(e.to_string()),
             Answer::NoLeader => no_leader(),
         }
     }
@@ -536,7 +536,7 @@ impl KafkaRust {
             _ => "no record".to_string(),
         };
         let outcome = self.try_settle(request, seen).unwrap_or_else(|e| {
-            FetchOutcome::Retry(format!(
+            FetchOutcome::fetch_failed(format!(
                 "reading the record batches at offset {}: {e}",
                 request.offset
             ))
@@ -586,12 +586,12 @@ impl KafkaRust {
         let hw = Some(layout.high_watermark);
         match layout.error {
             0 => {}
-            wire::OFFSET_OUT_OF_RANGE => return Ok(FetchOutcome::OffsetOutOfRange),
+            wire::OFFSET_OUT_OF_RANGE => return Ok(FetchOutcome::out_of_range()),
             wire::UNSUPPORTED_COMPRESSION_TYPE => {
-                return Ok(FetchOutcome::Unreadable(unreadable_message("zstd", o)))
+                return Ok(FetchOutcome::unreadable(unreadable_message("zstd", o)))
             }
             code => {
-                return Ok(FetchOutcome::Retry(format!(
+                return Ok(FetchOutcome::fetch_failed(format!(
                     "the broker answered error {code} for offset {o}"
                 )))
             }
@@ -610,7 +610,7 @@ impl KafkaRust {
             } else {
                 // Nothing there after all (a race with retention or
                 // compaction): try again after a pause, not at once.
-                FetchOutcome::Retry(format!(
+                FetchOutcome::fetch_failed(format!(
                     "no record batch at offset {o} although the log ends at {}",
                     layout.high_watermark
                 ))
@@ -627,7 +627,7 @@ impl KafkaRust {
             return Ok(if next > o {
                 step(next, hw)
             } else {
-                FetchOutcome::Unreadable(unreadable_message(&codec, at))
+                FetchOutcome::unreadable(unreadable_message(&codec, at))
             });
         }
         if first.end > i64::from(self.max_bytes_cap) {
@@ -684,10 +684,10 @@ impl KafkaRust {
             // Those batches hold no record at or after `o`.
             Answer::Data { .. } => step(next.max(last + 1), hw),
             Answer::UnsupportedCodec => {
-                FetchOutcome::Unreadable(unreadable_message(&format!("codec {}", first.codec), at))
+                FetchOutcome::unreadable(unreadable_message(&format!("codec {}", first.codec), at))
             }
-            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::OffsetOutOfRange,
-            Answer::Failed(e) => FetchOutcome::Retry(e.to_string()),
+            Answer::Failed(e) if is_offset_out_of_range(&e) => FetchOutcome::out_of_range(),
+            Answer::Failed(e) => FetchOutcome::fetch_failed(e.to_string()),
             Answer::NoLeader => no_leader(),
         })
     }
@@ -770,7 +770,7 @@ impl KafkaRust {
 }
 
 fn no_leader() -> FetchOutcome {
-    FetchOutcome::Retry(format!(
+    FetchOutcome::fetch_failed(format!(
         "{:?}: no leader known for this partition",
         KafkaCode::LeaderNotAvailable
     ))
@@ -857,13 +857,11 @@ impl Broker for KafkaRust {
         let fetched = self.fetch(&[FetchRequest { partition, offset }])?;
         match fetched.into_iter().next().map(|f| f.outcome) {
             Some(FetchOutcome::Records { records, .. }) => Ok(records.first().map(|r| r.offset)),
-            Some(FetchOutcome::OffsetOutOfRange) => Ok(None),
-            Some(FetchOutcome::Unreadable(reason) | FetchOutcome::Retry(reason)) => {
-                Err(Error::Setup(format!(
-                    "topic {} partition {partition}: fetch at offset {offset} failed: {reason}",
-                    self.topic
-                )))
-            }
+            Some(FetchOutcome::Failed(Error::OffsetOutOfRange)) => Ok(None),
+            Some(FetchOutcome::Failed(reason)) => Err(Error::Setup(format!(
+                "topic {} partition {partition}: fetch at offset {offset} failed: {reason}",
+                self.topic
+            ))),
             None => Ok(None),
         }
     }

@@ -547,9 +547,9 @@ impl Librdkafka {
                             | RDKafkaErrorCode::AutoOffsetReset => {
                                 reader.must_seek = true;
                                 reader.carry.clear();
-                                FetchOutcome::OffsetOutOfRange
+                                FetchOutcome::out_of_range()
                             }
-                            _ => FetchOutcome::Retry(text),
+                            _ => FetchOutcome::fetch_failed(text),
                         };
                     }
                 }
@@ -862,8 +862,8 @@ impl Broker for Librdkafka {
             match fetched.into_iter().next().map(|f| f.outcome) {
                 Some(FetchOutcome::Records { records, .. }) if !records.is_empty() => return Ok(Some(records[0].offset)),
                 Some(FetchOutcome::Records { next_offset, .. }) if next_offset > offset => return Ok(None),
-                Some(FetchOutcome::OffsetOutOfRange) => return Ok(None),
-                Some(FetchOutcome::Unreadable(reason) | FetchOutcome::Retry(reason)) => {
+                Some(FetchOutcome::Failed(Error::OffsetOutOfRange)) => return Ok(None),
+                Some(FetchOutcome::Failed(reason)) => {
                     return Err(Error::Setup(format!(
                         "topic {} partition {partition}: fetch at offset {offset} failed: {reason}",
                         self.topic

@@ -17,6 +17,10 @@
 //! requested offset; `next_offset` never passes a record that was not
 //! returned.
 //!
+//! Nothing here decides what a failure means: a partition's fetch that
+//! failed comes back as the `Error` it was (`FetchOutcome::Failed`), and
+//! `error::Policy` classifies it.
+//!
 //! `fake.rs` (tests only) is a scripted broker that keeps the same contract,
 //! for the coordinator's unit tests.
 
@@ -53,14 +57,26 @@ pub enum FetchOutcome {
         next_offset: i64,
         high_watermark: Option<i64>,
     },
-    /// The requested offset is no longer (or not yet) in the log.
-    OffsetOutOfRange,
-    /// The client cannot read this partition's data and never will (a codec
-    /// it lacks): the partition is blocked with this message.
-    Unreadable(String),
-    /// Anything else (no leader, leader moved, timeout): retry after a
-    /// metadata reload.
-    Retry(String),
+    /// The fetch of this partition failed. What happened, not what to do:
+    /// `Error::OffsetOutOfRange` (the requested offset is no longer, or not
+    /// yet, in the log), `Error::Unreadable` (records this client cannot
+    /// read, a codec it lacks), `Error::PartitionFetch` (no leader, the
+    /// leader moved, a timeout). `error::Policy` says what each means.
+    Failed(Error),
+}
+
+impl FetchOutcome {
+    pub fn out_of_range() -> FetchOutcome {
+        FetchOutcome::Failed(Error::OffsetOutOfRange)
+    }
+
+    pub fn unreadable(reason: String) -> FetchOutcome {
+        FetchOutcome::Failed(Error::Unreadable(reason))
+    }
+
+    pub fn fetch_failed(reason: String) -> FetchOutcome {
+        FetchOutcome::Failed(Error::PartitionFetch(reason))
+    }
 }
 
 #[derive(Debug)]
