@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::error::{classify, Class, Error};
-use crate::mysql_sink;
+use crate::mysql::{connect, tables};
 use crate::offsets::exactly_once_stored;
 use crate::status::{Paths, PidLock, ServiceStatus};
 
@@ -51,14 +51,14 @@ pub fn check(config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let mut conn = match mysql_sink::connect(&config.mysql_opts()) {
+    let mut conn = match connect(&config.mysql_opts()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mysql: cannot connect to {}: {e}", config.mysql.url);
             return ExitCode::from(2);
         }
     };
-    match mysql_sink::load_schema(&mut conn, config) {
+    match tables::load_schema(&mut conn, config) {
         Ok(schema) => {
             let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
             println!(
@@ -241,7 +241,7 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
             let mut broker = broker::connect(&config)?;
             let partitions = selected(&config, broker.partitions()?);
             let mut conn = match config.mysql.delivery {
-                Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+                Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
                 Delivery::AtLeastOnce => None,
             };
             let offsets = read_offsets(&config, broker.as_mut(), conn.as_mut())?;
@@ -256,8 +256,8 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
     } else {
         let config = Arc::clone(&config);
         within(deadline, move || {
-            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-            match mysql_sink::dead_letter_counts(&mut conn, &config) {
+            let mut conn = connect(&config.mysql_opts())?;
+            match tables::dead_letter_counts(&mut conn, &config) {
                 Ok(d) => Ok(d),
                 // The table is created by the first run.
                 Err(e) if e.mysql_code() == Some(1146) => Ok(BTreeMap::new()),
@@ -414,8 +414,8 @@ fn read_offsets(
     let (earliest, latest) = (bounds.earliest, bounds.latest);
     let mut stored = broker.committed_offsets()?;
     if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
-        mysql_sink::create_offset_table(conn, &config.mysql.offset_table)?;
-        for (p, o) in mysql_sink::stored_offsets(conn, config)? {
+        tables::create_offset_table(conn, &config.mysql.offset_table)?;
+        for (p, o) in tables::stored_offsets(conn, config)? {
             let group = stored.get(&p).copied().flatten();
             stored.insert(p, exactly_once_stored(Some(o), group).0);
         }
@@ -579,7 +579,7 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     };
     // Only exactly-once needs the database: the offset table is reset too.
     let mut conn = match config.mysql.delivery {
-        Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+        Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
         Delivery::AtLeastOnce => None,
     };
     let Offsets {
@@ -608,7 +608,7 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     }
     if let Some(c) = conn.as_mut() {
         for &(p, o) in &new {
-            mysql_sink::store_offset(c, config, p, o)?;
+            tables::store_offset(c, config, p, o)?;
         }
     }
     broker.commit(&new)?;

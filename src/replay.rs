@@ -22,8 +22,9 @@ use mysql::{Conn, Value};
 use crate::config::Config;
 use crate::error::{classify, is_duplicate_key, Class, Error};
 use crate::metadata;
-use crate::mysql_pool::ConnectionPool;
-use crate::mysql_sink::{self, quote, MysqlSink, Sink};
+use crate::mysql::pool::ConnectionPool;
+use crate::mysql::sink::{MysqlSink, Sink};
+use crate::mysql::{connect, quote, tables};
 use crate::record::{escape_for_log, Mapper, Record, RowOp, TableSchema};
 use crate::service::{lock_run_files, LockRefused};
 use crate::times;
@@ -140,10 +141,10 @@ struct Stored {
 }
 
 fn replay(config: &Config, options: &ReplayOptions, since: Option<&str>) -> Result<Tally, Error> {
-    let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-    let schema = mysql_sink::load_schema(&mut conn, config)?;
+    let mut conn = connect(&config.mysql_opts())?;
+    let schema = tables::load_schema(&mut conn, config)?;
     if !options.dry_run {
-        mysql_sink::create_dead_letter_table(&mut conn, config)?;
+        tables::create_dead_letter_table(&mut conn, config)?;
     }
     let pool = ConnectionPool::new(config.mysql_opts(), 1);
     let mut sink = MysqlSink::new(config, schema.clone(), pool);

@@ -5,7 +5,7 @@
 //! partitions; read the table's schema and create the dead-letter (and offset)
 //! tables; read earliest, latest and stored offsets and choose each
 //! partition's start (exactly-once: and claim it in the offset table, see
-//! `mysql_sink::claim_offsets`); start one worker per partition; run the
+//! `mysql::tables::claim_offsets`); start one worker per partition; run the
 //! coordinator.
 //! A technical failure during start-up (broker or database away) is retried
 //! until it succeeds or a signal arrives; a fatal one (table missing, topic
@@ -23,8 +23,9 @@ use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{classify, Class, Error};
 use crate::metadata;
-use crate::mysql_pool::ConnectionPool;
-use crate::mysql_sink::{self, MysqlSink, Sink};
+use crate::mysql::pool::ConnectionPool;
+use crate::mysql::sink::{MysqlSink, Sink};
+use crate::mysql::{connect, tables};
 use crate::offsets::{
     exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
 };
@@ -190,11 +191,11 @@ pub fn run_pipeline(
     let partitions = select_partitions(config, &partitions)?;
 
     let Some((schema, stored_in_mysql)) = until_ready("mysql", config, &shutdown, || {
-        let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-        let schema = mysql_sink::load_schema(&mut conn, config)?;
-        mysql_sink::create_service_tables(&mut conn, config)?;
+        let mut conn = connect(&config.mysql_opts())?;
+        let schema = tables::load_schema(&mut conn, config)?;
+        tables::create_service_tables(&mut conn, config)?;
         let stored = match config.mysql.delivery {
-            Delivery::ExactlyOnce => mysql_sink::stored_offsets(&mut conn, config)?,
+            Delivery::ExactlyOnce => tables::stored_offsets(&mut conn, config)?,
             Delivery::AtLeastOnce => BTreeMap::new(),
         };
         Ok((schema, stored))
@@ -223,8 +224,8 @@ pub fn run_pipeline(
             .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
             .collect();
         let claimed = until_ready("mysql offset table", config, &shutdown, || {
-            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-            mysql_sink::claim_offsets(&mut conn, config, &claims)
+            let mut conn = connect(&config.mysql_opts())?;
+            tables::claim_offsets(&mut conn, config, &claims)
         })?;
         if claimed.is_none() {
             return Ok(None);

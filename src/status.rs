@@ -26,7 +26,7 @@ pub struct Stats {
     /// endpoint (`metrics.rs`).
     pub partitions: crate::metrics::PartitionMetrics,
     /// Records not written because the table held them already (see
-    /// `mysql_sink::Sink::holds`).
+    /// `mysql::sink::Sink::holds`).
     pub records_already_written: AtomicU64,
     /// Records the stale-write guard left alone (`mysql.version_column`):
     /// the row holds a newer version.

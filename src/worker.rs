@@ -42,7 +42,7 @@ use log::{debug, error, info, warn};
 use crate::config::Config;
 use crate::error::{classify, is_duplicate_key, Alike, Class, Error};
 use crate::metrics::PartitionCounters;
-use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
+use crate::mysql::sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
 use crate::retry::{human, Backoff, Outage};
 use crate::status::Stats;
