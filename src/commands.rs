@@ -15,7 +15,8 @@ use crate::config::{Config, Delivery};
 use crate::error::{classify, Class, Error};
 use crate::mysql::{connect, tables};
 use crate::offsets::exactly_once_stored;
-use crate::status::{Paths, PidLock, ServiceStatus};
+use crate::run_files::{lock_run_files, LockError, Paths, PidLock};
+use crate::status::ServiceStatus;
 
 fn exit_for(error: &Error, config: &Config) -> ExitCode {
     if classify(error, &config.retry.extra_technical_codes) == Class::Fatal {
@@ -544,14 +545,14 @@ impl FromStr for ResetTarget {
 /// tries again a minute later); sets the group's offsets (and the offset
 /// table's, in exactly-once mode) and prints old and new.
 pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> ExitCode {
-    let _lock = match crate::service::lock_run_files(config) {
+    let _lock = match lock_run_files(config) {
         Ok(lock) => lock,
-        Err(crate::service::LockRefused::Running(message)) => {
-            eprintln!("kafka2mysql reset-offsets: the service is {message}; stop it first (scripts/run.sh stop)");
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("kafka2mysql reset-offsets: the service is {e}; stop it first (scripts/run.sh stop)");
             return ExitCode::from(1);
         }
-        Err(crate::service::LockRefused::Failed(message)) => {
-            eprintln!("kafka2mysql reset-offsets: {message}");
+        Err(e @ LockError::Failed { .. }) => {
+            eprintln!("kafka2mysql reset-offsets: {e}");
             return ExitCode::from(1);
         }
     };

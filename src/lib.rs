@@ -20,6 +20,7 @@ pub mod offsets;
 pub mod record;
 pub mod replay;
 pub mod retry;
+pub mod run_files;
 pub mod service;
 pub mod status;
 pub mod times;

@@ -12,7 +12,8 @@ use kafka2mysql::commands::{self, ResetTarget};
 use kafka2mysql::config::Config;
 use kafka2mysql::logging;
 use kafka2mysql::replay;
-use kafka2mysql::service::{self, LockRefused, RunOutcome};
+use kafka2mysql::run_files::{self, LockError};
+use kafka2mysql::service::{self, RunOutcome};
 
 #[derive(Parser)]
 #[command(
@@ -103,14 +104,14 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let lock = match service::lock_run_files(&config) {
+            let lock = match run_files::lock_run_files(&config) {
                 Ok(lock) => lock,
-                Err(LockRefused::Running(message)) => {
-                    eprintln!("kafka2mysql: {message}");
+                Err(e @ LockError::Held { .. }) => {
+                    eprintln!("kafka2mysql: {e}");
                     return ExitCode::from(3);
                 }
-                Err(LockRefused::Failed(message)) => {
-                    eprintln!("kafka2mysql: {message}");
+                Err(e @ LockError::Failed { .. }) => {
+                    eprintln!("kafka2mysql: {e}");
                     return ExitCode::from(1);
                 }
             };

@@ -9,7 +9,7 @@
 //! replaced. The offset table and the group's offsets are never touched: a
 //! replay writes rows the service has already gone past.
 //!
-//! It takes the service's pid lock (`service::lock_run_files`) for its whole
+//! It takes the service's pid lock (`run_files::lock_run_files`) for its whole
 //! run: the running service could write the same rows at the same time, and
 //! which one wins would be chance; with the lock, the service cannot start
 //! while a replay runs either. A dry run writes nothing and needs no lock.
@@ -26,7 +26,7 @@ use crate::mysql::pool::ConnectionPool;
 use crate::mysql::sink::{MysqlSink, Sink};
 use crate::mysql::{connect, quote, tables};
 use crate::record::{escape_for_log, Mapper, Record, RowOp, TableSchema};
-use crate::service::{lock_run_files, LockRefused};
+use crate::run_files::{lock_run_files, LockError};
 use crate::times;
 
 /// What to replay.
@@ -68,15 +68,15 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
     } else {
         match lock_run_files(config) {
             Ok(lock) => lock,
-            Err(LockRefused::Running(message)) => {
+            Err(e @ LockError::Held { .. }) => {
                 eprintln!(
-                    "kafka2mysql replay-dead-letters: the service is {message}; stop it first \
+                    "kafka2mysql replay-dead-letters: the service is {e}; stop it first \
                      (scripts/run.sh stop): a replay and the service must not write the same rows"
                 );
                 return ExitCode::from(3);
             }
-            Err(LockRefused::Failed(message)) => {
-                eprintln!("kafka2mysql replay-dead-letters: {message}");
+            Err(e @ LockError::Failed { .. }) => {
+                eprintln!("kafka2mysql replay-dead-letters: {e}");
                 return ExitCode::from(1);
             }
         }

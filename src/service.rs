@@ -1,6 +1,6 @@
 //! `kafka2mysql run`: start-up, signals and the hand-over to the coordinator.
 //!
-//! Start-up order: take the pid-file lock (`lock_run_files`, before the log
+//! Start-up order: take the pid-file lock (`run_files::lock_run_files`, before the log
 //! file is opened); connect to the broker and find the
 //! partitions; read the table's schema and create the dead-letter (and offset)
 //! tables; read earliest, latest and stored offsets and choose each
@@ -31,7 +31,8 @@ use crate::offsets::{
 };
 use crate::record::TableSchema;
 use crate::retry::Backoff;
-use crate::status::{Paths, PidLock, Stats};
+use crate::run_files::{Paths, PidLock};
+use crate::status::Stats;
 use crate::worker::{self, WorkerSettings};
 
 /// How `run` ended, for the exit code.
@@ -69,40 +70,8 @@ pub fn install_signals() -> std::io::Result<Receiver<()>> {
     Ok(receiver)
 }
 
-/// Why `run` did not start: another process holds the run files.
-#[derive(Debug)]
-pub enum LockRefused {
-    /// Another `run` (or a `reset-offsets`) holds the pid lock: exit 3.
-    Running(String),
-    /// The pid file cannot be opened or locked: exit 1.
-    Failed(String),
-}
-
-/// Takes the pid-file lock of `config`'s run files, before anything else
-/// (the log file included) is touched, so that a refused second `run`
-/// leaves the running instance's files alone. `None` for a config that
-/// was not read from a file (tests and examples).
-pub fn lock_run_files(config: &Config) -> Result<Option<PidLock>, LockRefused> {
-    let Some(paths) = config.source.as_deref().map(Paths::for_config) else {
-        return Ok(None);
-    };
-    match PidLock::acquire(&paths.pid_file) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(Ok(pid)) => Err(LockRefused::Running(format!(
-            "already running (pid {}, lock {})",
-            pid.filter(|&p| p != 0)
-                .map_or("?".to_string(), |p| p.to_string()),
-            paths.pid_file.display()
-        ))),
-        Err(Err(e)) => Err(LockRefused::Failed(format!(
-            "cannot lock {}: {e}",
-            paths.pid_file.display()
-        ))),
-    }
-}
-
 /// Runs the service in the foreground until a signal stops it. `_lock` is
-/// the pid lock from `lock_run_files`, held until the end.
+/// the pid lock from `run_files::lock_run_files`, held until the end.
 pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> RunOutcome {
     let config = Arc::new(config);
     let paths = config.source.as_deref().map(Paths::for_config);
