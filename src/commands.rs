@@ -14,7 +14,7 @@ use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::error::{classify, Class, Error};
 use crate::mysql::{connect, tables};
-use crate::offsets::exactly_once_stored;
+use crate::offsets::{select_partitions, stored_position};
 use crate::run_files::{lock_run_files, LockError, Paths, PidLock};
 use crate::status::ServiceStatus;
 
@@ -43,14 +43,9 @@ pub fn check(config: &Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for p in &config.kafka.partitions {
-        if !partitions.contains(p) {
-            eprintln!(
-                "kafka.partitions: topic {} has no partition {p} (it has {partitions:?})",
-                config.kafka.topic
-            );
-            return ExitCode::from(2);
-        }
+    if let Err(e) = select_partitions(config, &partitions) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
     }
     let mut conn = match connect(&config.mysql_opts()) {
         Ok(c) => c,
@@ -240,7 +235,7 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
         let config = Arc::clone(&config);
         within(deadline, move || {
             let mut broker = broker::connect(&config)?;
-            let partitions = selected(&config, broker.partitions()?);
+            let partitions = select_partitions(&config, &broker.partitions()?)?;
             let mut conn = match config.mysql.delivery {
                 Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
                 Delivery::AtLeastOnce => None,
@@ -400,7 +395,7 @@ struct Offsets {
     latest: BTreeMap<i32, i64>,
     /// The next offset each partition resumes from: the Kafka group's, or in
     /// exactly-once mode the further along of the offset table's and the
-    /// group's (`offsets::exactly_once_stored`, as at start).
+    /// group's (`offsets::stored_position`, as at start).
     stored: BTreeMap<i32, Option<i64>>,
 }
 
@@ -413,29 +408,32 @@ fn read_offsets(
 ) -> Result<Offsets, Error> {
     let bounds = broker.log_bounds()?;
     let (earliest, latest) = (bounds.earliest, bounds.latest);
-    let mut stored = broker.committed_offsets()?;
-    if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
-        tables::create_offset_table(conn, &config.mysql.offset_table)?;
-        for (p, o) in tables::stored_offsets(conn, config)? {
-            let group = stored.get(&p).copied().flatten();
-            stored.insert(p, exactly_once_stored(Some(o), group).0);
+    let committed = broker.committed_offsets()?;
+    let stale = broker.stale_commits();
+    let in_table = match (config.mysql.delivery, conn) {
+        (Delivery::ExactlyOnce, Some(conn)) => {
+            tables::create_offset_table(conn, &config.mysql.offset_table)?;
+            tables::stored_offsets(conn, config)?
         }
-    }
+        _ => BTreeMap::new(),
+    };
+    let stored = committed
+        .keys()
+        .chain(in_table.keys())
+        .map(|&p| {
+            let group = committed.get(&p).copied().flatten();
+            let table = in_table.get(&p).copied();
+            (
+                p,
+                stored_position(config.mysql.delivery, group, table, stale.contains(&p)).0,
+            )
+        })
+        .collect();
     Ok(Offsets {
         earliest,
         latest,
         stored,
     })
-}
-
-fn selected(config: &Config, all: Vec<i32>) -> Vec<i32> {
-    if config.kafka.partitions.is_empty() {
-        all
-    } else {
-        all.into_iter()
-            .filter(|p| config.kafka.partitions.contains(p))
-            .collect()
-    }
 }
 
 /// What `stop` waits beyond `worker.shutdown_timeout_ms` before SIGKILL.
@@ -567,7 +565,7 @@ pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> Exi
 
 fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Error> {
     let mut broker = broker::connect(config)?;
-    let all = selected(config, broker.partitions()?);
+    let all = select_partitions(config, &broker.partitions()?)?;
     let partitions: Vec<i32> = match only {
         Some(p) if all.contains(&p) => vec![p],
         Some(p) => {

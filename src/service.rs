@@ -27,7 +27,7 @@ use crate::mysql::pool::ConnectionPool;
 use crate::mysql::sink::{MysqlSink, Sink};
 use crate::mysql::{connect, tables};
 use crate::offsets::{
-    exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
+    refused_rewind_message, select_partitions, start_position, stored_position, Rewind, StartReason,
 };
 use crate::record::TableSchema;
 use crate::retry::Backoff;
@@ -237,24 +237,6 @@ pub fn run_pipeline(
     Ok(Some(coordinator.run()))
 }
 
-/// `kafka.partitions`, checked against the topic, or all of them.
-fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Error> {
-    if config.kafka.partitions.is_empty() {
-        return Ok(available.to_vec());
-    }
-    for p in &config.kafka.partitions {
-        if !available.contains(p) {
-            return Err(Error::Setup(format!(
-                "kafka.partitions: topic {} has no partition {p} (it has {:?})",
-                config.kafka.topic, available
-            )));
-        }
-    }
-    let mut chosen = config.kafka.partitions.clone();
-    chosen.sort_unstable();
-    Ok(chosen)
-}
-
 /// Chooses each partition's start (docs/architecture.md, "Offsets") and logs it with its
 /// reason.
 fn start_positions(
@@ -276,23 +258,8 @@ fn start_positions(
         };
         let group = committed.get(&p).copied().flatten();
         let in_table = stored_in_mysql.get(&p).copied();
-        let (stored, source) = match config.mysql.delivery {
-            Delivery::ExactlyOnce if stale.contains(&p) => (
-                None,
-                "offset table, of a deleted topic of the same name".to_string(),
-            ),
-            Delivery::ExactlyOnce => match (exactly_once_stored(in_table, group), in_table) {
-                ((stored, StoredIn::OffsetTable), _) => (stored, "offset table".to_string()),
-                ((stored, StoredIn::Group), Some(t)) => (
-                    stored,
-                    format!(
-                        "kafka group, ahead of the offset table's {t}: at-least-once ran since"
-                    ),
-                ),
-                ((stored, StoredIn::Group), None) => (stored, "kafka group".to_string()),
-            },
-            Delivery::AtLeastOnce => (group, "kafka group".to_string()),
-        };
+        let (stored, source) =
+            stored_position(config.mysql.delivery, group, in_table, stale.contains(&p));
         let rewind = Rewind::from_config(config);
         match start_position(stored, e, l, config.kafka.offset_reset, rewind) {
             Ok((start, reason)) => {
