@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use kafka2mysql::config::Config;
 use kafka2mysql::error::Error;
-use kafka2mysql::mysql_sink::{Sink, WriteSet};
+use kafka2mysql::mysql::sink::{Sink, WriteSet};
 use kafka2mysql::record::TableSchema;
 use kafka2mysql::service::run_pipeline;
 

@@ -13,9 +13,10 @@ use serde::Serialize;
 use crate::broker::{self, Broker};
 use crate::config::{Config, Delivery};
 use crate::error::{is_no_such_table, Error, Exit, Policy};
-use crate::mysql_sink;
-use crate::offsets::exactly_once_stored;
-use crate::status::{Paths, PidLock, ServiceStatus};
+use crate::mysql::{connect, tables};
+use crate::offsets::{select_partitions, stored_position};
+use crate::run_files::{lock_run_files, LockError, Paths, PidLock};
+use crate::status::ServiceStatus;
 
 fn exit_for(error: &Error, config: &Config) -> ExitCode {
     Policy::from_config(config).exit(error).exit_code()
@@ -38,23 +39,18 @@ pub fn check(config: &Config) -> ExitCode {
             return Exit::Setup.exit_code();
         }
     };
-    for p in &config.kafka.partitions {
-        if !partitions.contains(p) {
-            eprintln!(
-                "kafka.partitions: topic {} has no partition {p} (it has {partitions:?})",
-                config.kafka.topic
-            );
-            return Exit::Setup.exit_code();
-        }
+    if let Err(e) = select_partitions(config, &partitions) {
+        eprintln!("{e}");
+        return Exit::Setup.exit_code();
     }
-    let mut conn = match mysql_sink::connect(&config.mysql_opts()) {
+    let mut conn = match connect(&config.mysql_opts()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mysql: cannot connect to {}: {e}", config.mysql.url);
             return Exit::Setup.exit_code();
         }
     };
-    match mysql_sink::load_schema(&mut conn, config) {
+    match tables::load_schema(&mut conn, config) {
         Ok(schema) => {
             let names: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
             println!(
@@ -236,9 +232,9 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
         let config = Arc::clone(&config);
         within(deadline, move || {
             let mut broker = broker::connect(&config)?;
-            let partitions = selected(&config, broker.partitions()?);
+            let partitions = select_partitions(&config, &broker.partitions()?)?;
             let mut conn = match config.mysql.delivery {
-                Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+                Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
                 Delivery::AtLeastOnce => None,
             };
             let offsets = read_offsets(&config, broker.as_mut(), conn.as_mut())?;
@@ -253,8 +249,8 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
     } else {
         let config = Arc::clone(&config);
         within(deadline, move || {
-            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-            match mysql_sink::dead_letter_counts(&mut conn, &config) {
+            let mut conn = connect(&config.mysql_opts())?;
+            match tables::dead_letter_counts(&mut conn, &config) {
                 Ok(d) => Ok(d),
                 // The table is created by the first run.
                 Err(e) if is_no_such_table(&e) => Ok(BTreeMap::new()),
@@ -396,7 +392,7 @@ struct Offsets {
     latest: BTreeMap<i32, i64>,
     /// The next offset each partition resumes from: the Kafka group's, or in
     /// exactly-once mode the further along of the offset table's and the
-    /// group's (`offsets::exactly_once_stored`, as at start).
+    /// group's (`offsets::stored_position`, as at start).
     stored: BTreeMap<i32, Option<i64>>,
 }
 
@@ -409,29 +405,32 @@ fn read_offsets(
 ) -> Result<Offsets, Error> {
     let bounds = broker.log_bounds()?;
     let (earliest, latest) = (bounds.earliest, bounds.latest);
-    let mut stored = broker.committed_offsets()?;
-    if let (Delivery::ExactlyOnce, Some(conn)) = (config.mysql.delivery, conn) {
-        mysql_sink::create_offset_table(conn, &config.mysql.offset_table)?;
-        for (p, o) in mysql_sink::stored_offsets(conn, config)? {
-            let group = stored.get(&p).copied().flatten();
-            stored.insert(p, exactly_once_stored(Some(o), group).0);
+    let committed = broker.committed_offsets()?;
+    let stale = broker.stale_commits();
+    let in_table = match (config.mysql.delivery, conn) {
+        (Delivery::ExactlyOnce, Some(conn)) => {
+            tables::create_offset_table(conn, &config.mysql.offset_table)?;
+            tables::stored_offsets(conn, config)?
         }
-    }
+        _ => BTreeMap::new(),
+    };
+    let stored = committed
+        .keys()
+        .chain(in_table.keys())
+        .map(|&p| {
+            let group = committed.get(&p).copied().flatten();
+            let table = in_table.get(&p).copied();
+            (
+                p,
+                stored_position(config.mysql.delivery, group, table, stale.contains(&p)).0,
+            )
+        })
+        .collect();
     Ok(Offsets {
         earliest,
         latest,
         stored,
     })
-}
-
-fn selected(config: &Config, all: Vec<i32>) -> Vec<i32> {
-    if config.kafka.partitions.is_empty() {
-        all
-    } else {
-        all.into_iter()
-            .filter(|p| config.kafka.partitions.contains(p))
-            .collect()
-    }
 }
 
 /// What `stop` waits beyond `worker.shutdown_timeout_ms` before SIGKILL.
@@ -541,14 +540,14 @@ impl FromStr for ResetTarget {
 /// tries again a minute later); sets the group's offsets (and the offset
 /// table's, in exactly-once mode) and prints old and new.
 pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> ExitCode {
-    let _lock = match crate::service::lock_run_files(config) {
+    let _lock = match lock_run_files(config) {
         Ok(lock) => lock,
-        Err(crate::service::LockRefused::Running(message)) => {
-            eprintln!("kafka2mysql reset-offsets: the service is {message}; stop it first (scripts/run.sh stop)");
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("kafka2mysql reset-offsets: the service is {e}; stop it first (scripts/run.sh stop)");
             return Exit::Failed.exit_code();
         }
-        Err(crate::service::LockRefused::Failed(message)) => {
-            eprintln!("kafka2mysql reset-offsets: {message}");
+        Err(e @ LockError::Failed { .. }) => {
+            eprintln!("kafka2mysql reset-offsets: {e}");
             return Exit::Failed.exit_code();
         }
     };
@@ -563,7 +562,7 @@ pub fn reset_offsets(config: &Config, to: ResetTarget, only: Option<i32>) -> Exi
 
 fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Error> {
     let mut broker = broker::connect(config)?;
-    let all = selected(config, broker.partitions()?);
+    let all = select_partitions(config, &broker.partitions()?)?;
     let partitions: Vec<i32> = match only {
         Some(p) if all.contains(&p) => vec![p],
         Some(p) => {
@@ -576,7 +575,7 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     };
     // Only exactly-once needs the database: the offset table is reset too.
     let mut conn = match config.mysql.delivery {
-        Delivery::ExactlyOnce => Some(mysql_sink::connect(&config.mysql_opts())?),
+        Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
         Delivery::AtLeastOnce => None,
     };
     let Offsets {
@@ -605,7 +604,7 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
     }
     if let Some(c) = conn.as_mut() {
         for &(p, o) in &new {
-            mysql_sink::store_offset(c, config, p, o)?;
+            tables::store_offset(c, config, p, o)?;
         }
     }
     broker.commit(&new)?;

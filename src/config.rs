@@ -350,13 +350,13 @@ pub struct MysqlConfig {
     #[serde(default, deserialize_with = "one_of")]
     pub record_format: RecordFormat,
     /// Upserts change a row only when this column's incoming value is at
-    /// least the stored one (`mysql_sink.rs`, `insert_sql`).
+    /// least the stored one (`mysql/sink.rs`, `insert_sql`).
     #[serde(default, deserialize_with = "optional_identifier")]
     pub version_column: Option<String>,
     /// The session's zone: zoned times are converted to it (`times.rs`).
     #[serde(default, deserialize_with = "time_zone")]
     pub time_zone: TimeZone,
-    /// The workers' connections, shared by all partitions (`mysql_pool.rs`).
+    /// The workers' connections, shared by all partitions (`mysql/pool.rs`).
     #[serde(
         default = "default_max_connections",
         deserialize_with = "int::<_, usize, 1, 10_000>"

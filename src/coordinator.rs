@@ -868,7 +868,7 @@ mod tests {
     use super::*;
     use crate::broker::fake::FakeBroker;
     use crate::config::{UnknownFields, WriteMode};
-    use crate::mysql_sink::{Sink, WriteSet};
+    use crate::mysql::sink::{Sink, WriteSet};
     use crate::record::{Column, Mapper, TableSchema};
     use crate::worker::{self, WorkerSettings};
     use std::fmt::Debug;

@@ -451,7 +451,7 @@ pub fn is_no_such_table(error: &Error) -> bool {
 /// column `t`.`amount` at row 1") is compared from " for column " on, so
 /// that records with different values fail alike. The worker writes one row
 /// per statement when it looks at a record alone, so "at row 1" is the same
-/// for all; sessions read English messages (`mysql_sink::connect`).
+/// for all; sessions read English messages (`mysql::connect`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alike {
     code: u16,

@@ -14,6 +14,7 @@ use kafka2mysql::config::Config;
 use kafka2mysql::error::Exit;
 use kafka2mysql::logging;
 use kafka2mysql::replay;
+use kafka2mysql::run_files;
 use kafka2mysql::service::{self, RunOutcome};
 
 #[derive(Parser)]
@@ -105,11 +106,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let lock = match service::lock_run_files(&config) {
+            let lock = match run_files::lock_run_files(&config) {
                 Ok(lock) => lock,
-                Err(refused) => {
-                    eprintln!("kafka2mysql: {}", refused.message());
-                    return refused.exit().exit_code();
+                Err(e) => {
+                    eprintln!("kafka2mysql: {e}");
+                    return e.exit().exit_code();
                 }
             };
             if let Err(e) = logging::init(config.log.level.to_filter(), config.log.file.as_deref())

@@ -1,5 +1,5 @@
-//! Offset bookkeeping (docs/architecture.md, "Offsets"), pure and unit-tested: where a
-//! partition starts, where it goes after OffsetOutOfRange, and which applied
+//! Offset bookkeeping (docs/architecture.md, "Offsets"), pure and unit-tested: which
+//! partitions a command works on, where a partition starts, where it goes after OffsetOutOfRange, and which applied
 //! offsets are due for a commit.
 //!
 //! Exactly-once never rewinds silently: a stored offset outside the log
@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Delivery, OffsetReset};
+use crate::error::Error;
 
 /// Why a partition starts where it does (logged at start, per partition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,54 @@ pub fn exactly_once_stored(table: Option<i64>, group: Option<i64>) -> (Option<i6
         (Some(t), _) => (Some(t), StoredIn::OffsetTable),
         (None, g) => (g, StoredIn::Group),
     }
+}
+
+/// The next offset a partition resumes from as stored, and where it was
+/// found (for the start's log line): the Kafka group's (`group`) or, in
+/// exactly-once mode, the further along of it and the offset table's
+/// (`in_table`), unless the group's commit belongs to an earlier topic of the
+/// same name (`stale`), which makes the table's row stale too.
+pub fn stored_position(
+    delivery: Delivery,
+    group: Option<i64>,
+    in_table: Option<i64>,
+    stale: bool,
+) -> (Option<i64>, String) {
+    match delivery {
+        Delivery::ExactlyOnce if stale => (
+            None,
+            "offset table, of a deleted topic of the same name".to_string(),
+        ),
+        Delivery::ExactlyOnce => match (exactly_once_stored(in_table, group), in_table) {
+            ((stored, StoredIn::OffsetTable), _) => (stored, "offset table".to_string()),
+            ((stored, StoredIn::Group), Some(t)) => (
+                stored,
+                format!("kafka group, ahead of the offset table's {t}: at-least-once ran since"),
+            ),
+            ((stored, StoredIn::Group), None) => (stored, "kafka group".to_string()),
+        },
+        Delivery::AtLeastOnce => (group, "kafka group".to_string()),
+    }
+}
+
+/// `kafka.partitions`, checked against the topic's partitions, or all of
+/// them: the partitions every command works on (`run`, `check`, `status`,
+/// `reset-offsets`).
+pub fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Error> {
+    if config.kafka.partitions.is_empty() {
+        return Ok(available.to_vec());
+    }
+    for p in &config.kafka.partitions {
+        if !available.contains(p) {
+            return Err(Error::Setup(format!(
+                "kafka.partitions: topic {} has no partition {p} (it has {:?})",
+                config.kafka.topic, available
+            )));
+        }
+    }
+    let mut chosen = config.kafka.partitions.clone();
+    chosen.sort_unstable();
+    Ok(chosen)
 }
 
 pub fn reset_name(r: OffsetReset) -> &'static str {

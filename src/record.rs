@@ -3,7 +3,7 @@
 //! A `Record` is what the coordinator copied out of a fetch response. The
 //! `Mapper` turns one into a `RowOp`: the columns it sets and their values as
 //! bound parameters, a delete by key for a tombstone, or a skip. It never
-//! builds SQL and never talks to the database; `mysql_sink.rs` does that.
+//! builds SQL and never talks to the database; `mysql/sink.rs` does that.
 //!
 //! Decisions the design leaves open:
 //! - The `kafka` crate reports a null value and an empty value alike (both as

@@ -9,7 +9,7 @@
 //! replaced. The offset table and the group's offsets are never touched: a
 //! replay writes rows the service has already gone past.
 //!
-//! It takes the service's pid lock (`service::lock_run_files`) for its whole
+//! It takes the service's pid lock (`run_files::lock_run_files`) for its whole
 //! run: the running service could write the same rows at the same time, and
 //! which one wins would be chance; with the lock, the service cannot start
 //! while a replay runs either. A dry run writes nothing and needs no lock.
@@ -22,10 +22,11 @@ use mysql::{Conn, Value};
 use crate::config::Config;
 use crate::error::{is_duplicate_key, Class, Error, Exit, Policy};
 use crate::metadata;
-use crate::mysql_pool::ConnectionPool;
-use crate::mysql_sink::{self, quote, MysqlSink, Sink};
+use crate::mysql::pool::ConnectionPool;
+use crate::mysql::sink::{MysqlSink, Sink};
+use crate::mysql::{connect, quote, tables};
 use crate::record::{escape_for_log, Mapper, Record, RowOp, TableSchema};
-use crate::service::{lock_run_files, LockRefused};
+use crate::run_files::{lock_run_files, LockError};
 use crate::times;
 
 /// What to replay.
@@ -67,17 +68,16 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
     } else {
         match lock_run_files(config) {
             Ok(lock) => lock,
-            Err(refused @ LockRefused::Running(_)) => {
+            Err(e @ LockError::Held { .. }) => {
                 eprintln!(
-                    "kafka2mysql replay-dead-letters: the service is {}; stop it first \
-                     (scripts/run.sh stop): a replay and the service must not write the same rows",
-                    refused.message()
+                    "kafka2mysql replay-dead-letters: the service is {e}; stop it first \
+                     (scripts/run.sh stop): a replay and the service must not write the same rows"
                 );
-                return refused.exit().exit_code();
+                return e.exit().exit_code();
             }
-            Err(refused) => {
-                eprintln!("kafka2mysql replay-dead-letters: {}", refused.message());
-                return refused.exit().exit_code();
+            Err(e) => {
+                eprintln!("kafka2mysql replay-dead-letters: {e}");
+                return e.exit().exit_code();
             }
         }
     };
@@ -137,10 +137,10 @@ struct Stored {
 }
 
 fn replay(config: &Config, options: &ReplayOptions, since: Option<&str>) -> Result<Tally, Error> {
-    let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-    let schema = mysql_sink::load_schema(&mut conn, config)?;
+    let mut conn = connect(&config.mysql_opts())?;
+    let schema = tables::load_schema(&mut conn, config)?;
     if !options.dry_run {
-        mysql_sink::create_dead_letter_table(&mut conn, config)?;
+        tables::create_dead_letter_table(&mut conn, config)?;
     }
     let pool = ConnectionPool::new(config.mysql_opts(), 1);
     let mut sink = MysqlSink::new(config, schema.clone(), pool);

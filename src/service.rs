@@ -1,11 +1,11 @@
 //! `kafka2mysql run`: start-up, signals and the hand-over to the coordinator.
 //!
-//! Start-up order: take the pid-file lock (`lock_run_files`, before the log
+//! Start-up order: take the pid-file lock (`run_files::lock_run_files`, before the log
 //! file is opened); connect to the broker and find the
 //! partitions; read the table's schema and create the dead-letter (and offset)
 //! tables; read earliest, latest and stored offsets and choose each
 //! partition's start (exactly-once: and claim it in the offset table, see
-//! `mysql_sink::claim_offsets`); start one worker per partition; run the
+//! `mysql::tables::claim_offsets`); start one worker per partition; run the
 //! coordinator.
 //! A technical failure during start-up (broker or database away) is retried
 //! until it succeeds or a signal arrives; a fatal one (table missing, topic
@@ -23,14 +23,16 @@ use crate::config::{Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
 use crate::error::{Class, Error, Exit, Policy};
 use crate::metadata;
-use crate::mysql_pool::ConnectionPool;
-use crate::mysql_sink::{self, MysqlSink, Sink};
+use crate::mysql::pool::ConnectionPool;
+use crate::mysql::sink::{MysqlSink, Sink};
+use crate::mysql::{connect, tables};
 use crate::offsets::{
-    exactly_once_stored, refused_rewind_message, start_position, Rewind, StartReason, StoredIn,
+    refused_rewind_message, select_partitions, start_position, stored_position, Rewind, StartReason,
 };
 use crate::record::TableSchema;
 use crate::retry::{Backoff, Decision, RetryState};
-use crate::status::{Paths, PidLock, Stats};
+use crate::run_files::{Paths, PidLock};
+use crate::status::Stats;
 use crate::worker::{self, WorkerSettings};
 
 /// How `run` ended, for the exit code.
@@ -75,56 +77,8 @@ pub fn install_signals() -> std::io::Result<Receiver<()>> {
     Ok(receiver)
 }
 
-/// Why `run` did not start: another process holds the run files.
-#[derive(Debug)]
-pub enum LockRefused {
-    /// Another `run` (or a `reset-offsets`) holds the pid lock.
-    Running(String),
-    /// The pid file cannot be opened or locked.
-    Failed(String),
-}
-
-impl LockRefused {
-    /// `run`'s exit code: 3 when another process runs, 1 otherwise.
-    pub fn exit(&self) -> Exit {
-        match self {
-            LockRefused::Running(_) => Exit::AlreadyRunning,
-            LockRefused::Failed(_) => Exit::Failed,
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            LockRefused::Running(m) | LockRefused::Failed(m) => m,
-        }
-    }
-}
-
-/// Takes the pid-file lock of `config`'s run files, before anything else
-/// (the log file included) is touched, so that a refused second `run`
-/// leaves the running instance's files alone. `None` for a config that
-/// was not read from a file (tests and examples).
-pub fn lock_run_files(config: &Config) -> Result<Option<PidLock>, LockRefused> {
-    let Some(paths) = config.source.as_deref().map(Paths::for_config) else {
-        return Ok(None);
-    };
-    match PidLock::acquire(&paths.pid_file) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(Ok(pid)) => Err(LockRefused::Running(format!(
-            "already running (pid {}, lock {})",
-            pid.filter(|&p| p != 0)
-                .map_or("?".to_string(), |p| p.to_string()),
-            paths.pid_file.display()
-        ))),
-        Err(Err(e)) => Err(LockRefused::Failed(format!(
-            "cannot lock {}: {e}",
-            paths.pid_file.display()
-        ))),
-    }
-}
-
 /// Runs the service in the foreground until a signal stops it. `_lock` is
-/// the pid lock from `lock_run_files`, held until the end.
+/// the pid lock from `run_files::lock_run_files`, held until the end.
 pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> RunOutcome {
     let config = Arc::new(config);
     let paths = config.source.as_deref().map(Paths::for_config);
@@ -224,11 +178,11 @@ fn pipeline(
     let partitions = select_partitions(config, &partitions)?;
 
     let Some((schema, stored_in_mysql)) = until_ready("mysql", config, policy, &shutdown, || {
-        let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-        let schema = mysql_sink::load_schema(&mut conn, config)?;
-        mysql_sink::create_service_tables(&mut conn, config)?;
+        let mut conn = connect(&config.mysql_opts())?;
+        let schema = tables::load_schema(&mut conn, config)?;
+        tables::create_service_tables(&mut conn, config)?;
         let stored = match config.mysql.delivery {
-            Delivery::ExactlyOnce => mysql_sink::stored_offsets(&mut conn, config)?,
+            Delivery::ExactlyOnce => tables::stored_offsets(&mut conn, config)?,
             Delivery::AtLeastOnce => BTreeMap::new(),
         };
         Ok((schema, stored))
@@ -257,8 +211,8 @@ fn pipeline(
             .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
             .collect();
         let claimed = until_ready("mysql offset table", config, policy, &shutdown, || {
-            let mut conn = mysql_sink::connect(&config.mysql_opts())?;
-            mysql_sink::claim_offsets(&mut conn, config, &claims)
+            let mut conn = connect(&config.mysql_opts())?;
+            tables::claim_offsets(&mut conn, config, &claims)
         })?;
         if claimed.is_none() {
             return Ok(None);
@@ -302,24 +256,6 @@ fn pipeline(
     Ok(Some(coordinator.run()))
 }
 
-/// `kafka.partitions`, checked against the topic, or all of them.
-fn select_partitions(config: &Config, available: &[i32]) -> Result<Vec<i32>, Error> {
-    if config.kafka.partitions.is_empty() {
-        return Ok(available.to_vec());
-    }
-    for p in &config.kafka.partitions {
-        if !available.contains(p) {
-            return Err(Error::Setup(format!(
-                "kafka.partitions: topic {} has no partition {p} (it has {:?})",
-                config.kafka.topic, available
-            )));
-        }
-    }
-    let mut chosen = config.kafka.partitions.clone();
-    chosen.sort_unstable();
-    Ok(chosen)
-}
-
 /// Chooses each partition's start (docs/architecture.md, "Offsets") and logs it with its
 /// reason.
 fn start_positions(
@@ -341,23 +277,8 @@ fn start_positions(
         };
         let group = committed.get(&p).copied().flatten();
         let in_table = stored_in_mysql.get(&p).copied();
-        let (stored, source) = match config.mysql.delivery {
-            Delivery::ExactlyOnce if stale.contains(&p) => (
-                None,
-                "offset table, of a deleted topic of the same name".to_string(),
-            ),
-            Delivery::ExactlyOnce => match (exactly_once_stored(in_table, group), in_table) {
-                ((stored, StoredIn::OffsetTable), _) => (stored, "offset table".to_string()),
-                ((stored, StoredIn::Group), Some(t)) => (
-                    stored,
-                    format!(
-                        "kafka group, ahead of the offset table's {t}: at-least-once ran since"
-                    ),
-                ),
-                ((stored, StoredIn::Group), None) => (stored, "kafka group".to_string()),
-            },
-            Delivery::AtLeastOnce => (group, "kafka group".to_string()),
-        };
+        let (stored, source) =
+            stored_position(config.mysql.delivery, group, in_table, stale.contains(&p));
         let rewind = Rewind::from_config(config);
         match start_position(stored, e, l, config.kafka.offset_reset, rewind) {
             Ok((start, reason)) => {

@@ -42,7 +42,7 @@ use log::{debug, error, info, warn};
 use crate::config::Config;
 use crate::error::{is_duplicate_key, Alike, Class, Error, Policy};
 use crate::metrics::PartitionCounters;
-use crate::mysql_sink::{DeadLetter, Sink, WriteSet};
+use crate::mysql::sink::{DeadLetter, Sink, WriteSet};
 use crate::record::{Mapper, Record, RowOp};
 use crate::retry::{human, Backoff, Decision, Outage, RetryState, WhenSpent};
 use crate::status::Stats;

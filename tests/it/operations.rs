@@ -460,7 +460,7 @@ fn run_files_hold_one_instance_without_races() {
 
     // With the service stopped, reset-offsets takes the lock itself: a run
     // started meanwhile is refused. Its lock is held here, as it holds it.
-    let held = kafka2mysql::status::PidLock::acquire(&pid_file).expect("the lock is free");
+    let held = kafka2mysql::run_files::PidLock::acquire(&pid_file).expect("the lock is free");
     let refused = run_binary(
         &["run", "--config", s.config_arg()],
         Duration::from_secs(30),

@@ -18,7 +18,8 @@ use mysql::prelude::Queryable;
 use mysql::{Conn, Opts};
 
 use crate::error::Error;
-use crate::mysql_sink::{connect, supports_bulk_execute};
+use crate::mysql::connect;
+use crate::mysql::sink::supports_bulk_execute;
 
 /// What the workers need to know about the server, read on the first connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

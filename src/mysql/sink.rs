@@ -1,7 +1,6 @@
-//! Everything kafka2mysql says to MySQL: the target table's schema, the
-//! dead-letter and offset tables, and `MysqlSink`, which writes one
-//! `WriteSet` (rows, dead letters and, for exactly-once, the partition's next
-//! offset) in one transaction.
+//! The writes: `MysqlSink`, which writes one `WriteSet` (rows, dead letters
+//! and, for exactly-once, the partition's next offset) in one transaction,
+//! and the `Sink` seam the worker writes through.
 //!
 //! Exactly-once is fenced: a write moves the partition's row in the offset
 //! table only from the position this process last stored
@@ -17,16 +16,17 @@
 //! `max_allowed_packet` (a statement larger than it looks like a dropped
 //! connection, so it must never be sent).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts, TxOpts, Value};
+use mysql::{Conn, TxOpts, Value};
 
 use crate::config::{Config, Delivery, WriteMode};
 use crate::error::{Class, Error, Policy, RecordError};
-use crate::mysql_pool::{ConnectionPool, Lease, Server};
-use crate::record::{Column, RowOp, TableSchema};
+use crate::mysql::pool::{ConnectionPool, Lease, Server};
+use crate::mysql::quote;
+use crate::mysql::tables::{offset_text, TWO_WRITERS};
+use crate::record::{RowOp, TableSchema};
 
 /// A record that is skipped and kept in the dead-letter table.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,237 +86,6 @@ pub trait Sink: Send {
 /// The session variable that the guarded upsert counts stale records in
 /// (see `MysqlSink::insert_sql`).
 const STALE_COUNTER: &str = "@kafka2mysql_stale";
-
-/// `` `name` `` with backticks doubled, for names from config and schema.
-pub fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// Opens a connection and prepares its session: strict SQL mode, so that a
-/// value that does not fit its column is an error and never silently cut;
-/// and English error messages, which `error::Alike` compares.
-pub fn connect(opts: &Opts) -> Result<Conn, Error> {
-    let mut conn = Conn::new(opts.clone())?;
-    conn.query_drop(
-        "SET SESSION sql_mode = IF(@@sql_mode = '', 'STRICT_ALL_TABLES', \
-         CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')), SESSION lc_messages = 'en_US'",
-    )?;
-    Ok(conn)
-}
-
-/// The target table's columns, from `information_schema`; fails (fatal) when
-/// the table or a key column is missing.
-pub fn load_schema(conn: &mut Conn, config: &Config) -> Result<TableSchema, Error> {
-    let table = &config.mysql.table;
-    let rows: Vec<(String, String)> = conn.exec(
-        "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-        (table,),
-    )?;
-    if rows.is_empty() {
-        return Err(Error::Setup(format!(
-            "table {}.{} does not exist or is not visible to this user (mysql.table)",
-            config.database(),
-            table
-        )));
-    }
-    let columns = rows
-        .into_iter()
-        .map(|(name, column_type)| Column { name, column_type })
-        .collect();
-    let schema = TableSchema::new(table, columns, &config.mysql.key_columns)
-        .and_then(|schema| schema.with_version_column(config.mysql.version_column.as_deref()))
-        .map_err(Error::Setup)?;
-    // Each worker resolves them again for its partition; a missing column
-    // stops the start here, named.
-    crate::metadata::Metadata::new(&schema, &config.mysql.metadata_columns, "", 0)
-        .map_err(Error::Setup)?;
-    Ok(schema)
-}
-
-/// Creates the dead-letter table (and, for exactly-once, the offset table)
-/// when missing.
-pub fn create_service_tables(conn: &mut Conn, config: &Config) -> Result<(), Error> {
-    create_dead_letter_table(conn, config)?;
-    if config.mysql.delivery == Delivery::ExactlyOnce {
-        create_offset_table(conn, &config.mysql.offset_table)?;
-    }
-    Ok(())
-}
-
-/// Creates the dead-letter table when missing, and gives an older one the
-/// column of the record's timestamp.
-pub fn create_dead_letter_table(conn: &mut Conn, config: &Config) -> Result<(), Error> {
-    conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-            topic VARCHAR(249) CHARACTER SET ascii NOT NULL,
-            `partition` INT NOT NULL,
-            `offset` BIGINT NOT NULL,
-            record_key LONGBLOB NULL,
-            record_value LONGBLOB NULL,
-            record_timestamp BIGINT NULL,
-            error_class VARCHAR(16) NOT NULL,
-            error_code INT NULL,
-            error_text TEXT NOT NULL,
-            attempts INT NOT NULL,
-            created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-            UNIQUE KEY topic_partition_offset (topic, `partition`, `offset`)
-        )",
-        quote(&config.mysql.dead_letter_table)
-    ))?;
-    add_record_timestamp(conn, &config.mysql.dead_letter_table)
-}
-
-/// Dead-letter tables created before they kept the record's timestamp get
-/// the column (nullable: their rows have none). Two processes adding it at
-/// once is fine: the second finds it there (1060).
-fn add_record_timestamp(conn: &mut Conn, dead_letter_table: &str) -> Result<(), Error> {
-    let found: Option<u8> = conn.exec_first(
-        "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-         AND TABLE_NAME = ? AND COLUMN_NAME = 'record_timestamp'",
-        (dead_letter_table,),
-    )?;
-    if found.is_some() {
-        return Ok(());
-    }
-    let added = conn.query_drop(format!(
-        "ALTER TABLE {} ADD COLUMN record_timestamp BIGINT NULL AFTER record_value",
-        quote(dead_letter_table)
-    ));
-    match added.map_err(Error::from) {
-        Err(e) if e.mysql_code() == Some(1060) => Ok(()),
-        other => other,
-    }
-}
-
-pub fn create_offset_table(conn: &mut Conn, offset_table: &str) -> Result<(), Error> {
-    conn.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-            consumer_group VARCHAR(249) CHARACTER SET ascii NOT NULL,
-            topic VARCHAR(249) CHARACTER SET ascii NOT NULL,
-            `partition` INT NOT NULL,
-            next_offset BIGINT NOT NULL,
-            updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
-            PRIMARY KEY (consumer_group, topic, `partition`)
-        )",
-        quote(offset_table)
-    ))?;
-    Ok(())
-}
-
-/// Exactly-once, at start: makes each partition's row in the offset table
-/// hold its start offset, moving it only from the value read when the start
-/// was chosen (`read`; `None` when there was no row). The workers' fenced
-/// writes go on from there. A row that another process inserted or moved in
-/// between means two processes on one partition: a setup error. Safe to
-/// repeat after a lost connection (a row already at its start is left alone).
-pub fn claim_offsets(
-    conn: &mut Conn,
-    config: &Config,
-    claims: &BTreeMap<i32, (Option<i64>, i64)>,
-) -> Result<(), Error> {
-    let table = quote(&config.mysql.offset_table);
-    let (group, topic) = (&config.kafka.group, &config.kafka.topic);
-    for (&partition, &(read, start)) in claims {
-        let mut tx = conn.start_transaction(TxOpts::default())?;
-        let now: Option<i64> = tx.exec_first(
-            format!(
-                "SELECT next_offset FROM {table} \
-                 WHERE consumer_group = ? AND topic = ? AND `partition` = ? FOR UPDATE"
-            ),
-            (group, topic, partition),
-        )?;
-        let claimed = match now {
-            Some(now) if now == start => true,
-            Some(now) if Some(now) == read => {
-                tx.exec_drop(
-                    format!(
-                        "UPDATE {table} SET next_offset = ? \
-                         WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?"
-                    ),
-                    (start, group, topic, partition, now),
-                )?;
-                tx.affected_rows() == 1
-            }
-            Some(_) => false,
-            None => {
-                // Two processes inserting the first row: one of them gets it.
-                tx.exec_drop(
-                    format!(
-                        "INSERT IGNORE INTO {table} (consumer_group, topic, `partition`, next_offset) \
-                         VALUES (?, ?, ?, ?)"
-                    ),
-                    (group, topic, partition, start),
-                )?;
-                tx.affected_rows() == 1
-            }
-        };
-        if !claimed {
-            return Err(Error::Setup(format!(
-                "topic {topic} partition {partition}: the offset table {} changed while this process \
-                 started (read {}, now {}); {}",
-                config.mysql.offset_table,
-                offset_text(read),
-                offset_text(now),
-                TWO_WRITERS
-            )));
-        }
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-/// What an exactly-once fence failure means, and what to do.
-const TWO_WRITERS: &str = "another process writes this partition for the same group \
-     (kafka.partitions overlapping in two configs, or two starts racing); \
-     stop one of them and restart this one";
-
-fn offset_text(offset: Option<i64>) -> String {
-    offset.map_or_else(|| "no row".to_string(), |o| o.to_string())
-}
-
-/// The next offsets stored in the offset table for this group and topic.
-pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, i64>, Error> {
-    let rows: Vec<(i32, i64)> = conn.exec(
-        format!(
-            "SELECT `partition`, next_offset FROM {} WHERE consumer_group = ? AND topic = ?",
-            quote(&config.mysql.offset_table)
-        ),
-        (&config.kafka.group, &config.kafka.topic),
-    )?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Sets the stored next offset of one partition whatever it was
-/// (reset-offsets, while the service is stopped).
-pub fn store_offset(
-    conn: &mut impl Queryable,
-    config: &Config,
-    partition: i32,
-    next_offset: i64,
-) -> Result<(), Error> {
-    conn.exec_drop(
-        offset_upsert_sql(&config.mysql.offset_table),
-        (
-            &config.kafka.group,
-            &config.kafka.topic,
-            partition,
-            next_offset,
-        ),
-    )?;
-    Ok(())
-}
-
-/// Sets one partition's next offset in the offset table.
-fn offset_upsert_sql(offset_table: &str) -> String {
-    format!(
-        "INSERT INTO {} (consumer_group, topic, `partition`, next_offset) VALUES (?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-        quote(offset_table)
-    )
-}
-
 /// Writes a dead letter; a replay of the same offset overwrites it.
 fn dead_letter_sql(dead_letter_table: &str) -> String {
     format!(
@@ -328,18 +97,6 @@ fn dead_letter_sql(dead_letter_table: &str) -> String {
          error_text = VALUES(error_text), attempts = VALUES(attempts), created_at = CURRENT_TIMESTAMP(3)",
         quote(dead_letter_table)
     )
-}
-
-/// Dead letters per partition for this topic (for `status`).
-pub fn dead_letter_counts(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, u64>, Error> {
-    let rows: Vec<(i32, u64)> = conn.exec(
-        format!(
-            "SELECT `partition`, COUNT(*) FROM {} WHERE topic = ? GROUP BY `partition`",
-            quote(&config.mysql.dead_letter_table)
-        ),
-        (&config.kafka.topic,),
-    )?;
-    Ok(rows.into_iter().collect())
 }
 
 /// Bytes a statement may use: below `max_allowed_packet`, with room for the
@@ -357,7 +114,7 @@ fn value_size(v: &Value) -> usize {
 }
 
 /// The production sink. It borrows a connection from the process's pool
-/// for each write and gives it back after it (`mysql_pool.rs`).
+/// for each write and gives it back after it (`pool.rs`).
 pub struct MysqlSink {
     pool: Arc<ConnectionPool>,
     conn: Option<Lease>,
@@ -1006,6 +763,7 @@ impl Sink for MysqlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Column;
 
     fn sink(write_mode: WriteMode, keys: &[&str], max_batch_rows: usize) -> MysqlSink {
         let text = format!(
@@ -1235,12 +993,6 @@ max_batch_rows = {max_batch_rows}
             "SELECT 1 FROM `orders` WHERE `id` <=> ? AND `name` <=> ? LIMIT 1"
         );
     }
-
-    #[test]
-    fn names_are_quoted() {
-        assert_eq!(quote("a`b"), "`a``b`");
-    }
-
     #[test]
     fn dead_letters_are_cut_to_fit() {
         let dl = DeadLetter {
