@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka2mysql::config::Config;
-use kafka2mysql::error::Error;
-use kafka2mysql::mysql::sink::{Sink, WriteSet};
-use kafka2mysql::record::TableSchema;
 use kafka2mysql::service::run_pipeline;
+use kafka2mysql::Error;
+use kafka2mysql::TableSchema;
+use kafka2mysql::{Sink, WriteSet};
 
 /// Counts what it is asked to write; never fails.
 struct CountingSink {

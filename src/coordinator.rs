@@ -867,7 +867,7 @@ fn retry_wait(decision: Decision) -> Duration {
 mod tests {
     use super::*;
     use crate::broker::fake::FakeBroker;
-    use crate::config::{UnknownFields, WriteMode};
+    use crate::config::UnknownFields;
     use crate::mysql::sink::{Sink, WriteSet};
     use crate::record::{Column, Mapper, TableSchema};
     use crate::worker::{self, WorkerSettings};
@@ -992,7 +992,6 @@ mod tests {
         };
         Arc::new(Mapper {
             schema: TableSchema::new("orders", vec![id], &["id".to_string()]).expect("schema"),
-            write_mode: WriteMode::Upsert,
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: config.worker.max_record_bytes,

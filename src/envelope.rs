@@ -521,7 +521,7 @@ pub fn decimal_text(bytes: &[u8], scale: u32) -> Result<String, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{RecordFormat, UnknownFields, WriteMode};
+    use crate::config::{RecordFormat, UnknownFields};
     use crate::record::{Column, Record, TableSchema};
 
     /// `(label, record)` of a fixture written by scripts/fixtures.sh.
@@ -551,7 +551,6 @@ pub(crate) mod tests {
             .collect();
         Mapper {
             schema: TableSchema::new("t", columns, &["id".to_string()]).unwrap(),
-            write_mode: WriteMode::Upsert,
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: 1 << 20,

@@ -11,11 +11,11 @@ use clap::{Parser, Subcommand};
 
 use kafka2mysql::commands::{self, ResetTarget};
 use kafka2mysql::config::Config;
-use kafka2mysql::error::Exit;
 use kafka2mysql::logging;
 use kafka2mysql::replay;
 use kafka2mysql::run_files;
 use kafka2mysql::service::{self, RunOutcome};
+use kafka2mysql::Exit;
 
 #[derive(Parser)]
 #[command(

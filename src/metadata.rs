@@ -206,7 +206,6 @@ pub fn mapper_for(config: &Config, schema: &TableSchema, partition: i32) -> Resu
             partition,
         )?,
         schema: schema.clone(),
-        write_mode: config.mysql.write_mode,
         unknown_fields: config.mysql.unknown_fields,
         delete_on_tombstone: config.mysql.delete_on_tombstone,
         max_record_bytes: config.worker.max_record_bytes,
@@ -218,7 +217,7 @@ pub fn mapper_for(config: &Config, schema: &TableSchema, partition: i32) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RecordFormat, UnknownFields, WriteMode};
+    use crate::config::{RecordFormat, UnknownFields};
     use crate::record::Column;
     use crate::times::TimeZone;
 
@@ -249,7 +248,6 @@ mod tests {
         Mapper {
             metadata: Metadata::new(&schema, &configured, "orders", 3).unwrap(),
             schema,
-            write_mode: WriteMode::Upsert,
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: 1 << 20,

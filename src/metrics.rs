@@ -142,6 +142,7 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// The address it listens on (the port chosen by the system when the
     /// configuration says port 0).
+    #[cfg(test)]
     pub fn address(&self) -> SocketAddr {
         self.address
     }

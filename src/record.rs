@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use crate::column_values::{field_value, scalar_key_value, ColumnKind};
-use crate::config::{RecordFormat, UnknownFields, WriteMode};
+use crate::config::{RecordFormat, UnknownFields};
 use crate::envelope::{self, FieldTypes};
 use crate::error::RecordError;
 use crate::metadata::Metadata;
@@ -309,7 +309,6 @@ pub enum RowOp {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     pub schema: TableSchema,
-    pub write_mode: WriteMode,
     pub unknown_fields: UnknownFields,
     pub delete_on_tombstone: bool,
     pub max_record_bytes: usize,
@@ -815,7 +814,6 @@ mod tests {
     fn mapper(keys: &[&str]) -> Mapper {
         Mapper {
             schema: schema(keys),
-            write_mode: WriteMode::Upsert,
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: 1000,

@@ -15,7 +15,6 @@ use crate::error::Exit;
 /// (`conf/`, `run/`) work alike, and two configurations never share them.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    pub run_dir: PathBuf,
     pub pid_file: PathBuf,
     pub status_file: PathBuf,
 }
@@ -39,7 +38,6 @@ impl Paths {
         Paths {
             pid_file: run_dir.join(format!("{stem}.pid")),
             status_file: run_dir.join(format!("{stem}.status.json")),
-            run_dir,
         }
     }
 }

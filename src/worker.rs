@@ -110,6 +110,7 @@ impl Flow {
         }
     }
 
+    #[cfg(test)]
     pub fn stall(&self) -> Option<&Stall> {
         match self {
             Flow::Flowing => None,
@@ -151,7 +152,6 @@ impl WorkerSettings {
 /// The coordinator's end of a worker. Dropping `sender` ends the worker's
 /// loop once its queue is drained; `thread` is joined after that.
 pub struct WorkerHandle {
-    pub partition: i32,
     pub sender: Sender<Batch>,
     pub thread: JoinHandle<()>,
     /// Unix milliseconds when the write in progress began; 0 between
@@ -197,7 +197,6 @@ pub fn spawn(
         .name(format!("partition-{partition}"))
         .spawn(move || worker.run(receiver))?;
     Ok(WorkerHandle {
-        partition,
         sender,
         thread,
         writing_since,
@@ -869,7 +868,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{UnknownFields, WriteMode};
+    use crate::config::UnknownFields;
     use crate::error::RecordError;
     use crate::record::{Column, TableSchema};
     use std::collections::{BTreeMap, VecDeque};
@@ -986,7 +985,6 @@ mod tests {
         ];
         Arc::new(Mapper {
             schema: TableSchema::new("t", columns, &["id".to_string()]).unwrap(),
-            write_mode: WriteMode::Upsert,
             unknown_fields: UnknownFields::Ignore,
             delete_on_tombstone: true,
             max_record_bytes: 1000,

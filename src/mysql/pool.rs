@@ -69,10 +69,6 @@ impl ConnectionPool {
         })
     }
 
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// The server's facts; `None` until a connection was opened.
     pub fn server(&self) -> Option<Server> {
         self.server.get().copied()
@@ -117,11 +113,6 @@ impl ConnectionPool {
             conn: Some(conn),
             pool: self.clone(),
         })
-    }
-
-    /// Connections open now (lent out, idle or being opened).
-    pub fn open_connections(&self) -> usize {
-        self.lock().open
     }
 
     fn open(&self) -> Result<Conn, Error> {
