@@ -15,6 +15,7 @@
 //! while a replay runs either. A dry run writes nothing and needs no lock.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Value};
@@ -81,7 +82,8 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
             }
         }
     };
-    match replay(config, options, since.as_deref()) {
+    let policy = Arc::new(Policy::from_config(config));
+    match replay(config, &policy, options, since.as_deref()) {
         Ok(tally) => {
             let verb = if options.dry_run {
                 "would replay"
@@ -100,7 +102,7 @@ pub fn replay_dead_letters(config: &Config, options: &ReplayOptions) -> ExitCode
         }
         Err(e) => {
             eprintln!("kafka2mysql replay-dead-letters: {e}");
-            Policy::from_config(config).exit(&e).exit_code()
+            policy.exit(&e).exit_code()
         }
     }
 }
@@ -136,19 +138,42 @@ struct Stored {
     attempts: u32,
 }
 
-fn replay(config: &Config, options: &ReplayOptions, since: Option<&str>) -> Result<Tally, Error> {
+/// What a replay works with: the dead letters are read and updated on
+/// `conn`, the rows written through `sink`.
+struct Replay<'a> {
+    config: &'a Config,
+    policy: &'a Policy,
+    options: &'a ReplayOptions,
+    conn: Conn,
+    sink: MysqlSink,
+    tally: Tally,
+}
+
+fn replay(
+    config: &Config,
+    policy: &Arc<Policy>,
+    options: &ReplayOptions,
+    since: Option<&str>,
+) -> Result<Tally, Error> {
     let mut conn = connect(&config.mysql_opts())?;
     let schema = tables::load_schema(&mut conn, config)?;
     if !options.dry_run {
         tables::create_dead_letter_table(&mut conn, config)?;
     }
     let pool = ConnectionPool::new(config.mysql_opts(), 1);
-    let mut sink = MysqlSink::new(config, schema.clone(), pool);
+    let sink = MysqlSink::new(config, schema.clone(), pool, policy.clone());
+    let mut replay = Replay {
+        config,
+        policy,
+        options,
+        conn,
+        sink,
+        tally: Tally::default(),
+    };
     let mut mappers: std::collections::BTreeMap<i32, Mapper> = Default::default();
-    let mut tally = Tally::default();
     let mut after = (i32::MIN, i64::MIN);
     loop {
-        let page = read_page(&mut conn, config, options.partition, since, after)?;
+        let page = read_page(&mut replay.conn, config, options.partition, since, after)?;
         for stored in &page {
             after = (stored.partition, stored.offset);
             let mapper = match mappers.get(&stored.partition) {
@@ -159,99 +184,87 @@ fn replay(config: &Config, options: &ReplayOptions, since: Option<&str>) -> Resu
                     mappers.entry(stored.partition).or_insert(mapper)
                 }
             };
-            replay_one(
-                config, &mut conn, &mut sink, mapper, stored, options, &mut tally,
-            )?;
+            replay.one(mapper, stored)?;
         }
         if page.len() < PAGE {
-            return Ok(tally);
+            return Ok(replay.tally);
         }
     }
 }
 
-fn replay_one(
-    config: &Config,
-    conn: &mut Conn,
-    sink: &mut MysqlSink,
-    mapper: &Mapper,
-    stored: &Stored,
-    options: &ReplayOptions,
-    tally: &mut Tally,
-) -> Result<(), Error> {
-    let at = format!("partition {} offset {}", stored.partition, stored.offset);
-    let op = match mapper.map(&stored.record) {
-        Ok(op) => op,
-        Err(e) => {
-            return still_failing(config, conn, stored, &Error::Record(e), options, tally, &at)
-        }
-    };
-    if options.dry_run {
-        println!("{at}: would replay ({})", what(&op, &mapper.schema));
-        tally.replayed += 1;
-        return Ok(());
-    }
-    let error = match sink.replay(stored.partition, stored.offset, op.clone()) {
-        Ok(stale) => {
-            tally.replayed += 1;
-            if stale {
-                tally.stale += 1;
-                println!("{at}: replayed; the row holds a newer version, left alone (mysql.version_column)");
-            } else {
-                println!("{at}: replayed ({})", what(&op, &mapper.schema));
-            }
+impl Replay<'_> {
+    fn one(&mut self, mapper: &Mapper, stored: &Stored) -> Result<(), Error> {
+        let at = format!("partition {} offset {}", stored.partition, stored.offset);
+        let op = match mapper.map(&stored.record) {
+            Ok(op) => op,
+            Err(e) => return self.still_failing(stored, &Error::Record(e), &at),
+        };
+        if self.options.dry_run {
+            println!("{at}: would replay ({})", what(&op, &mapper.schema));
+            self.tally.replayed += 1;
             return Ok(());
         }
-        Err(e) => e,
-    };
-    match Policy::from_config(config).class(&error) {
-        Class::Business if is_duplicate_key(&error) && matches!(sink.holds(&op), Ok(true)) => {
-            sink.forget_dead_letter(stored.partition, stored.offset)?;
-            tally.replayed += 1;
-            println!("{at}: already in the table as the record has it; dead letter removed");
-            Ok(())
+        let error = match self
+            .sink
+            .replay(stored.partition, stored.offset, op.clone())
+        {
+            Ok(stale) => {
+                self.tally.replayed += 1;
+                if stale {
+                    self.tally.stale += 1;
+                    println!("{at}: replayed; the row holds a newer version, left alone (mysql.version_column)");
+                } else {
+                    println!("{at}: replayed ({})", what(&op, &mapper.schema));
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        match self.policy.class(&error) {
+            Class::Business
+                if is_duplicate_key(&error) && matches!(self.sink.holds(&op), Ok(true)) =>
+            {
+                self.sink
+                    .forget_dead_letter(stored.partition, stored.offset)?;
+                self.tally.replayed += 1;
+                println!("{at}: already in the table as the record has it; dead letter removed");
+                Ok(())
+            }
+            Class::Business => self.still_failing(stored, &error, &at),
+            // The database is away or the setup is wrong: stop here; this dead
+            // letter and the ones after it stay as they were.
+            _ => Err(error),
         }
-        Class::Business => still_failing(config, conn, stored, &error, options, tally, &at),
-        // The database is away or the setup is wrong: stop here; this dead
-        // letter and the ones after it stay as they were.
-        _ => Err(error),
     }
-}
 
-/// A dead letter that fails again: it stays, with one attempt more and this
-/// error (a dry run only says so).
-fn still_failing(
-    config: &Config,
-    conn: &mut Conn,
-    stored: &Stored,
-    error: &Error,
-    options: &ReplayOptions,
-    tally: &mut Tally,
-    at: &str,
-) -> Result<(), Error> {
-    tally.failing += 1;
-    let text = escape_for_log(error.to_string().as_bytes(), 300);
-    if options.dry_run {
-        println!("{at}: would fail: {text}");
-        return Ok(());
-    }
-    conn.exec_drop(
+    /// A dead letter that fails again: it stays, with one attempt more and this
+    /// error (a dry run only says so).
+    fn still_failing(&mut self, stored: &Stored, error: &Error, at: &str) -> Result<(), Error> {
+        self.tally.failing += 1;
+        let text = escape_for_log(error.to_string().as_bytes(), 300);
+        if self.options.dry_run {
+            println!("{at}: would fail: {text}");
+            return Ok(());
+        }
+        self.conn.exec_drop(
         format!(
             "UPDATE {} SET attempts = attempts + 1, error_class = ?, error_code = ?, error_text = ? \
              WHERE id = ?",
-            quote(&config.mysql.dead_letter_table)
+            quote(&self.config.mysql.dead_letter_table)
         ),
         (
-            Policy::from_config(config).class(error).as_str(),
+            self.policy.class(error).as_str(),
             error.mysql_code().map(i64::from),
             error.to_string(),
             stored.id,
         ),
     )?;
-    println!(
-        "{at}: still failing (attempts {}): {text}",
-        stored.attempts + 1
-    );
-    Ok(())
+        println!(
+            "{at}: still failing (attempts {}): {text}",
+            stored.attempts + 1
+        );
+        Ok(())
+    }
 }
 
 /// What a row operation does, for the operator.

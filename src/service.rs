@@ -88,10 +88,15 @@ pub fn run(config: Config, shutdown: Receiver<()>, _lock: Option<PidLock>) -> Ru
         config
     );
     let pool = ConnectionPool::new(config.mysql_opts(), config.mysql.max_connections);
-    let sinks = |schema: &TableSchema| -> Box<dyn Sink> {
-        Box::new(MysqlSink::new(&config, schema.clone(), pool.clone()))
-    };
     let policy = Arc::new(Policy::from_config(&config));
+    let sinks = |schema: &TableSchema| -> Box<dyn Sink> {
+        Box::new(MysqlSink::new(
+            &config,
+            schema.clone(),
+            pool.clone(),
+            policy.clone(),
+        ))
+    };
     let status_file = paths.map(|p| p.status_file);
     match pipeline(&config, &policy, shutdown, status_file, &sinks) {
         Ok(Some(Ending::Clean)) | Ok(None) => {

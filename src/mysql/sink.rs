@@ -138,12 +138,17 @@ pub struct MysqlSink {
     fenced: Option<String>,
     /// Stale records of the last committed write (`Sink::stale_records`).
     stale: u64,
-    /// Says which failures broke the connection.
-    policy: Policy,
+    /// The process's error policy: says which failures broke the connection.
+    policy: Arc<Policy>,
 }
 
 impl MysqlSink {
-    pub fn new(config: &Config, schema: TableSchema, pool: Arc<ConnectionPool>) -> MysqlSink {
+    pub fn new(
+        config: &Config,
+        schema: TableSchema,
+        pool: Arc<ConnectionPool>,
+        policy: Arc<Policy>,
+    ) -> MysqlSink {
         MysqlSink {
             pool,
             conn: None,
@@ -171,7 +176,7 @@ impl MysqlSink {
             verify_before_write: false,
             fenced: None,
             stale: 0,
-            policy: Policy::from_config(config),
+            policy,
             schema,
         }
     }
@@ -805,6 +810,7 @@ max_batch_rows = {max_batch_rows}
             &config,
             TableSchema::new("orders", columns, &keys).unwrap(),
             ConnectionPool::new(config.mysql_opts(), 1),
+            Arc::new(Policy::from_config(&config)),
         )
     }
 
