@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::broker::{self, Broker};
-use crate::config::{Config, Delivery};
+use crate::broker::{self, Broker, GroupMember, GroupView};
+use crate::config::{Assignment, Config, Delivery};
 use crate::error::{is_no_such_table, Error, Exit, Policy};
 use crate::mysql::{connect, tables};
 use crate::offsets::{select_partitions, stored_position};
@@ -147,6 +147,19 @@ struct PartitionRow {
     error_class: Option<String>,
     last_error: Option<String>,
     dead_letters: Option<u64>,
+    /// Group assignment: the member that owns the partition, as the broker
+    /// describes the group ("-" for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
+
+/// One member of the group, as the broker describes it (group assignment).
+#[derive(Debug, Serialize)]
+struct MemberRow {
+    member_id: String,
+    group_instance_id: Option<String>,
+    host: String,
+    partitions: Vec<i32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +178,14 @@ struct StatusReport {
     mysql: String,
     partitions: Vec<PartitionRow>,
     dead_letters: Option<u64>,
+    /// Group assignment: the partitions this member owns now (from its
+    /// status file), the group's state and its members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owned: Option<Vec<i32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<MemberRow>>,
 }
 
 /// The status file is rewritten every second; older than this, what it
@@ -190,7 +211,10 @@ pub fn status(config: &Config, json: bool, local: bool) -> ExitCode {
     }
     let healthy = (local || report.kafka == "ok" && report.mysql == "ok")
         && report.status_age.is_some_and(|a| a <= STATUS_STALE_AFTER)
-        && report.partitions.iter().all(|p| p.state == "flowing");
+        && report
+            .partitions
+            .iter()
+            .all(|p| p.state == "flowing" || p.state == ELSEWHERE);
     match (report.running, healthy) {
         (false, _) => Exit::NotRunning,
         (true, true) => Exit::Ok,
@@ -199,10 +223,15 @@ pub fn status(config: &Config, json: bool, local: bool) -> ExitCode {
     .exit_code()
 }
 
+/// The state of a partition that another member of the group owns.
+const ELSEWHERE: &str = "elsewhere";
+
 /// What the broker says, for `status`.
 struct KafkaView {
     partitions: Vec<i32>,
     offsets: Offsets,
+    /// Group assignment: the group as the broker describes it.
+    group: Option<GroupView>,
 }
 
 /// Runs `work` on a thread of its own and waits for it until `deadline`:
@@ -238,9 +267,14 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
                 Delivery::AtLeastOnce => None,
             };
             let offsets = read_offsets(&config, broker.as_mut(), conn.as_mut())?;
+            let group = match config.kafka.assignment {
+                Assignment::Group => broker.group_view()?,
+                Assignment::Static => None,
+            };
             Ok(KafkaView {
                 partitions,
                 offsets,
+                group,
             })
         })
     };
@@ -271,10 +305,21 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
         (Err(_), Some(l)) => l.partitions.keys().copied().collect(),
         (Err(_), None) => Vec::new(),
     };
+    let group = config.kafka.assignment == Assignment::Group;
+    let view = kafka.as_ref().ok().and_then(|k| k.group.as_ref());
+    let owner = |p: i32| {
+        let member = view?.members.iter().find(|m| m.partitions.contains(&p));
+        Some(member.map_or_else(|| "-".to_string(), member_name))
+    };
     let rows: Vec<PartitionRow> = partitions
         .iter()
         .map(|&p| {
             let live = live.as_ref().and_then(|s| s.partitions.get(&p));
+            let stopped = if group && pid.is_some() {
+                ELSEWHERE
+            } else {
+                "stopped"
+            };
             let (committed, earliest, latest) = match &kafka {
                 Ok(k) => (
                     k.offsets.stored.get(&p).copied().flatten(),
@@ -294,7 +339,7 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
                 earliest,
                 latest,
                 lag: committed.zip(latest).map(|(c, l)| (l - c).max(0)),
-                state: live.map_or_else(|| "stopped".to_string(), |s| s.state.clone()),
+                state: live.map_or_else(|| stopped.to_string(), |s| s.state.clone()),
                 since: live.and_then(|s| s.blocked_since),
                 error_class: live.and_then(|s| s.error_class.clone()),
                 last_error: live.and_then(|s| s.last_error.clone()),
@@ -302,6 +347,7 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
                     .as_ref()
                     .ok()
                     .map(|d| d.get(&p).copied().unwrap_or(0)),
+                owner: owner(p),
             }
         })
         .collect();
@@ -319,7 +365,34 @@ fn status_report(config: &Config, local: bool) -> StatusReport {
         mysql: remote_state(&dead_letters, local),
         dead_letters: dead_letters.as_ref().ok().map(|d| d.values().sum()),
         partitions: rows,
+        owned: group.then(|| {
+            live.as_ref()
+                .map(|l| l.partitions.keys().copied().collect())
+                .unwrap_or_default()
+        }),
+        group_state: view.map(|v| v.state.clone()),
+        members: view.map(|v| {
+            v.members
+                .iter()
+                .map(|m| MemberRow {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    host: m.host.clone(),
+                    partitions: m.partitions.clone(),
+                })
+                .collect()
+        }),
     }
+}
+
+/// How `status` names a member: its static id when it has one, else its
+/// member id, with the host it connects from.
+fn member_name(member: &GroupMember) -> String {
+    let id = member
+        .group_instance_id
+        .as_deref()
+        .unwrap_or(&member.member_id);
+    format!("{id}@{}", member.host.trim_start_matches('/'))
 }
 
 fn remote_state<T>(answer: &Result<T, String>, local: bool) -> String {
@@ -353,6 +426,20 @@ fn print_status(r: &StatusReport) {
     if r.mysql != "ok" && r.mysql != r.kafka {
         println!("mysql: {}", r.mysql);
     }
+    if let Some(owned) = &r.owned {
+        println!("this member owns partitions {owned:?}");
+    }
+    if let (Some(state), Some(members)) = (&r.group_state, &r.members) {
+        println!("group {state}, {} members:", members.len());
+        for m in members {
+            let id = m.group_instance_id.as_deref().unwrap_or(&m.member_id);
+            println!(
+                "  {id} {} partitions {:?}",
+                m.host.trim_start_matches('/'),
+                m.partitions
+            );
+        }
+    }
     println!(
         "{:>9} {:>12} {:>12} {:>12} {:>10}  {:<8} {:>12}  since / last error",
         "partition", "committed", "earliest", "latest", "lag", "state", "dead_letters"
@@ -377,7 +464,11 @@ fn print_status(r: &StatusReport) {
             dash(p.lag),
             p.state,
             p.dead_letters.map_or("-".to_string(), |d| d.to_string()),
-            trouble
+            match &p.owner {
+                Some(owner) if trouble.is_empty() => format!("owner {owner}"),
+                Some(owner) => format!("owner {owner}; {trouble}"),
+                None => trouble,
+            }
         );
     }
     match r.dead_letters {

@@ -122,9 +122,17 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     #[serde(deserialize_with = "kafka_name")]
     pub topic: String,
-    /// Empty means every partition of the topic.
+    /// Empty means every partition of the topic (static assignment only).
     #[serde(default, deserialize_with = "partitions")]
     pub partitions: Vec<i32>,
+    /// Who decides the partitions this process reads: its config
+    /// (`static`) or the consumer group (`group`).
+    #[serde(default, deserialize_with = "one_of")]
+    pub assignment: Assignment,
+    /// Static group membership (`group.instance.id`): a restart within the
+    /// session timeout keeps the member's partitions. Group assignment only.
+    #[serde(default, deserialize_with = "optional_text")]
+    pub group_instance_id: Option<String>,
     #[serde(deserialize_with = "kafka_name")]
     pub group: String,
     #[serde(default = "default_client_id", deserialize_with = "not_empty")]
@@ -233,6 +241,19 @@ pub enum ClientKind {
     KafkaRust,
 }
 
+/// Who decides which partitions the process reads (`kafka.assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    /// `kafka.partitions`, or every partition of the topic, for the life of
+    /// the process.
+    #[default]
+    Static,
+    /// The consumer group's members share the topic's partitions
+    /// (cooperative-sticky), and move them when members come and go.
+    Group,
+}
+
 /// `kafka.security_protocol`, spelled as librdkafka's `security.protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -300,7 +321,8 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
         "enable.partition.eof",
         "the service uses it to pass transaction markers",
     ),
-    ("group.instance.id", "the service does not join the group"),
+    ("group.instance.id", "kafka.group_instance_id"),
+    ("partition.assignment.strategy", "kafka.assignment"),
     ("security.protocol", "kafka.security_protocol"),
     ("sasl.mechanism", "kafka.sasl_mechanism"),
     ("sasl.mechanisms", "kafka.sasl_mechanism"),
@@ -775,6 +797,25 @@ impl Config {
                     ));
                 }
             }
+        }
+        if kafka.assignment == Assignment::Group {
+            if !kafka.partitions.is_empty() {
+                return Err(ConfigError::new(
+                    "kafka.partitions",
+                    "must be empty with assignment = \"group\": the group decides the partitions",
+                ));
+            }
+            if kafka.client == ClientKind::KafkaRust {
+                return Err(ConfigError::new(
+                    "kafka.assignment",
+                    "\"group\" needs client = \"librdkafka\" (the kafka crate has no group membership)",
+                ));
+            }
+        } else if kafka.group_instance_id.is_some() {
+            return Err(ConfigError::new(
+                "kafka.group_instance_id",
+                "needs assignment = \"group\"",
+            ));
         }
         if kafka.client == ClientKind::KafkaRust {
             if kafka.security_protocol != SecurityProtocol::Plaintext
@@ -1337,6 +1378,43 @@ key_columns = ["id"]
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
     }
 
+    /// Group assignment: the group decides the partitions, so a list of
+    /// them is refused; so is the `kafka` crate, which cannot join a group;
+    /// `group_instance_id` only means something in a group.
+    #[test]
+    fn group_assignment_refuses_a_partition_list_and_kafka_rust() {
+        let with = |lines: &str| MINIMAL.replace("[kafka]\n", &format!("[kafka]\n{lines}"));
+        let group = "assignment = \"group\"\n";
+        let c = Config::parse(
+            &with(&format!("{group}group_instance_id = \"vm-1\"\n")),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.assignment, Assignment::Group);
+        assert_eq!(c.kafka.group_instance_id.as_deref(), Some("vm-1"));
+        assert_eq!(
+            Config::parse(MINIMAL, None).unwrap().kafka.assignment,
+            Assignment::Static
+        );
+        for (lines, key) in [
+            (format!("{group}partitions = [0, 1]\n"), "kafka.partitions"),
+            (
+                format!("{group}client = \"kafka-rust\"\n"),
+                "kafka.assignment",
+            ),
+            (
+                "group_instance_id = \"vm-1\"\n".to_string(),
+                "kafka.group_instance_id",
+            ),
+        ] {
+            let e = err(&with(&lines));
+            assert_eq!(e.key, key, "{lines}: {e}");
+        }
+        let props = "[kafka.properties]\n\"group.instance.id\" = \"x\"\n[mysql]\n";
+        let e = err(&with(group).replace("[mysql]\n", props));
+        assert!(e.to_string().contains("kafka.group_instance_id"), "{e}");
+    }
+
     /// Every default the README's configuration reference gives as a value
     /// is the one the service takes: writing it out changes nothing.
     #[test]
@@ -1438,6 +1516,7 @@ key_columns = ["id"]
     fn enum_keys_take_their_documented_names() {
         let cases: &[(&str, &[&str])] = &[
             ("kafka.client", &["librdkafka", "kafka-rust"]),
+            ("kafka.assignment", &["static", "group"]),
             (
                 "kafka.security_protocol",
                 &["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"],

@@ -15,6 +15,18 @@
 //! - the loop keeps draining events whatever fails: an error is logged,
 //!   counted and handled, never an early return.
 //!
+//! Group assignment (`kafka.assignment = "group"`): each turn also serves
+//! the group membership (`Broker::rebalance`), so that a member whose
+//! workers all wait on the database keeps its partitions. An assignment
+//! starts a worker per new partition through the service's
+//! `PartitionStarter` (start position as at start-up, claimed in the offset
+//! table in exactly-once mode), then `Broker::assign`s them. A revocation
+//! stops fetching those partitions at once and closes their workers' `stop`
+//! channels; the loop goes on for the others while the workers finish the
+//! write in hand (up to `shutdown_timeout_ms`); then what they applied is
+//! committed, and only then `Broker::unassign` lets the group hand them on,
+//! so that the next owner starts where this one stopped.
+//!
 //! Shutdown order (it matters): stop fetching; close the `stop` channel so
 //! workers finish the write in hand and skip their queues; drop the batch
 //! senders; wait for `Exited` events until `shutdown_timeout_ms`; commit what
@@ -22,16 +34,17 @@
 //! database call after the timeout is left behind: the process exits and its
 //! uncommitted transaction is rolled back by the server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
-use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
-use crate::config::{Config, OffsetReset};
+use crate::broker::{self, Broker, FetchOutcome, FetchRequest, Rebalance};
+use crate::config::{Assignment, Config, OffsetReset};
 use crate::error::{Class, Error, Policy, Verdict};
 use crate::offsets::{
     out_of_range_position, refused_rewind_message, reset_name, OffsetBook, Rewind,
@@ -81,7 +94,36 @@ struct PartitionState {
     commit_hold: Option<i64>,
 }
 
-pub struct Coordinator {
+/// Starts the partitions a rebalance gives this member (group assignment):
+/// chooses each one's start as start-up does, claims it in the offset table
+/// in exactly-once mode, and spawns its worker with a `stop` channel of its
+/// own. `service.rs` implements it: it reads MySQL, which the coordinator's
+/// own code never does.
+pub trait PartitionStarter {
+    fn start(&mut self, broker: &mut dyn Broker, partitions: &[i32])
+        -> Result<Vec<Started>, Error>;
+}
+
+/// A partition started by a `PartitionStarter`.
+pub struct Started {
+    pub partition: i32,
+    pub start: i64,
+    /// The group's committed offset, as read for the start.
+    pub committed: Option<i64>,
+    pub worker: WorkerHandle,
+    /// Dropped to stop this worker alone (a revocation).
+    pub stop: Sender<()>,
+}
+
+/// Partitions revoked by the group, whose workers are finishing.
+struct Revoking {
+    partitions: Vec<i32>,
+    lost: bool,
+    deadline: Instant,
+    threads: Vec<(i32, JoinHandle<()>)>,
+}
+
+pub struct Coordinator<'a> {
     config: Arc<Config>,
     policy: Arc<Policy>,
     broker: Option<Box<dyn Broker>>,
@@ -104,10 +146,22 @@ pub struct Coordinator {
     topic_missing: bool,
     /// The broker unreachable (no client, or every call failing).
     broker_outage: Option<Outage>,
+    /// A new partition's fetch attempts, before its first failure.
+    kafka_retry: RetryState,
+    /// Group assignment (see the module doc): the starter, each worker's own
+    /// `stop` sender, the rebalances not handled yet, the revocation in
+    /// progress, and when a failed start is tried again.
+    group: bool,
+    starter: Option<Box<dyn PartitionStarter + 'a>>,
+    worker_stops: BTreeMap<i32, Sender<()>>,
+    rebalances: VecDeque<Rebalance>,
+    revoking: Option<Revoking>,
+    assign_retry: RetryState,
+    assign_retry_at: Instant,
 }
 
 /// Everything the coordinator is started with.
-pub struct CoordinatorParts {
+pub struct CoordinatorParts<'a> {
     pub config: Arc<Config>,
     pub policy: Arc<Policy>,
     pub broker: Box<dyn Broker>,
@@ -119,10 +173,28 @@ pub struct CoordinatorParts {
     pub shutdown: Receiver<()>,
     pub stats: Arc<Stats>,
     pub status_file: Option<PathBuf>,
+    /// Group assignment: starts what the group assigns.
+    pub starter: Option<Box<dyn PartitionStarter + 'a>>,
 }
 
-impl Coordinator {
-    pub fn new(mut parts: CoordinatorParts) -> Coordinator {
+impl PartitionState {
+    fn new(start: i64, retry: RetryState) -> PartitionState {
+        PartitionState {
+            fetch_offset: start,
+            retry_at: None,
+            retry,
+            high_watermark: None,
+            flow: Flow::Flowing,
+            fetch_outage: None,
+            halted: false,
+            pending_reset: None,
+            commit_hold: None,
+        }
+    }
+}
+
+impl<'a> Coordinator<'a> {
+    pub fn new(mut parts: CoordinatorParts<'a>) -> Coordinator<'a> {
         // The topic's identity as the service starts, so that a topic
         // recreated before the first periodic check is noticed too.
         let topic_id = parts.broker.topic_id().ok().flatten();
@@ -138,20 +210,7 @@ impl Coordinator {
         let mut partitions = BTreeMap::new();
         for (&p, &(start, committed)) in &parts.starts {
             book.start(p, start, committed);
-            partitions.insert(
-                p,
-                PartitionState {
-                    fetch_offset: start,
-                    retry_at: None,
-                    retry: kafka_retry.clone(),
-                    high_watermark: None,
-                    flow: Flow::Flowing,
-                    fetch_outage: None,
-                    halted: false,
-                    pending_reset: None,
-                    commit_hold: None,
-                },
-            );
+            partitions.insert(p, PartitionState::new(start, kafka_retry.clone()));
         }
 
         let status = ServiceStatus {
@@ -170,7 +229,15 @@ impl Coordinator {
         );
         Coordinator {
             broker: Some(parts.broker),
-            broker_retry: kafka_retry,
+            broker_retry: kafka_retry.clone(),
+            assign_retry: kafka_retry.clone(),
+            kafka_retry,
+            assign_retry_at: now,
+            group: config.kafka.assignment == Assignment::Group,
+            starter: parts.starter,
+            worker_stops: BTreeMap::new(),
+            rebalances: VecDeque::new(),
+            revoking: None,
             broker_retry_at: now,
             partitions,
             workers: parts.workers,
@@ -208,8 +275,15 @@ impl Coordinator {
             if self.book.commit_due(now) {
                 self.commit();
             }
+            self.serve_group(now);
             self.housekeeping(now);
             if self.broker.is_none() && !self.reconnect() {
+                self.idle();
+                continue;
+            }
+            if self.group && now < self.broker_retry_at {
+                // The client reconnects by itself; it is kept, so that the
+                // member keeps its partitions (see `broker_failed`).
                 self.idle();
                 continue;
             }
@@ -660,7 +734,12 @@ impl Coordinator {
         let what = format!("{what}: {error}");
         let now = Instant::now();
         self.broker_retry_at = now + wait;
-        self.broker = None;
+        if !self.group {
+            // A new client is made at the next attempt; a group member keeps
+            // its own (librdkafka reconnects by itself), since a new one
+            // would be a new member and its partitions would move.
+            self.broker = None;
+        }
         match &mut self.broker_outage {
             None => {
                 warn!("kafka: {what}; reconnecting in {wait:?}; no record is skipped meanwhile");
@@ -710,6 +789,188 @@ impl Coordinator {
         }
     }
 
+    /// Group assignment: takes the group's rebalances and works on the first
+    /// one not done (see the module doc). Asked every turn: it also serves
+    /// the membership.
+    fn serve_group(&mut self, now: Instant) {
+        if !self.group {
+            return;
+        }
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        while let Some(rebalance) = broker.rebalance() {
+            self.rebalances.push_back(rebalance);
+        }
+        loop {
+            if let Some(revoking) = &self.revoking {
+                let finished = revoking.threads.iter().all(|(_, t)| t.is_finished());
+                if !finished && now < revoking.deadline {
+                    return;
+                }
+                self.finish_revocation();
+            }
+            match self.rebalances.front() {
+                None => return,
+                Some(Rebalance::Assigned(partitions)) => {
+                    if now < self.assign_retry_at {
+                        return;
+                    }
+                    let partitions = partitions.clone();
+                    if !self.start_assigned(&partitions) {
+                        return;
+                    }
+                    self.rebalances.pop_front();
+                }
+                Some(Rebalance::Revoked { partitions, lost }) => {
+                    let (partitions, lost) = (partitions.clone(), *lost);
+                    self.rebalances.pop_front();
+                    self.begin_revocation(partitions, lost, now);
+                }
+            }
+        }
+    }
+
+    /// Starts the workers of newly assigned partitions, then assigns them
+    /// to the client at their start offsets. `false` when they could not be
+    /// started (the database away): tried again after a backoff, the group
+    /// waiting meanwhile.
+    fn start_assigned(&mut self, assigned: &[i32]) -> bool {
+        let topic = self.config.kafka.topic.clone();
+        let new: Vec<i32> = assigned
+            .iter()
+            .copied()
+            .filter(|p| !self.partitions.contains_key(p))
+            .collect();
+        let (Some(starter), Some(broker)) = (self.starter.as_mut(), self.broker.as_mut()) else {
+            error!("topic {topic}: partitions {assigned:?} assigned, but this process cannot start partitions");
+            return true;
+        };
+        let started = match starter.start(broker.as_mut(), &new) {
+            Ok(started) => started,
+            Err(e) => {
+                let wait = retry_wait(self.assign_retry.next(self.policy.classify(&e)));
+                warn!("topic {topic}: partitions {new:?} assigned by the group cannot be started yet, retrying in {wait:?}: {e}");
+                self.assign_retry_at = Instant::now() + wait;
+                return false;
+            }
+        };
+        self.assign_retry.succeeded();
+        let mut starts = Vec::with_capacity(started.len());
+        for s in started {
+            self.book.start(s.partition, s.start, s.committed);
+            self.partitions.insert(
+                s.partition,
+                PartitionState::new(s.start, self.kafka_retry.clone()),
+            );
+            self.workers.insert(s.partition, s.worker);
+            self.worker_stops.insert(s.partition, s.stop);
+            starts.push((s.partition, s.start));
+        }
+        match broker.assign(&starts) {
+            Ok(()) => info!(
+                "topic {topic}: partitions {new:?} assigned by the group, reading from {starts:?}"
+            ),
+            Err(e) => {
+                error!("topic {topic}: partitions {new:?} could not be assigned to the client: {e}")
+            }
+        }
+        true
+    }
+
+    /// Stops fetching revoked partitions and tells their workers to finish
+    /// the write in hand; `finish_revocation` completes it.
+    fn begin_revocation(&mut self, revoked: Vec<i32>, lost: bool, now: Instant) {
+        let partitions: Vec<i32> = revoked
+            .into_iter()
+            .filter(|p| self.partitions.contains_key(p))
+            .collect();
+        info!(
+            "topic {}: partitions {partitions:?} revoked by the group{}; finishing the writes in hand",
+            self.config.kafka.topic,
+            if lost { " (lost: this member's session expired)" } else { "" }
+        );
+        let mut threads = Vec::new();
+        for p in &partitions {
+            // Drop order: the stop channel first, so that the worker skips
+            // its queue, then the batch sender, so that its loop ends.
+            self.worker_stops.remove(p);
+            if let Some(WorkerHandle { sender, thread, .. }) = self.workers.remove(p) {
+                drop(sender);
+                threads.push((*p, thread));
+            }
+        }
+        self.revoking = Some(Revoking {
+            partitions,
+            lost,
+            deadline: now + self.config.worker.shutdown_timeout,
+            threads,
+        });
+    }
+
+    /// The revoked partitions' workers have finished (or the shutdown
+    /// timeout passed): commits what they applied, forgets them, and only
+    /// then gives them back to the group.
+    fn finish_revocation(&mut self) {
+        let Some(Revoking {
+            partitions,
+            lost,
+            threads,
+            ..
+        }) = self.revoking.take()
+        else {
+            return;
+        };
+        let topic = self.config.kafka.topic.clone();
+        self.drain_events();
+        let left: Vec<i32> = threads
+            .iter()
+            .filter(|(_, t)| !t.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        if !left.is_empty() {
+            warn!(
+                "topic {topic}: the workers of revoked partitions {left:?} did not finish within worker.shutdown_timeout_ms;                  what they apply now is not committed and the next owner applies it again                  (exactly-once: the offset table's fence stops them)"
+            );
+        }
+        let offsets: Vec<(i32, i64)> = self
+            .book
+            .pending()
+            .into_iter()
+            .filter(|(p, _)| partitions.contains(p))
+            .filter(|(p, _)| {
+                self.partitions
+                    .get(p)
+                    .is_none_or(|s| s.commit_hold.is_none())
+            })
+            .collect();
+        let broker = self
+            .broker
+            .as_mut()
+            .expect("a group member keeps its client");
+        if lost {
+            info!("topic {topic}: partitions {partitions:?} were lost, nothing is committed for them (applied: {offsets:?})");
+        } else if !offsets.is_empty() {
+            match broker.commit(&offsets) {
+                Ok(()) => self.book.committed(&offsets, Instant::now()),
+                Err(e) => warn!("kafka: commit of revoked partitions {offsets:?} failed; the next owner applies them again: {e}"),
+            }
+        }
+        if let Err(e) = broker.unassign(&partitions) {
+            error!("topic {topic}: partitions {partitions:?} could not be unassigned from the client: {e}");
+        }
+        for p in &partitions {
+            self.book.forget(*p);
+            self.partitions.remove(p);
+        }
+        for (p, t) in threads {
+            if t.is_finished() && t.join().is_err() {
+                error!("worker of partition {p} panicked");
+            }
+        }
+        info!("topic {topic}: partitions {partitions:?} handed back to the group (committed {offsets:?})");
+    }
+
     /// Commits the applied offsets to the Kafka group.
     fn commit(&mut self) {
         let now = Instant::now();
@@ -754,7 +1015,11 @@ impl Coordinator {
     /// Stops the workers (see the module doc for the order) and commits.
     fn stop(mut self, ending: Ending) -> Ending {
         drop(self.stop_workers.take());
+        self.worker_stops.clear();
         let mut threads = Vec::new();
+        if let Some(revoking) = self.revoking.take() {
+            threads.extend(revoking.threads);
+        }
         for (p, w) in std::mem::take(&mut self.workers) {
             drop(w.sender);
             threads.push((p, w.thread));
@@ -798,6 +1063,9 @@ impl Coordinator {
             }
         }
         self.reporter.clear();
+        if let (true, Some(broker)) = (self.group, self.broker.as_mut()) {
+            broker.leave_group();
+        }
         // The client is not closed: closing librdkafka waits for brokers that
         // may not answer (a frozen broker held a stop for minutes), and the
         // process ends right after this; its sockets close with it.
@@ -867,6 +1135,7 @@ fn retry_wait(decision: Decision) -> Duration {
 mod tests {
     use super::*;
     use crate::broker::fake::FakeBroker;
+    use crate::config::Assignment;
     use crate::config::UnknownFields;
     use crate::mysql::sink::{Sink, WriteSet};
     use crate::record::{Column, Mapper, TableSchema};
@@ -1023,6 +1292,72 @@ mod tests {
         sink: &TableSink,
         starts: &[(i32, i64)],
     ) -> Pipeline {
+        launch(config, broker, sink, starts)
+    }
+
+    /// The `PartitionStarter` of these tests: each assigned partition starts
+    /// at the group's committed offset (0 when none), with a real worker.
+    struct TestStarter {
+        config: Arc<Config>,
+        policy: Arc<Policy>,
+        sink: TableSink,
+        events: Sender<WorkerEvent>,
+        stats: Arc<Stats>,
+    }
+
+    impl PartitionStarter for TestStarter {
+        fn start(
+            &mut self,
+            broker: &mut dyn Broker,
+            partitions: &[i32],
+        ) -> Result<Vec<Started>, Error> {
+            let committed = broker.committed_offsets()?;
+            let mut started = Vec::new();
+            for &partition in partitions {
+                let committed = committed.get(&partition).copied().flatten();
+                let start = committed.unwrap_or(0);
+                let (stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+                let worker = worker::spawn(
+                    partition,
+                    start,
+                    self.config.worker.queue_batches,
+                    Box::new(self.sink.clone()),
+                    mapper(&self.config),
+                    WorkerSettings::from_config(&self.config, Arc::clone(&self.policy)),
+                    self.events.clone(),
+                    stop_receiver,
+                    Arc::clone(&self.stats),
+                )?;
+                started.push(Started {
+                    partition,
+                    start,
+                    committed,
+                    worker,
+                    stop,
+                });
+            }
+            Ok(started)
+        }
+    }
+
+    /// The pipeline with group assignment: no partition until the test
+    /// scripts a rebalance on the broker.
+    fn start_group(config: Config, broker: &FakeBroker, sink: &TableSink) -> Pipeline {
+        let config = config_with(config, |c| c.kafka.assignment = Assignment::Group);
+        launch(config, broker, sink, &[])
+    }
+
+    fn config_with(mut config: Config, edit: impl FnOnce(&mut Config)) -> Config {
+        edit(&mut config);
+        config
+    }
+
+    fn launch(
+        config: Config,
+        broker: &FakeBroker,
+        sink: &TableSink,
+        starts: &[(i32, i64)],
+    ) -> Pipeline {
         let config = Arc::new(config);
         let shutdown_timeout = config.worker.shutdown_timeout;
         let stats = Arc::new(Stats::default());
@@ -1052,22 +1387,37 @@ mod tests {
             .expect("worker thread");
             workers.insert(partition, handle);
         }
-        let parts = CoordinatorParts {
-            config,
-            policy,
-            broker: broker.client(),
-            starts: starts.iter().map(|&(p, s)| (p, (s, Some(s)))).collect(),
-            workers,
-            events,
-            stop_workers,
-            shutdown,
+        let group = config.kafka.assignment == Assignment::Group;
+        let starter = TestStarter {
+            config: Arc::clone(&config),
+            policy: Arc::clone(&policy),
+            sink: sink.clone(),
+            events: event_sender,
             stats: Arc::clone(&stats),
-            status_file: Some(status_file.clone()),
         };
+        let (broker_client, starts, coordinator_stats, file) = (
+            broker.client(),
+            starts.iter().map(|&(p, s)| (p, (s, Some(s)))).collect(),
+            Arc::clone(&stats),
+            Some(status_file.clone()),
+        );
         let (ending, ended) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("coordinator".into())
             .spawn(move || {
+                let parts = CoordinatorParts {
+                    config,
+                    policy,
+                    broker: broker_client,
+                    starts,
+                    workers,
+                    events,
+                    stop_workers,
+                    shutdown,
+                    stats: coordinator_stats,
+                    status_file: file,
+                    starter: group.then(|| Box::new(starter) as Box<dyn PartitionStarter>),
+                };
                 let _ = ending.send(Coordinator::new(parts).run());
             })
             .expect("coordinator thread");
@@ -1132,6 +1482,14 @@ mod tests {
                 });
                 (done, seen)
             });
+        }
+
+        /// Waits for the `count`-th `unassign` call; all of them so far.
+        fn until_unassigned(&self, count: usize) -> Vec<crate::broker::fake::Unassign> {
+            eventually(&format!("{count} unassign calls"), || {
+                let unassigns = self.broker.unassigns();
+                (unassigns.len() == count, unassigns)
+            })
         }
 
         fn until_retrying(&self, partition: i32) {
@@ -1290,6 +1648,114 @@ mod tests {
         assert_eq!(rows(&sink, 0), (0..40).collect::<Vec<_>>());
         assert_eq!(broker.fetches_of(0)[..4], [0, 2, 4, 6]);
         assert_eq!(broker.committed(), [(0, 40), (1, 20)].into());
+    }
+
+    /// Group assignment: an assigned partition gets a worker at the group's
+    /// committed offset and is assigned to the client there; a revoked one
+    /// is fetched no more, its applied offset is committed before the
+    /// client gives it up, and nothing of it is dispatched after that.
+    #[test]
+    fn group_assignment_starts_assigned_partitions_and_commits_revoked_ones_before_unassigning() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 20);
+        broker.log(1, 0, 20);
+        broker.log(2, 0, 20);
+        broker.client().commit(&[(1, 5)]).unwrap();
+        let sink = TableSink::default();
+        let mut pipeline = start_group(config(|_| {}), &broker, &sink);
+        broker.rebalance(Rebalance::Assigned(vec![0, 1]));
+        pipeline.until_applied(&[(0, 20), (1, 20)]);
+        assert_eq!(broker.assigns(), vec![vec![(0, 0), (1, 5)]]);
+        assert_eq!(rows(&sink, 1), (5..20).collect::<Vec<_>>());
+        assert!(
+            broker.fetches_of(2).is_empty(),
+            "partition 2 is not this member's"
+        );
+
+        // Partition 0 goes: its last records are applied, then committed,
+        // then unassigned; partition 1 stays.
+        broker.append(0, 3);
+        pipeline.until_applied(&[(0, 23)]);
+        broker.rebalance(Rebalance::Revoked {
+            partitions: vec![0],
+            lost: false,
+        });
+        let unassign = pipeline.until_unassigned(1).pop().expect("an unassign");
+        assert_eq!(unassign.partitions, vec![0]);
+        let commit_of_0 = broker
+            .commits()
+            .into_iter()
+            .find(|c| c.offsets.contains(&(0, 23)))
+            .expect("partition 0 committed at 23");
+        assert!(
+            commit_of_0.at <= unassign.at,
+            "committed before the unassign"
+        );
+        broker.append(0, 5);
+        broker.append(1, 5);
+        pipeline.until_applied(&[(1, 25)]);
+        pipeline.a_few_turns();
+        assert!(
+            !broker.fetched_since(unassign.fetches_before).contains(&0),
+            "partition 0 fetched after its revocation"
+        );
+        assert_eq!(rows(&sink, 0), (0..23).collect::<Vec<_>>());
+
+        // It comes back: it starts where its commit left it.
+        broker.rebalance(Rebalance::Assigned(vec![0]));
+        pipeline.until_applied(&[(0, 28)]);
+        assert_eq!(broker.assigns()[1], vec![(0, 23)]);
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert_eq!(rows(&sink, 0), (0..28).collect::<Vec<_>>());
+        assert_eq!(broker.committed(), [(0, 28), (1, 25)].into());
+    }
+
+    /// A revoked partition whose worker waits on the database: the others
+    /// flow meanwhile, the revocation completes after
+    /// `worker.shutdown_timeout_ms` without committing what was not applied,
+    /// and a lost partition is not committed at all.
+    #[test]
+    fn a_revocation_waits_for_a_hanging_worker_no_longer_than_the_shutdown_timeout() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        let sink = TableSink::hanging_past(0, 5);
+        let config = config(|c| c.worker.shutdown_timeout = Duration::from_millis(500));
+        let mut pipeline = start_group(config, &broker, &sink);
+        broker.rebalance(Rebalance::Assigned(vec![0, 1]));
+        pipeline.until_applied(&[(0, 5), (1, 10)]);
+        eventually("partition 0 hanging", || {
+            let hung = sink.table().hung.clone();
+            (hung == vec![0], hung)
+        });
+        let asked = Instant::now();
+        broker.rebalance(Rebalance::Revoked {
+            partitions: vec![0],
+            lost: false,
+        });
+        broker.append(1, 5);
+        pipeline.until_applied(&[(1, 15)]);
+        let unassign = pipeline.until_unassigned(1).pop().expect("an unassign");
+        assert!(unassign.at.duration_since(asked) >= Duration::from_millis(500));
+        assert_eq!(
+            broker.committed().get(&0),
+            Some(&5),
+            "only what was applied"
+        );
+
+        broker.rebalance(Rebalance::Revoked {
+            partitions: vec![1],
+            lost: true,
+        });
+        pipeline.until_unassigned(2);
+        sink.script(|t| t.hanging_past.clear());
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        // Partition 1 was lost: nothing committed for it, at the
+        // revocation or at the stop; partition 0's late write is not
+        // committed either.
+        assert_eq!(broker.committed(), [(0, 5)].into());
     }
 
     /// Every commit sends offsets that a write had reached before it: the

@@ -312,6 +312,14 @@ impl Exposition {
                 age.as_secs_f64(),
             );
         }
+        if view_age.is_some() {
+            out.family(
+                "kafka2mysql_partitions_owned",
+                "gauge",
+                "Partitions this process reads now: its static list, or what the group assigned it.",
+            );
+            out.sample("kafka2mysql_partitions_owned", "", partitions.len() as f64);
+        }
         out.family(
             "kafka2mysql_offset_resets_total",
             "counter",

@@ -272,6 +272,11 @@ impl OffsetBook {
         );
     }
 
+    /// Forgets a partition this process no longer owns (a revocation).
+    pub fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
     /// A worker applied everything below `next_offset`.
     pub fn applied(&mut self, partition: i32, next_offset: i64, records: u64) {
         if let Some(p) = self.partitions.get_mut(&partition) {

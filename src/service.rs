@@ -6,7 +6,9 @@
 //! tables; read earliest, latest and stored offsets and choose each
 //! partition's start (exactly-once: and claim it in the offset table, see
 //! `mysql::tables::claim_offsets`); start one worker per partition; run the
-//! coordinator.
+//! coordinator. With `kafka.assignment = "group"` no partition is started
+//! here: the coordinator starts each one the group assigns, through the
+//! same `Starter` (start position, claim, worker).
 //! A technical failure during start-up (broker or database away) is retried
 //! until it succeeds or a signal arrives; a fatal one (table missing, topic
 //! missing, access denied) ends the process with exit code 2.
@@ -15,12 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use log::{info, warn};
 
 use crate::broker::{self, Broker};
-use crate::config::{Config, Delivery};
-use crate::coordinator::{Coordinator, CoordinatorParts, Ending};
+use crate::config::{Assignment, Config, Delivery};
+use crate::coordinator::{Coordinator, CoordinatorParts, Ending, PartitionStarter, Started};
 use crate::error::{Class, Error, Exit, Policy};
 use crate::metadata;
 use crate::mysql::pool::ConnectionPool;
@@ -33,7 +35,7 @@ use crate::record::TableSchema;
 use crate::retry::{Backoff, Decision, RetryState};
 use crate::run_files::{Paths, PidLock};
 use crate::status::Stats;
-use crate::worker::{self, WorkerSettings};
+use crate::worker::{self, WorkerEvent, WorkerHandle, WorkerSettings};
 
 /// How `run` ended, for the exit code.
 #[derive(Debug)]
@@ -173,22 +175,27 @@ fn pipeline(
     // waiting for them is seen; it stops when the pipeline returns.
     let _metrics = crate::metrics::serve(config, stats.clone())?;
     let Some((broker, partitions)) = until_ready("kafka", config, policy, &shutdown, || {
-        let mut broker = broker::connect(config)?;
+        let mut broker = broker::join(config)?;
         let all = broker.partitions()?;
         Ok((broker, all))
     })?
     else {
         return Ok(None);
     };
-    let partitions = select_partitions(config, &partitions)?;
+    let group = config.kafka.assignment == Assignment::Group;
+    let partitions = if group {
+        Vec::new()
+    } else {
+        select_partitions(config, &partitions)?
+    };
 
     let Some((schema, stored_in_mysql)) = until_ready("mysql", config, policy, &shutdown, || {
         let mut conn = connect(&config.mysql_opts())?;
         let schema = tables::load_schema(&mut conn, config)?;
         tables::create_service_tables(&mut conn, config)?;
         let stored = match config.mysql.delivery {
-            Delivery::ExactlyOnce => tables::stored_offsets(&mut conn, config)?,
-            Delivery::AtLeastOnce => BTreeMap::new(),
+            Delivery::ExactlyOnce if !group => tables::stored_offsets(&mut conn, config)?,
+            _ => BTreeMap::new(),
         };
         Ok((schema, stored))
     })?
@@ -210,7 +217,7 @@ fn pipeline(
     else {
         return Ok(None);
     };
-    if config.mysql.delivery == Delivery::ExactlyOnce {
+    if config.mysql.delivery == Delivery::ExactlyOnce && !group {
         let claims = starts
             .iter()
             .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
@@ -226,26 +233,32 @@ fn pipeline(
 
     let (event_sender, events) = crossbeam_channel::unbounded();
     let (stop_workers, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+    let starter = Starter {
+        config,
+        policy,
+        schema,
+        sinks,
+        events: event_sender,
+        stats: stats.clone(),
+    };
     let mut workers = BTreeMap::new();
     for (&partition, &(start, _)) in &starts {
-        let handle = worker::spawn(
+        workers.insert(
             partition,
-            start,
-            config.worker.queue_batches,
-            sinks(&schema),
-            Arc::new(metadata::mapper_for(config, &schema, partition).map_err(Error::Setup)?),
-            WorkerSettings::from_config(config, Arc::clone(policy)),
-            event_sender.clone(),
-            stop_receiver.clone(),
-            stats.clone(),
-        )?;
-        workers.insert(partition, handle);
+            starter.spawn(partition, start, stop_receiver.clone())?,
+        );
     }
-    drop(event_sender);
-    info!(
-        "running: topic {} partitions {:?} -> table {}",
-        config.kafka.topic, partitions, schema.table
-    );
+    if group {
+        info!(
+            "running: topic {} -> table {}, partitions as group {} assigns them",
+            config.kafka.topic, starter.schema.table, config.kafka.group
+        );
+    } else {
+        info!(
+            "running: topic {} partitions {:?} -> table {}",
+            config.kafka.topic, partitions, starter.schema.table
+        );
+    }
     let coordinator = Coordinator::new(CoordinatorParts {
         config: config.clone(),
         policy: Arc::clone(policy),
@@ -257,8 +270,82 @@ fn pipeline(
         shutdown,
         stats,
         status_file,
+        // Static assignment: the event sender goes with the starter, so
+        // that the channel closes when the last worker ends.
+        starter: group.then(|| Box::new(starter) as Box<dyn PartitionStarter>),
     });
     Ok(Some(coordinator.run()))
+}
+
+/// Starts partitions: at start-up the static ones, and each one the group
+/// assigns (`PartitionStarter`, called by the coordinator).
+struct Starter<'a> {
+    config: &'a Arc<Config>,
+    policy: &'a Arc<Policy>,
+    schema: TableSchema,
+    sinks: &'a dyn Fn(&TableSchema) -> Box<dyn Sink>,
+    events: Sender<WorkerEvent>,
+    stats: Arc<Stats>,
+}
+
+impl Starter<'_> {
+    fn spawn(&self, partition: i32, start: i64, stop: Receiver<()>) -> Result<WorkerHandle, Error> {
+        let config = self.config;
+        Ok(worker::spawn(
+            partition,
+            start,
+            config.worker.queue_batches,
+            (self.sinks)(&self.schema),
+            Arc::new(metadata::mapper_for(config, &self.schema, partition).map_err(Error::Setup)?),
+            WorkerSettings::from_config(config, Arc::clone(self.policy)),
+            self.events.clone(),
+            stop,
+            self.stats.clone(),
+        )?)
+    }
+}
+
+/// One attempt: the coordinator tries again after a backoff when it fails.
+/// In exactly-once mode the offset row is read and claimed here, as at
+/// start-up; a row that moved in between (a former owner's last write
+/// landing late) fails the claim, and the next attempt starts from where
+/// that write left the row.
+impl PartitionStarter for Starter<'_> {
+    fn start(
+        &mut self,
+        broker: &mut dyn Broker,
+        partitions: &[i32],
+    ) -> Result<Vec<Started>, Error> {
+        let config = self.config;
+        let mut conn = match config.mysql.delivery {
+            Delivery::ExactlyOnce => Some(connect(&config.mysql_opts())?),
+            Delivery::AtLeastOnce => None,
+        };
+        let stored = match conn.as_mut() {
+            Some(conn) => tables::stored_offsets(conn, config)?,
+            None => BTreeMap::new(),
+        };
+        let starts = start_positions(config, broker, partitions, &stored)?;
+        if let Some(conn) = conn.as_mut() {
+            let claims = starts
+                .iter()
+                .map(|(&p, &(start, _))| (p, (stored.get(&p).copied(), start)))
+                .collect();
+            tables::claim_offsets(conn, config, &claims)?;
+        }
+        let mut started = Vec::with_capacity(starts.len());
+        for (&partition, &(start, committed)) in &starts {
+            let (stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
+            started.push(Started {
+                partition,
+                start,
+                committed,
+                worker: self.spawn(partition, start, stop_receiver)?,
+                stop,
+            });
+        }
+        Ok(started)
+    }
 }
 
 /// Chooses each partition's start (docs/architecture.md, "Offsets") and logs it with its

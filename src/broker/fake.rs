@@ -1,17 +1,19 @@
 //! A scripted broker for unit tests: per-partition logs held in memory,
 //! answered as the `Broker` contract in `broker/mod.rs` says, and every
 //! fetch request and commit recorded so that a test can say what was asked
-//! and committed, and when. It never touches the network.
+//! and committed, and when. It never touches the network. For group
+//! assignment a test scripts the group's rebalances (`rebalance`) and reads
+//! the `assign` and `unassign` calls that completed them.
 //!
 //! `FakeBroker` is a shared handle: the coordinator owns one clone (as its
 //! `Box<dyn Broker>`), the test keeps another to append records, script
 //! failures and read what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::broker::{Broker, FetchOutcome, FetchRequest, LogBounds, PartitionFetch};
+use crate::broker::{Broker, FetchOutcome, FetchRequest, LogBounds, PartitionFetch, Rebalance};
 use crate::error::Error;
 use crate::record::Record;
 
@@ -39,8 +41,21 @@ impl Log {
     }
 }
 
+/// One `unassign` call: when, which partitions, and how many partition
+/// fetches had been asked for before it (an index into `fetches`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unassign {
+    pub at: Instant,
+    pub partitions: Vec<i32>,
+    pub fetches_before: usize,
+}
+
 #[derive(Default)]
 struct State {
+    /// Rebalances the coordinator has not taken yet.
+    rebalances: VecDeque<Rebalance>,
+    assigns: Vec<Vec<(i32, i64)>>,
+    unassigns: Vec<Unassign>,
     logs: BTreeMap<i32, Log>,
     max_records_per_fetch: usize,
     /// Per partition, how many more fetches answer `Retry`.
@@ -122,6 +137,29 @@ impl FakeBroker {
     /// Every `commit` call so far.
     pub fn commits(&self) -> Vec<Commit> {
         self.state().commits.clone()
+    }
+
+    /// The group gives (`Rebalance::Assigned`) or takes partitions.
+    pub fn rebalance(&self, rebalance: Rebalance) {
+        self.state().rebalances.push_back(rebalance);
+    }
+
+    /// Every `assign` call so far: partitions and start offsets.
+    pub fn assigns(&self) -> Vec<Vec<(i32, i64)>> {
+        self.state().assigns.clone()
+    }
+
+    /// Every `unassign` call so far.
+    pub fn unassigns(&self) -> Vec<Unassign> {
+        self.state().unassigns.clone()
+    }
+
+    /// The partitions fetched after the `fetches_before`-th request.
+    pub fn fetched_since(&self, fetches_before: usize) -> Vec<i32> {
+        self.state().fetches[fetches_before..]
+            .iter()
+            .map(|r| r.partition)
+            .collect()
     }
 
     /// The group's committed offsets, as the commits left them.
@@ -223,5 +261,25 @@ impl Broker for FakeBroker {
 
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
         Ok(Some("fake-topic-id".into()))
+    }
+
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        self.state().rebalances.pop_front()
+    }
+
+    fn assign(&mut self, starts: &[(i32, i64)]) -> Result<(), Error> {
+        self.state().assigns.push(starts.to_vec());
+        Ok(())
+    }
+
+    fn unassign(&mut self, partitions: &[i32]) -> Result<(), Error> {
+        let mut state = self.state();
+        let fetches_before = state.fetches.len();
+        state.unassigns.push(Unassign {
+            at: Instant::now(),
+            partitions: partitions.to_vec(),
+            fetches_before,
+        });
+        Ok(())
     }
 }

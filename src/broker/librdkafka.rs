@@ -2,10 +2,20 @@
 //! TLS and SASL, every codec, transactional topics read committed.
 //!
 //! One `BaseConsumer`, driven by the coordinator thread alone: no async
-//! runtime, no group membership. Partitions are assigned explicitly at the
-//! offsets the coordinator asks for; offsets are committed only by `commit`
+//! runtime. Offsets are committed only by `commit`
 //! (`enable.auto.commit=false`), synchronously, to the consumer group, so that
 //! Kafka's own lag tools keep working.
+//!
+//! Static assignment: no group membership; a partition is assigned at its
+//! first fetch, at the offset the coordinator asks for. Group assignment:
+//! the consumer subscribes with `cooperative-sticky`, and `Context::rebalance`
+//! neither assigns nor unassigns: it queues the event for the coordinator,
+//! which completes it with `assign` or `unassign` once its workers are
+//! started or stopped. librdkafka allows that call after the callback has
+//! returned: the group waits in its `WAIT_ASSIGN_CALL` or
+//! `WAIT_UNASSIGN_CALL` state (librdkafka's `rdkafka_cgrp.c`) while the
+//! consumer keeps being polled, as confluent-kafka-go does with
+//! `go.application.rebalance.enable`.
 //!
 //! Each partition's messages come through a queue of its own
 //! (`rd_kafka_queue_get_partition`), so every error stays tied to its
@@ -39,7 +49,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Broker, FetchOutcome, FetchRequest, LogBounds, PartitionFetch};
+use super::{
+    Broker, FetchOutcome, FetchRequest, GroupMember, GroupView, LogBounds, PartitionFetch,
+    Rebalance,
+};
 use crate::config::Config;
 use crate::error::Error;
 use crate::record::Record;
@@ -70,6 +83,8 @@ pub struct Context {
     /// a failed TLS handshake, a missing ACL): kept even when "all brokers
     /// down" follows it.
     setup_error: Mutex<Option<String>>,
+    /// Group assignment: the rebalances the coordinator has not taken yet.
+    rebalances: Mutex<VecDeque<Rebalance>>,
 }
 
 impl Context {
@@ -121,7 +136,33 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+/// Group assignment: each rebalance is queued for the coordinator, which
+/// completes it (see the module doc); nothing is assigned or unassigned here.
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assigned(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoked {
+                partitions,
+                lost: consumer.assignment_lost(),
+            },
+            other => {
+                warn!("kafka: rebalance failed: {}", RDKafkaErrorCode::from(other));
+                return;
+            }
+        };
+        debug!("kafka: rebalance {rebalance:?}");
+        if let Ok(mut queue) = self.rebalances.lock() {
+            queue.push_back(rebalance);
+        }
+    }
+}
 
 /// Errors that retrying does not mend: the operator must.
 fn is_setup_error(code: RDKafkaErrorCode) -> bool {
@@ -296,6 +337,7 @@ pub struct Librdkafka {
     consumer: BaseConsumer<Context>,
     topic: String,
     topic_c: CString,
+    consumer_group: String,
     fetch_wait: Duration,
     max_bytes: usize,
     wakeup_sender: Sender<()>,
@@ -309,7 +351,9 @@ pub struct Librdkafka {
 }
 
 impl Librdkafka {
-    pub fn connect(config: &Config) -> Result<Librdkafka, Error> {
+    /// `member`: subscribe to the topic as a member of the group (group
+    /// assignment, `broker::join`).
+    pub fn connect(config: &Config, member: bool) -> Result<Librdkafka, Error> {
         let k = &config.kafka;
         let mut client = ClientConfig::new();
         for (name, value) in &k.properties {
@@ -363,6 +407,12 @@ impl Librdkafka {
             }
         }
         client.set_log_level(RDKafkaLogLevel::Warning);
+        if member {
+            client.set("partition.assignment.strategy", "cooperative-sticky");
+            if let Some(id) = &k.group_instance_id {
+                client.set("group.instance.id", id);
+            }
+        }
         let consumer: BaseConsumer<Context> = client
             .create_with_context(Context::default())
             .map_err(|e| {
@@ -374,6 +424,7 @@ impl Librdkafka {
             consumer,
             topic: k.topic.clone(),
             topic_c: CString::new(k.topic.clone()).expect("a topic name has no NUL"),
+            consumer_group: k.group.clone(),
             fetch_wait: k.fetch_max_wait,
             max_bytes: k.fetch_max_bytes_per_partition as usize,
             wakeup_sender,
@@ -390,6 +441,9 @@ impl Librdkafka {
             .partitions()
             .map_err(|e| broker.explain(e, &k.brokers))?;
         broker.topic_id = broker.describe_topic_id()?;
+        if member {
+            broker.consumer.subscribe(&[&k.topic])?;
+        }
         Ok(broker)
     }
 
@@ -432,34 +486,36 @@ impl Librdkafka {
         }
     }
 
+    /// Opens a partition's own queue, before the partition is assigned, so
+    /// that none of its messages reach the consumer's queue.
+    fn open_reader(&mut self, partition: i32, offset: i64) -> Result<(), Error> {
+        let queue = PartitionQueue::new(
+            self.consumer.client().native_ptr(),
+            &self.topic_c,
+            partition,
+            self.wakeup_sender.clone(),
+            self.timestamps,
+        )
+        .ok_or_else(|| Error::Librdkafka(format!("no queue for partition {partition}")))?;
+        self.readers.insert(
+            partition,
+            Reader {
+                queue,
+                position: offset,
+                carry: VecDeque::new(),
+                must_seek: false,
+            },
+        );
+        Ok(())
+    }
+
     /// Assigns partitions not yet read and moves those the coordinator moved.
     fn position(&mut self, requests: &[FetchRequest]) -> Result<(), Error> {
-        let rk = self.consumer.client().native_ptr();
         let mut assign = TopicPartitionList::new();
         for r in requests {
             match self.readers.get_mut(&r.partition) {
                 None => {
-                    // The queue is split off before the partition is assigned,
-                    // so that none of its messages reach the consumer's queue.
-                    let queue = PartitionQueue::new(
-                        rk,
-                        &self.topic_c,
-                        r.partition,
-                        self.wakeup_sender.clone(),
-                        self.timestamps,
-                    )
-                    .ok_or_else(|| {
-                        Error::Librdkafka(format!("no queue for partition {}", r.partition))
-                    })?;
-                    self.readers.insert(
-                        r.partition,
-                        Reader {
-                            queue,
-                            position: r.offset,
-                            carry: VecDeque::new(),
-                            must_seek: false,
-                        },
-                    );
+                    self.open_reader(r.partition, r.offset)?;
                     assign.add_partition_offset(
                         &self.topic,
                         r.partition,
@@ -586,36 +642,20 @@ impl Librdkafka {
 
     /// The topic's id (Kafka 2.8 and later give one), from DescribeTopics.
     fn describe_topic_id(&self) -> Result<Option<String>, Error> {
-        let rk = self.consumer.client().native_ptr();
         let mut names = [self.topic_c.as_ptr()];
-        // SAFETY: every object created here is destroyed here, once; the
-        // event is read only before it is destroyed.
-        unsafe {
-            let topics = rdsys::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
-            let options = rdsys::rd_kafka_AdminOptions_new(
-                rk,
-                rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-            );
-            rdsys::rd_kafka_AdminOptions_set_request_timeout(
-                options,
-                TOPIC_ID_TIMEOUT.as_millis() as i32,
-                std::ptr::null_mut(),
-                0,
-            );
-            let queue = rdsys::rd_kafka_queue_new(rk);
-            rdsys::rd_kafka_DescribeTopics(rk, topics, options, queue);
-            let event =
-                rdsys::rd_kafka_queue_poll(queue, (TOPIC_ID_TIMEOUT.as_millis() + 1000) as i32);
-            let answer = if event.is_null() {
-                Err(Error::Librdkafka("DescribeTopics: no answer".into()))
-            } else if rdsys::rd_kafka_event_error(event)
-                != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
-            {
-                let text = CStr::from_ptr(rdsys::rd_kafka_event_error_string(event))
-                    .to_string_lossy()
-                    .into_owned();
-                Err(Error::Librdkafka(format!("DescribeTopics: {text}")))
-            } else {
+        // SAFETY: destroyed once, below, after the request.
+        let topics =
+            unsafe { rdsys::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1) };
+        let op = rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS;
+        let send = |rk: *mut rdsys::rd_kafka_t,
+                    options: *mut rdsys::rd_kafka_AdminOptions_t,
+                    queue: *mut rdsys::rd_kafka_queue_t| {
+            // SAFETY: live handles from `admin` and the collection above.
+            unsafe { rdsys::rd_kafka_DescribeTopics(rk, topics, options, queue) }
+        };
+        let answer = self.admin("DescribeTopics", op, TOPIC_ID_TIMEOUT, send, |event| {
+            // SAFETY: a live event from `admin`, read before it is destroyed.
+            unsafe {
                 let result = rdsys::rd_kafka_event_DescribeTopics_result(event);
                 let mut count = 0usize;
                 let descriptions = rdsys::rd_kafka_DescribeTopics_result_topics(result, &mut count);
@@ -647,15 +687,150 @@ impl Librdkafka {
                     }
                 }
                 id
+            }
+        });
+        // SAFETY: created above, destroyed once.
+        unsafe { rdsys::rd_kafka_TopicCollection_destroy(topics) };
+        answer
+    }
+
+    /// One admin request on a queue of its own: `send` makes it, `read`
+    /// reads the event that answers it (not called when none came within
+    /// `timeout` or the request failed as a whole); the options, the queue
+    /// and the event are destroyed here, once.
+    fn admin<T>(
+        &self,
+        what: &str,
+        op: rdsys::rd_kafka_admin_op_t,
+        timeout: Duration,
+        send: impl FnOnce(
+            *mut rdsys::rd_kafka_t,
+            *mut rdsys::rd_kafka_AdminOptions_t,
+            *mut rdsys::rd_kafka_queue_t,
+        ),
+        read: impl FnOnce(*mut rdsys::rd_kafka_event_t) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let rk = self.consumer.client().native_ptr();
+        // SAFETY: everything made here is destroyed once; the event is read
+        // only before it is destroyed.
+        unsafe {
+            let options = rdsys::rd_kafka_AdminOptions_new(rk, op);
+            rdsys::rd_kafka_AdminOptions_set_request_timeout(
+                options,
+                timeout.as_millis() as i32,
+                std::ptr::null_mut(),
+                0,
+            );
+            let queue = rdsys::rd_kafka_queue_new(rk);
+            send(rk, options, queue);
+            let event = rdsys::rd_kafka_queue_poll(queue, (timeout.as_millis() + 1000) as i32);
+            let answer = if event.is_null() {
+                Err(Error::Librdkafka(format!("{what}: no answer")))
+            } else if rdsys::rd_kafka_event_error(event)
+                != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                let text = CStr::from_ptr(rdsys::rd_kafka_event_error_string(event))
+                    .to_string_lossy()
+                    .into_owned();
+                Err(Error::Librdkafka(format!("{what}: {text}")))
+            } else {
+                read(event)
             };
             if !event.is_null() {
                 rdsys::rd_kafka_event_destroy(event);
             }
             rdsys::rd_kafka_queue_destroy(queue);
             rdsys::rd_kafka_AdminOptions_destroy(options);
-            rdsys::rd_kafka_TopicCollection_destroy(topics);
             answer
         }
+    }
+
+    /// The group's state and members (DescribeConsumerGroups), each member
+    /// with the partitions of this topic it owns.
+    fn describe_group(&self) -> Result<GroupView, Error> {
+        let group = CString::new(self.consumer_group.as_str())
+            .map_err(|_| Error::Librdkafka("a group name holds NUL".into()))?;
+        let mut names = [group.as_ptr()];
+        let op = rdsys::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS;
+        let send = |rk: *mut rdsys::rd_kafka_t,
+                    options: *mut rdsys::rd_kafka_AdminOptions_t,
+                    queue: *mut rdsys::rd_kafka_queue_t| {
+            // SAFETY: live handles from `admin`; `names` outlives the call.
+            unsafe {
+                rdsys::rd_kafka_DescribeConsumerGroups(rk, names.as_mut_ptr(), 1, options, queue)
+            }
+        };
+        self.admin(
+            "DescribeConsumerGroups",
+            op,
+            REQUEST_TIMEOUT,
+            send,
+            |event| {
+                // SAFETY: a live event from `admin`; what it holds is read (and
+                // copied) before it is destroyed.
+                unsafe { self.group_view_of(event) }
+            },
+        )
+    }
+
+    /// # Safety
+    /// `event` must be a live DescribeConsumerGroups answer.
+    unsafe fn group_view_of(
+        &self,
+        event: *mut rdsys::rd_kafka_event_t,
+    ) -> Result<GroupView, Error> {
+        let text = |ptr: *const std::ffi::c_char| {
+            if ptr.is_null() {
+                String::new()
+            } else {
+                // SAFETY: librdkafka's strings live as long as the event.
+                unsafe { CStr::from_ptr(ptr) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        let mut view = GroupView::default();
+        // SAFETY: every pointer comes from the live event, as librdkafka's
+        // accessors return them.
+        unsafe {
+            let result = rdsys::rd_kafka_event_DescribeConsumerGroups_result(event);
+            let mut count = 0usize;
+            let groups = rdsys::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+            for i in 0..count {
+                let description = *groups.add(i);
+                view.state = text(rdsys::rd_kafka_consumer_group_state_name(
+                    rdsys::rd_kafka_ConsumerGroupDescription_state(description),
+                ));
+                for m in 0..rdsys::rd_kafka_ConsumerGroupDescription_member_count(description) {
+                    let member = rdsys::rd_kafka_ConsumerGroupDescription_member(description, m);
+                    let assignment = rdsys::rd_kafka_MemberDescription_assignment(member);
+                    let list = if assignment.is_null() {
+                        std::ptr::null()
+                    } else {
+                        rdsys::rd_kafka_MemberAssignment_partitions(assignment)
+                    };
+                    let mut partitions = Vec::new();
+                    if !list.is_null() {
+                        for j in 0..(*list).cnt.max(0) as usize {
+                            let e = &*(*list).elems.add(j);
+                            if text(e.topic) == self.topic {
+                                partitions.push(e.partition);
+                            }
+                        }
+                    }
+                    partitions.sort_unstable();
+                    let instance =
+                        text(rdsys::rd_kafka_MemberDescription_group_instance_id(member));
+                    view.members.push(GroupMember {
+                        member_id: text(rdsys::rd_kafka_MemberDescription_consumer_id(member)),
+                        group_instance_id: (!instance.is_empty()).then_some(instance),
+                        host: text(rdsys::rd_kafka_MemberDescription_host(member)),
+                        partitions,
+                    });
+                }
+            }
+        }
+        Ok(view)
     }
 
     fn partition_list(
@@ -882,6 +1057,79 @@ impl Broker for Librdkafka {
 
     fn stale_commits(&self) -> Vec<i32> {
         self.stale_commits.clone()
+    }
+
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        self.serve();
+        self.consumer.context().rebalances.lock().ok()?.pop_front()
+    }
+
+    fn assign(&mut self, starts: &[(i32, i64)]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::new();
+        for &(partition, offset) in starts {
+            self.open_reader(partition, offset)?;
+            list.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        }
+        self.consumer.incremental_assign(&list)?;
+        Ok(())
+    }
+
+    fn unassign(&mut self, partitions: &[i32]) -> Result<(), Error> {
+        let list = self.partition_list(partitions, Offset::Invalid)?;
+        let result = self.consumer.incremental_unassign(&list);
+        // The queues go after the unassign, so that no message of these
+        // partitions reaches the consumer's queue meanwhile.
+        for p in partitions {
+            self.readers.remove(p);
+        }
+        Ok(result?)
+    }
+
+    /// Closes the consumer through a queue of our own, completing the
+    /// revocation that the close starts (every worker has stopped and
+    /// committed by then), for at most `COMMIT_TIMEOUT`.
+    fn leave_group(&mut self) {
+        let rk = self.consumer.client().native_ptr();
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        // SAFETY: the queue is ours and destroyed once; each event is read
+        // before it is destroyed; the consumer outlives this call.
+        unsafe {
+            let queue = rdsys::rd_kafka_queue_new(rk);
+            let error = rdsys::rd_kafka_consumer_close_queue(rk, queue);
+            if !error.is_null() {
+                debug!(
+                    "kafka: close: error {:?}",
+                    rdsys::rd_kafka_error_code(error)
+                );
+                rdsys::rd_kafka_error_destroy(error);
+            } else {
+                while rdsys::rd_kafka_consumer_closed(rk) == 0 && Instant::now() < deadline {
+                    let event = rdsys::rd_kafka_queue_poll(queue, 100);
+                    if event.is_null() {
+                        continue;
+                    }
+                    if rdsys::rd_kafka_event_type(event) == rdsys::RD_KAFKA_EVENT_REBALANCE {
+                        let list = rdsys::rd_kafka_event_topic_partition_list(event);
+                        let error = rdsys::rd_kafka_incremental_unassign(rk, list);
+                        if !error.is_null() {
+                            rdsys::rd_kafka_error_destroy(error);
+                        }
+                    }
+                    rdsys::rd_kafka_event_destroy(event);
+                }
+                if rdsys::rd_kafka_consumer_closed(rk) == 0 {
+                    warn!("kafka: the group was not left within {COMMIT_TIMEOUT:?}; the partitions move after the session timeout");
+                } else {
+                    info!("kafka: left the group");
+                }
+            }
+            rdsys::rd_kafka_queue_destroy(queue);
+        }
+        self.readers.clear();
+    }
+
+    fn group_view(&mut self) -> Result<Option<GroupView>, Error> {
+        self.describe_group().map(Some)
     }
 
     fn topic_id(&mut self) -> Result<Option<String>, Error> {

@@ -21,6 +21,15 @@
 //! failed comes back as the `Error` it was (`FetchOutcome::Failed`), and
 //! `error::Policy` classifies it.
 //!
+//! Group assignment (`kafka.assignment = "group"`, librdkafka only): the
+//! client joins the group, and the group's rebalances reach the coordinator
+//! as `Rebalance` events from `rebalance`, which it must ask every turn (it
+//! serves the membership: heartbeats and `max.poll.interval.ms` depend on
+//! it). The client never takes or gives up a partition by itself: the
+//! coordinator completes each event with `assign` (after it started the
+//! workers) or `unassign` (after it stopped them and committed), and the
+//! group waits for that call.
+//!
 //! `fake.rs` (tests only) is a scripted broker that keeps the same contract,
 //! for the coordinator's unit tests.
 
@@ -32,7 +41,7 @@ mod librdkafka;
 
 use std::collections::BTreeMap;
 
-use crate::config::{ClientKind, Config};
+use crate::config::{Assignment, ClientKind, Config};
 use crate::error::Error;
 use crate::record::Record;
 
@@ -92,6 +101,35 @@ pub struct LogBounds {
     pub latest: BTreeMap<i32, i64>,
 }
 
+/// A change of the partitions the group gives this process, waiting for the
+/// coordinator to complete it (group assignment only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// These partitions are this member's now: start them, then `assign`.
+    Assigned(Vec<i32>),
+    /// These partitions go to another member: stop them, commit, then
+    /// `unassign`. `lost`: the group already gave them away (this member's
+    /// session expired), so a commit is refused.
+    Revoked { partitions: Vec<i32>, lost: bool },
+}
+
+/// The group as the broker describes it, for `status` (group assignment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupView {
+    /// The group's state (`Stable`, `PreparingRebalance`, `Empty`, ...).
+    pub state: String,
+    /// Each member: its id, client host and the topic's partitions it owns.
+    pub members: Vec<GroupMember>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub host: String,
+    pub partitions: Vec<i32>,
+}
+
 /// The Kafka calls of the service. `Send` because the service connects on
 /// one thread and hands the broker to the coordinator thread.
 pub trait Broker: Send {
@@ -132,14 +170,56 @@ pub trait Broker: Send {
     fn stale_commits(&self) -> Vec<i32> {
         Vec::new()
     }
+
+    /// Serves the group membership and returns the next rebalance the group
+    /// waits on. Static assignment: never one.
+    fn rebalance(&mut self) -> Option<Rebalance> {
+        None
+    }
+
+    /// Completes an assignment: reads each partition from its start offset.
+    /// Static assignment reads a partition from its first fetch instead.
+    fn assign(&mut self, _starts: &[(i32, i64)]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Completes a revocation: reads these partitions no more.
+    fn unassign(&mut self, _partitions: &[i32]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Leaves the group at stop, so that the partitions move at once
+    /// instead of after the session timeout; bounded in time.
+    fn leave_group(&mut self) {}
+
+    /// The group's members and what each owns, as the broker describes the
+    /// group (`status`); `None` where the client cannot ask.
+    fn group_view(&mut self) -> Result<Option<GroupView>, Error> {
+        Ok(None)
+    }
 }
 
 /// Connects with the client that `kafka.client` names, and loads the
 /// topic's metadata. Fails when no broker answers, when the credentials are
 /// refused (a setup error, exit 2), or when the topic does not exist.
+///
+/// This client never joins the group, whatever `kafka.assignment` says: the
+/// commands (`check`, `status`, `reset-offsets`) use it without moving a
+/// running member's partitions. `run` uses `join`.
 pub fn connect(config: &Config) -> Result<Box<dyn Broker>, Error> {
     match config.kafka.client {
-        ClientKind::Librdkafka => Ok(Box::new(librdkafka::Librdkafka::connect(config)?)),
+        ClientKind::Librdkafka => Ok(Box::new(librdkafka::Librdkafka::connect(config, false)?)),
         ClientKind::KafkaRust => Ok(Box::new(kafka_rust::KafkaRust::connect(config)?)),
+    }
+}
+
+/// `connect` for the service: with `kafka.assignment = "group"` the client
+/// also subscribes to the topic, as a member of `kafka.group`.
+pub fn join(config: &Config) -> Result<Box<dyn Broker>, Error> {
+    match (config.kafka.assignment, config.kafka.client) {
+        (Assignment::Group, ClientKind::Librdkafka) => {
+            Ok(Box::new(librdkafka::Librdkafka::connect(config, true)?))
+        }
+        _ => connect(config),
     }
 }
