@@ -13,6 +13,7 @@ mod error_classes;
 mod exactly_once;
 mod failures;
 mod formats;
+mod group;
 mod harness;
 mod kafka_rust_client;
 mod metadata;
