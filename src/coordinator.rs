@@ -1362,6 +1362,30 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_waiting_for_its_answer_holds_neither_fetches_nor_a_second_commit() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        broker.hold_commit_answers(true);
+        let sink = TableSink::default();
+        let config = config(|c| {
+            c.commit.every_messages = 1;
+            c.commit.interval = Duration::from_millis(1);
+        });
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0), (1, 0)]);
+        // Every record is fetched and applied while the first commit waits.
+        pipeline.until_applied(&[(0, 10), (1, 10)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.commits().len(), 1, "{:?}", broker.commits());
+        broker.hold_commit_answers(false);
+        eventually("the applied offsets committed once the answer came", || {
+            let committed = broker.committed();
+            (committed == [(0, 10), (1, 10)].into(), committed)
+        });
+        assert_eq!(pipeline.stop().0, Ending::Clean);
+    }
+
+    #[test]
     fn nothing_is_committed_past_what_the_workers_applied() {
         let broker = FakeBroker::new(5);
         broker.log(0, 0, 10);
