@@ -147,17 +147,16 @@ impl ColumnKind {
     }
 }
 
-/// A field's JSON text (`raw`, as serde_json found it in the record) as the
-/// parameter bound for `column`. `key` is set for the configured key columns;
-/// `zone` is `mysql.time_zone`.
+/// A field's JSON text (`text`, one whole JSON value as the record holds
+/// it, already checked by the reader) as the parameter bound for `column`.
+/// `key` is set for the configured key columns; `zone` is `mysql.time_zone`.
 pub fn field_value(
     kind: ColumnKind,
     column: &Column,
-    raw: &RawValue,
+    text: &str,
     key: bool,
     zone: TimeZone,
 ) -> Result<Value, RecordError> {
-    let text = raw.get();
     match text.as_bytes().first() {
         Some(b'n') => Ok(Value::NULL),
         Some(b't') => Ok(boolean(kind, key, true)),
@@ -196,7 +195,7 @@ pub fn scalar_key_value(
         // A text column compares text: the key as it was produced, `true`
         // and `1.50` included.
         _ if kind.holds_text() => Ok(Value::Bytes(key.as_bytes().to_vec())),
-        Some(raw) => field_value(kind, column, raw, true, zone),
+        Some(raw) => field_value(kind, column, raw.get(), true, zone),
         None => string_value(kind, column, Cow::Borrowed(key), true, zone),
     }
 }
@@ -573,7 +572,7 @@ mod tests {
         field_value(
             ColumnKind::of(column_type),
             &c,
-            &raw(text),
+            raw(text).get(),
             key,
             TimeZone::UTC,
         )
@@ -811,7 +810,13 @@ mod tests {
     fn zoned_times_convert_to_the_session_zone() {
         let at = |ty: &str, text: &str, zone: &str| {
             let zone = TimeZone::parse(zone).unwrap();
-            field_value(ColumnKind::of(ty), &column(ty), &raw(text), false, zone)
+            field_value(
+                ColumnKind::of(ty),
+                &column(ty),
+                raw(text).get(),
+                false,
+                zone,
+            )
         };
         let z = r#""2025-01-01T10:00:00.123456Z""#;
         assert_eq!(at("datetime", z, "UTC"), bytes("2025-01-01 10:00:00"));
@@ -926,7 +931,7 @@ mod tests {
         // A number with leading zeros is not JSON: then it comes as a string.
         let json =
             RawValue::from_string(text.to_string()).unwrap_or_else(|_| raw(&format!("\"{text}\"")));
-        match field_value(kind, &c, &json, false, TimeZone::UTC) {
+        match field_value(kind, &c, json.get(), false, TimeZone::UTC) {
             Ok(Value::Int(v)) => Ok(v.to_string()),
             Ok(Value::UInt(v)) => Ok(v.to_string()),
             Ok(Value::Bytes(b)) => {

@@ -60,6 +60,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often the coordinator asks whether the topic was deleted and created
 /// again under the same name.
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a commit's answer may take before the commit counts as failed.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Kafka-side retries are cheap; they back off no longer than this.
 const KAFKA_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
@@ -158,6 +160,9 @@ pub struct Coordinator<'a> {
     revoking: Option<Revoking>,
     assign_retry: RetryState,
     assign_retry_at: Instant,
+    /// The offsets of the commit sent and not yet answered, and when it
+    /// was sent (`commit`).
+    commit_in_flight: Option<(Vec<(i32, i64)>, Instant)>,
 }
 
 /// Everything the coordinator is started with.
@@ -251,6 +256,7 @@ impl<'a> Coordinator<'a> {
             topic_id,
             topic_missing: false,
             broker_outage: None,
+            commit_in_flight: None,
             config,
             policy: parts.policy,
         }
@@ -271,6 +277,7 @@ impl<'a> Coordinator<'a> {
                 ending = Ending::WorkerDied;
                 break;
             }
+            self.commit_answered(Duration::ZERO);
             let now = Instant::now();
             if self.book.commit_due(now) {
                 self.commit();
@@ -944,6 +951,8 @@ impl<'a> Coordinator<'a> {
                     .is_none_or(|s| s.commit_hold.is_none())
             })
             .collect();
+        // The commit in flight first, so that the one below is the last.
+        self.commit_answered(COMMIT_TIMEOUT);
         let broker = self
             .broker
             .as_mut()
@@ -971,8 +980,13 @@ impl<'a> Coordinator<'a> {
         info!("topic {topic}: partitions {partitions:?} handed back to the group (committed {offsets:?})");
     }
 
-    /// Commits the applied offsets to the Kafka group.
+    /// Sends a commit of the applied offsets to the Kafka group, unless one
+    /// is in flight; `commit_answered` takes its answer on a later turn, so
+    /// that the loop goes on fetching while the group coordinator answers.
     fn commit(&mut self) {
+        if self.commit_in_flight.is_some() {
+            return;
+        }
         let now = Instant::now();
         let mut pending = self.book.to_commit(now);
         pending.retain(|(p, _)| {
@@ -988,14 +1002,47 @@ impl<'a> Coordinator<'a> {
             self.book.commit_failed(now);
             return;
         };
-        match broker.commit(&pending) {
+        match broker.commit_begin(&pending) {
             Ok(()) => {
-                debug!("committed {pending:?}");
-                self.book.committed(&pending, now);
+                self.commit_in_flight = Some((pending, now));
+                self.commit_answered(Duration::ZERO);
             }
             Err(e) => {
                 warn!("kafka: commit of {pending:?} failed, retrying at the next interval: {e}");
                 self.book.commit_failed(now);
+            }
+        }
+    }
+
+    /// Takes the answer to the commit in flight, waiting up to `wait`; one
+    /// not answered within `COMMIT_TIMEOUT` counts as failed.
+    fn commit_answered(&mut self, wait: Duration) {
+        let Some((pending, sent)) = self.commit_in_flight.take() else {
+            return;
+        };
+        // The client that sent it is gone (a reconnect): so is its answer.
+        let Some(broker) = self.broker.as_mut() else {
+            self.book.commit_failed(sent);
+            return;
+        };
+        let answer = match broker.commit_answer(wait) {
+            Some(answer) => answer,
+            None if sent.elapsed() < COMMIT_TIMEOUT => {
+                self.commit_in_flight = Some((pending, sent));
+                return;
+            }
+            None => Err(Error::Librdkafka(format!(
+                "commit not confirmed within {COMMIT_TIMEOUT:?}"
+            ))),
+        };
+        match answer {
+            Ok(()) => {
+                debug!("committed {pending:?}");
+                self.book.committed(&pending, sent);
+            }
+            Err(e) => {
+                warn!("kafka: commit of {pending:?} failed, retrying at the next interval: {e}");
+                self.book.commit_failed(sent);
             }
         }
     }
@@ -1048,7 +1095,10 @@ impl<'a> Coordinator<'a> {
             self.broker_retry_at = Instant::now();
             self.reconnect();
         }
+        // The last commit is waited for: the one in flight first.
+        self.commit_answered(COMMIT_TIMEOUT);
         self.commit();
+        self.commit_answered(COMMIT_TIMEOUT);
         let pending = self.book.pending();
         if pending.is_empty() {
             info!("offsets committed: {:?}", self.committed_summary());
@@ -1777,6 +1827,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_commit_waiting_for_its_answer_holds_neither_fetches_nor_a_second_commit() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        broker.hold_commit_answers(true);
+        let sink = TableSink::default();
+        let config = config(|c| {
+            c.commit.every_messages = 1;
+            c.commit.interval = Duration::from_millis(1);
+        });
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0), (1, 0)]);
+        // Every record is fetched and applied while the first commit waits.
+        pipeline.until_applied(&[(0, 10), (1, 10)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.commits().len(), 1, "{:?}", broker.commits());
+        broker.hold_commit_answers(false);
+        eventually("the applied offsets committed once the answer came", || {
+            let committed = broker.committed();
+            (committed == [(0, 10), (1, 10)].into(), committed)
+        });
+        assert_eq!(pipeline.stop().0, Ending::Clean);
     }
 
     #[test]

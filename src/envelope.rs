@@ -346,10 +346,10 @@ pub fn logical_value(
     logical: Logical,
     mapper: &Mapper,
     column: usize,
-    raw: &RawValue,
+    raw: &str,
 ) -> Result<Value, RecordError> {
     let schema = &mapper.schema;
-    let text = raw.get();
+    let text = raw;
     if text == "null" {
         return Ok(Value::NULL);
     }

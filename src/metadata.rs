@@ -149,10 +149,10 @@ impl Metadata {
                     None => Value::NULL,
                     // Debezium's `ts_ms`, `ts_us` and `ts_ns` are instants.
                     Some(raw) => match name.as_str() {
-                        "ts_ms" => epoch_raw(mapper, *column, raw, 1_000)?,
-                        "ts_us" => epoch_raw(mapper, *column, raw, 1_000_000)?,
-                        "ts_ns" => epoch_raw(mapper, *column, raw, 1_000_000_000)?,
-                        _ => mapper.schema.value(*column, raw, mapper.time_zone)?,
+                        "ts_ms" => epoch_raw(mapper, *column, raw.get(), 1_000)?,
+                        "ts_us" => epoch_raw(mapper, *column, raw.get(), 1_000_000)?,
+                        "ts_ns" => epoch_raw(mapper, *column, raw.get(), 1_000_000_000)?,
+                        _ => mapper.schema.value(*column, raw.get(), mapper.time_zone)?,
                     },
                 },
             };
@@ -174,7 +174,7 @@ impl Metadata {
 fn epoch_raw(
     mapper: &Mapper,
     column: usize,
-    raw: &RawValue,
+    raw: &str,
     units_per_second: i64,
 ) -> Result<Value, RecordError> {
     let logical = Logical::Timestamp {
@@ -190,8 +190,7 @@ fn epoch_value(
     count: i64,
     units_per_second: i64,
 ) -> Result<Value, RecordError> {
-    let raw = RawValue::from_string(count.to_string()).expect("an integer is JSON");
-    epoch_raw(mapper, column, &raw, units_per_second)
+    epoch_raw(mapper, column, &count.to_string(), units_per_second)
 }
 
 /// The mapper of one partition: the config's settings, the table, and the

@@ -262,14 +262,9 @@ impl TableSchema {
         self.kinds[column].0
     }
 
-    /// A field's JSON text as the parameter bound for column `column`;
-    /// `zone` is `mysql.time_zone`.
-    pub fn value(
-        &self,
-        column: usize,
-        raw: &RawValue,
-        zone: TimeZone,
-    ) -> Result<Value, RecordError> {
+    /// A field's JSON text (one whole JSON value) as the parameter bound
+    /// for column `column`; `zone` is `mysql.time_zone`.
+    pub fn value(&self, column: usize, raw: &str, zone: TimeZone) -> Result<Value, RecordError> {
         let (kind, key) = self.kinds[column];
         field_value(kind, &self.columns[column], raw, key, zone)
     }
@@ -388,13 +383,11 @@ impl Mapper {
         &self,
         text: &'de str,
     ) -> Result<Option<ObjectFields<'de>>, serde_json::Error> {
-        let top = TopLevelSeed {
-            schema: &self.schema,
-            keep_unknown_name: self.unknown_fields == UnknownFields::DeadLetter,
-        };
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        top.deserialize(&mut deserializer)
-            .and_then(|fields| deserializer.end().map(|()| fields))
+        let keep_unknown_name = self.unknown_fields == UnknownFields::DeadLetter;
+        if let Some(fields) = read_flat_object(&self.schema, text, keep_unknown_name) {
+            return Ok(Some(fields));
+        }
+        read_object_with_serde(&self.schema, text, keep_unknown_name)
     }
 
     /// A field's value for column `column`: as its logical type says when
@@ -403,7 +396,7 @@ impl Mapper {
         &self,
         column: usize,
         name: &str,
-        raw: &RawValue,
+        raw: &str,
         types: Option<&FieldTypes>,
     ) -> Result<Value, RecordError> {
         match types.and_then(|t| t.logical(name)) {
@@ -582,7 +575,7 @@ impl Mapper {
                     let found = fields.iter().find(|(f, _)| f.eq_ignore_ascii_case(name));
                     match found {
                         Some((f, v)) if v.get() != "null" => {
-                            values.push(self.bind(k, f, v, types.as_deref())?)
+                            values.push(self.bind(k, f, v.get(), types.as_deref())?)
                         }
                         _ => return Err(RecordError::MissingKey(name.clone())),
                     }
@@ -625,9 +618,212 @@ fn has_value(columns: &[usize], values: &[Value], column: usize) -> bool {
 /// `TopLevelSeed`: (column, the JSON name that set it, its JSON text), in
 /// JSON order.
 pub(crate) struct ObjectFields<'de> {
-    pairs: Vec<(usize, Cow<'de, str>, &'de RawValue)>,
+    pairs: Vec<(usize, Cow<'de, str>, &'de str)>,
     /// Kept only with `unknown_fields = dead_letter`.
     smallest_unknown: Option<String>,
+    /// Columns below 128 already seen, so that only a repeated column is
+    /// looked for in `pairs`.
+    seen: u128,
+    /// Fields usually come in the table's order: the column after the last
+    /// one is tried first (the lookup was a tenth of the mapping, profiled).
+    next_column: usize,
+}
+
+impl<'de> ObjectFields<'de> {
+    fn new(schema: &TableSchema) -> ObjectFields<'de> {
+        ObjectFields {
+            pairs: Vec::with_capacity(schema.columns.len().min(64)),
+            smallest_unknown: None,
+            seen: 0,
+            next_column: 0,
+        }
+    }
+
+    /// The column a field name sets, if any.
+    fn column(&self, schema: &TableSchema, name: &str) -> Option<usize> {
+        match schema.columns.get(self.next_column) {
+            Some(c) if c.name.eq_ignore_ascii_case(name) => Some(self.next_column),
+            _ => schema.column_index(name),
+        }
+    }
+
+    /// Notes a field that is no column (its name only when it is kept).
+    fn unknown(&mut self, name: Cow<'de, str>, keep_name: bool) {
+        if keep_name
+            && self
+                .smallest_unknown
+                .as_deref()
+                .is_none_or(|s| name.as_ref() < s)
+        {
+            self.smallest_unknown = Some(name.into_owned());
+        }
+    }
+
+    /// Adds the field `name` of column `column` with its JSON text `value`.
+    fn add(&mut self, column: usize, name: Cow<'de, str>, value: &'de str) {
+        self.next_column = column + 1;
+        if column < 128 && self.seen & (1 << column) == 0 {
+            self.seen |= 1 << column;
+            self.pairs.push((column, name, value));
+            return;
+        }
+        match self.pairs.iter_mut().find(|(c, _, _)| *c == column) {
+            None => self.pairs.push((column, name, value)),
+            // A repeated name: the last value wins (as in a JSON map).
+            Some(slot) if slot.1 == name => slot.2 = value,
+            // Another spelling of the same column: the smaller name wins.
+            Some(slot) if name < slot.1 => *slot = (column, name, value),
+            Some(_) => {}
+        }
+    }
+}
+
+/// `Mapper::read_object` through serde_json: any JSON text.
+fn read_object_with_serde<'de>(
+    schema: &TableSchema,
+    text: &'de str,
+    keep_unknown_name: bool,
+) -> Result<Option<ObjectFields<'de>>, serde_json::Error> {
+    let top = TopLevelSeed {
+        schema,
+        keep_unknown_name,
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    top.deserialize(&mut deserializer)
+        .and_then(|fields| deserializer.end().map(|()| fields))
+}
+
+/// The usual record read without serde_json: one flat JSON object whose
+/// names and strings hold no escapes or control characters and whose values
+/// are strings, numbers, `true`, `false` or `null` (serde_json was most of
+/// the mapping, profiled). `None` for anything else (a nested value, an
+/// escape, any syntax error, not an object): the serde_json reader then
+/// reads the text and alone decides what it holds and what is wrong with
+/// it. So this path accepts only texts that serde_json accepts too, and
+/// gives the same fields for them (the property test of `read_object`
+/// checks both paths).
+fn read_flat_object<'de>(
+    schema: &TableSchema,
+    text: &'de str,
+    keep_unknown_name: bool,
+) -> Option<ObjectFields<'de>> {
+    let bytes = text.as_bytes();
+    let mut at = skip_whitespace(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut fields = ObjectFields::new(schema);
+    at = skip_whitespace(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        at += 1;
+    } else {
+        loop {
+            let name_end = plain_string_end(bytes, at)?;
+            // Every index here is that of an ASCII byte, so a character
+            // boundary; `get` makes sure of it.
+            let name = text.get(at + 1..name_end - 1)?;
+            at = skip_whitespace(bytes, name_end);
+            if bytes.get(at) != Some(&b':') {
+                return None;
+            }
+            let value_start = skip_whitespace(bytes, at + 1);
+            let value_end = scalar_end(bytes, value_start)?;
+            let value = text.get(value_start..value_end)?;
+            match fields.column(schema, name) {
+                Some(column) => fields.add(column, Cow::Borrowed(name), value),
+                None => fields.unknown(Cow::Borrowed(name), keep_unknown_name),
+            }
+            at = skip_whitespace(bytes, value_end);
+            match bytes.get(at) {
+                Some(b',') => at = skip_whitespace(bytes, at + 1),
+                Some(b'}') => {
+                    at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_whitespace(bytes, at) == bytes.len()).then_some(fields)
+}
+
+/// The index of the first byte from `at` on that is not JSON whitespace.
+fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The end (past the closing quote) of the string that starts at `at`,
+/// when it holds no escape and no control character.
+fn plain_string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match *bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' | 0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The end of the scalar JSON value (no escapes in a string) that starts at
+/// `at`; what follows it is the caller's to check.
+fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let literal = |word: &[u8]| {
+        bytes
+            .get(at..at + word.len())
+            .filter(|b| *b == word)
+            .map(|_| at + word.len())
+    };
+    match *bytes.get(at)? {
+        b'"' => plain_string_end(bytes, at),
+        b't' => literal(b"true"),
+        b'f' => literal(b"false"),
+        b'n' => literal(b"null"),
+        b'-' | b'0'..=b'9' => number_end(bytes, at),
+        _ => None,
+    }
+}
+
+/// The end of the JSON number that starts at `at`:
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`. A leading zero ends the
+/// number, so that `01` is left to serde_json to refuse.
+fn number_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let digits = |from: usize| {
+        from + bytes.get(from..).map_or(0, |rest| {
+            rest.iter().take_while(|b| b.is_ascii_digit()).count()
+        })
+    };
+    let mut i = at + usize::from(bytes.get(at) == Some(&b'-'));
+    match bytes.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(i),
+        _ => return None,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let end = digits(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        let end = digits(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
 }
 
 /// Reads a record's top-level JSON value: `Some` for an object, `None` for
@@ -654,49 +850,19 @@ impl<'de> Visitor<'de> for TopLevelSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = ObjectFields {
-            pairs: Vec::with_capacity(self.schema.columns.len().min(64)),
-            smallest_unknown: None,
-        };
-        // Columns below 128 already seen, so that only a repeated column is
-        // looked for in `pairs`.
-        let mut seen: u128 = 0;
-        // Fields usually come in the table's order: try the column after the
-        // last one first (the lookup was a tenth of the mapping, profiled).
-        let mut next_column = 0;
+        let mut fields = ObjectFields::new(self.schema);
         while let Some(name) = map.next_key_seed(FieldName)? {
-            let column = match self.schema.columns.get(next_column) {
-                Some(c) if c.name.eq_ignore_ascii_case(&name) => Some(next_column),
-                _ => self.schema.column_index(&name),
-            };
-            let Some(column) = column else {
-                // Skipped, but still read to its end: a broken record is
-                // reported as a known field's value would be.
-                map.next_value::<de::IgnoredAny>()?;
-                if self.keep_unknown_name
-                    && fields
-                        .smallest_unknown
-                        .as_deref()
-                        .is_none_or(|s| name.as_ref() < s)
-                {
-                    fields.smallest_unknown = Some(name.into_owned());
+            match fields.column(self.schema, &name) {
+                Some(column) => {
+                    let value = map.next_value::<&'de RawValue>()?.get();
+                    fields.add(column, name, value);
                 }
-                continue;
-            };
-            next_column = column + 1;
-            let value = map.next_value::<&'de RawValue>()?;
-            if column < 128 && seen & (1 << column) == 0 {
-                seen |= 1 << column;
-                fields.pairs.push((column, name, value));
-                continue;
-            }
-            match fields.pairs.iter_mut().find(|(c, _, _)| *c == column) {
-                None => fields.pairs.push((column, name, value)),
-                // A repeated name: the last value wins (as in a JSON map).
-                Some(slot) if slot.1 == name => slot.2 = value,
-                // Another spelling of the same column: the smaller name wins.
-                Some(slot) if name < slot.1 => *slot = (column, name, value),
-                Some(_) => {}
+                None => {
+                    // Skipped, but still read to its end: a broken record is
+                    // reported as a known field's value would be.
+                    map.next_value::<de::IgnoredAny>()?;
+                    fields.unknown(name, self.keep_unknown_name);
+                }
             }
         }
         Ok(Some(fields))
@@ -1142,7 +1308,7 @@ mod tests {
         let mut columns = Vec::new();
         let mut values = Vec::new();
         for (i, v) in pairs {
-            values.push(m.schema.value(i, v, TimeZone::UTC)?);
+            values.push(m.schema.value(i, v.get(), TimeZone::UTC)?);
             columns.push(i);
         }
         for &k in &m.schema.key_columns {
@@ -1266,6 +1432,140 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// What either reader found: the fields (column, name, JSON text) and
+    /// the smallest unknown name.
+    type Found = (Vec<(usize, String, String)>, Option<String>);
+
+    fn found(fields: ObjectFields<'_>) -> Found {
+        let pairs = fields
+            .pairs
+            .into_iter()
+            .map(|(c, n, v)| (c, n.into_owned(), v.to_string()))
+            .collect();
+        (pairs, fields.smallest_unknown)
+    }
+
+    /// The fast reader's result, checked against serde_json's on the same
+    /// text: `Some` when it read the text, `None` when it left it.
+    fn fast_read(text: &str, keep_unknown_name: bool) -> Option<Found> {
+        let schema = schema(&["id"]);
+        let fast = read_flat_object(&schema, text, keep_unknown_name).map(found);
+        if let Some(fast) = &fast {
+            let by_serde = read_object_with_serde(&schema, text, keep_unknown_name)
+                .unwrap_or_else(|e| {
+                    panic!("the fast reader took {text:?}, serde_json refused: {e}")
+                })
+                .map(found);
+            assert_eq!(Some(fast), by_serde.as_ref(), "{text}");
+        }
+        fast
+    }
+
+    #[test]
+    fn the_fast_reader_takes_flat_plain_objects() {
+        let pair = |c: usize, n: &str, v: &str| (c, n.to_string(), v.to_string());
+        assert_eq!(
+            fast_read(
+                " {\"id\":1,\"NAME\" : \"x y\",\t\"amount\":-12.50e+3,\"tags\":null,\"region\":true}\r\n",
+                false
+            ),
+            Some((
+                vec![
+                    pair(0, "id", "1"),
+                    pair(1, "NAME", "\"x y\""),
+                    pair(2, "amount", "-12.50e+3"),
+                    pair(3, "tags", "null"),
+                    pair(4, "region", "true"),
+                ],
+                None
+            ))
+        );
+        // Repeated names, two spellings of a column, unknown names, big
+        // numbers and text that is not ASCII: the same rules as serde_json's.
+        for text in [
+            r#"{}"#,
+            r#"{"id": 1, "id": 2, "ID": 3, "Id": false}"#,
+            r#"{"name": "b", "NAME": "a", "zz": 1, "colour": "grün", "": 0}"#,
+            r#"{"id": 18446744073709551616, "amount": 1E400, "tags": -0.0e-0}"#,
+            r#"{"id":0,"name":"€ ü 𝄞","region":"0123"}"#,
+        ] {
+            assert!(fast_read(text, true).is_some(), "{text}");
+            assert!(fast_read(text, false).is_some(), "{text}");
+        }
+        assert_eq!(
+            fast_read(r#"{"zz": 1, "colour": 2, "id": 3}"#, true).map(|f| f.1),
+            Some(Some("colour".to_string()))
+        );
+    }
+
+    #[test]
+    fn the_fast_reader_leaves_the_rest_to_serde_json() {
+        for text in [
+            // Escapes and control characters, in names and in strings.
+            r#"{"i\u0064": 1}"#,
+            r#"{"name": "a\"b"}"#,
+            r#"{"name": "a\\b"}"#,
+            "{\"name\": \"a\tb\"}",
+            "{\"na\x01me\": 1}",
+            // Nested values, also in fields that are no column.
+            r#"{"tags": [1, 2]}"#,
+            r#"{"tags": {"a": 1}}"#,
+            r#"{"other": {"a": 1}, "id": 1}"#,
+            // Not JSON numbers.
+            r#"{"id": 01}"#,
+            r#"{"id": -}"#,
+            r#"{"id": 1.}"#,
+            r#"{"id": .5}"#,
+            r#"{"id": 1e}"#,
+            r#"{"id": 1e+}"#,
+            r#"{"id": +1}"#,
+            r#"{"id": 0x10}"#,
+            r#"{"id": 1 2}"#,
+            r#"{"id": NaN}"#,
+            // Broken literals, syntax errors, a cut record.
+            r#"{"id": tru}"#,
+            r#"{"id": truex}"#,
+            r#"{"id": nul}"#,
+            r#"{"id": 1,}"#,
+            r#"{"id" 1}"#,
+            r#"{"id": 1 "name": "x"}"#,
+            r#"{id: 1}"#,
+            r#"{"id": 1} x"#,
+            r#"{"id": 1}}"#,
+            r#"{"id": 1"#,
+            r#"{"id": "x"#,
+            r#"{"#,
+            "",
+            "   ",
+            // Not objects.
+            r#"[1, 2]"#,
+            r#""text""#,
+            "1",
+            "null",
+        ] {
+            assert_eq!(fast_read(text, true), None, "{text}");
+            assert_eq!(fast_read(text, false), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_fast_reader_agrees_with_serde_json_on_random_texts() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let bytes = random_json(&mut rng);
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            for keep in [false, true] {
+                taken += usize::from(fast_read(text, keep).is_some());
+            }
+        }
+        // Enough of both kinds: the generator makes many flat objects.
+        assert!(taken > 5_000, "the fast reader took only {taken} texts");
     }
 
     #[test]
