@@ -163,6 +163,9 @@ pub struct Coordinator<'a> {
     /// The offsets of the commit sent and not yet answered, and when it
     /// was sent (`commit`).
     commit_in_flight: Option<(Vec<(i32, i64)>, Instant)>,
+    /// Group assignment, exactly-once: partitions whose worker found the
+    /// offset row moved by another writer, to be started again from it.
+    fenced: std::collections::BTreeSet<i32>,
 }
 
 /// Everything the coordinator is started with.
@@ -257,6 +260,7 @@ impl<'a> Coordinator<'a> {
             topic_missing: false,
             broker_outage: None,
             commit_in_flight: None,
+            fenced: Default::default(),
             config,
             policy: parts.policy,
         }
@@ -351,6 +355,9 @@ impl<'a> Coordinator<'a> {
             }
             WorkerEvent::State { partition, flow } => {
                 if let Some(p) = self.partitions.get_mut(&partition) {
+                    if self.group && fenced(&flow) {
+                        self.fenced.insert(partition);
+                    }
                     p.flow = flow;
                 }
             }
@@ -809,6 +816,7 @@ impl<'a> Coordinator<'a> {
         while let Some(rebalance) = broker.rebalance() {
             self.rebalances.push_back(rebalance);
         }
+        self.restart_fenced(now);
         loop {
             if let Some(revoking) = &self.revoking {
                 let finished = revoking.threads.iter().all(|(_, t)| t.is_finished());
@@ -862,6 +870,22 @@ impl<'a> Coordinator<'a> {
                 return false;
             }
         };
+        let starts = self.adopt(started);
+        let broker = self.broker.as_mut().expect("checked above");
+        match broker.assign(&starts) {
+            Ok(()) => info!(
+                "topic {topic}: partitions {new:?} assigned by the group, reading from {starts:?}"
+            ),
+            Err(e) => {
+                error!("topic {topic}: partitions {new:?} could not be assigned to the client: {e}")
+            }
+        }
+        true
+    }
+
+    /// Takes started partitions into the map, the offsets book and the
+    /// workers; their start offsets.
+    fn adopt(&mut self, started: Vec<Started>) -> Vec<(i32, i64)> {
         self.assign_retry.succeeded();
         let mut starts = Vec::with_capacity(started.len());
         for s in started {
@@ -874,15 +898,51 @@ impl<'a> Coordinator<'a> {
             self.worker_stops.insert(s.partition, s.stop);
             starts.push((s.partition, s.start));
         }
-        match broker.assign(&starts) {
-            Ok(()) => info!(
-                "topic {topic}: partitions {new:?} assigned by the group, reading from {starts:?}"
-            ),
+        starts
+    }
+
+    /// Exactly-once: a partition whose offset row another writer moved (the
+    /// member that owned it before, whose last write landed after this
+    /// member's claim) is started again from the row, so that it neither
+    /// stays blocked nor applies a record twice. Its worker is fenced and
+    /// writes nothing more; it is stopped and a new one starts where the
+    /// row says, the client moving there at the next fetch.
+    fn restart_fenced(&mut self, now: Instant) {
+        if self.fenced.is_empty() || now < self.assign_retry_at {
+            return;
+        }
+        let partitions: Vec<i32> = std::mem::take(&mut self.fenced)
+            .into_iter()
+            .filter(|p| self.partitions.contains_key(p))
+            .collect();
+        warn!(
+            "topic {}: partitions {partitions:?}: the offset table moved under this member (a former owner wrote late); \
+             starting them again from the offset table",
+            self.config.kafka.topic
+        );
+        for p in &partitions {
+            self.worker_stops.remove(p);
+            // The fenced worker ends at its stop; its thread is not waited for.
+            self.workers.remove(p);
+        }
+        let (Some(starter), Some(broker)) = (self.starter.as_mut(), self.broker.as_mut()) else {
+            return;
+        };
+        match starter.start(broker.as_mut(), &partitions) {
+            Ok(started) => {
+                let starts = self.adopt(started);
+                info!(
+                    "topic {}: partitions started again at {starts:?}",
+                    self.config.kafka.topic
+                );
+            }
             Err(e) => {
-                error!("topic {topic}: partitions {new:?} could not be assigned to the client: {e}")
+                let wait = retry_wait(self.assign_retry.next(self.policy.classify(&e)));
+                warn!("topic {}: partitions {partitions:?} cannot be started again yet, retrying in {wait:?}: {e}", self.config.kafka.topic);
+                self.assign_retry_at = Instant::now() + wait;
+                self.fenced.extend(partitions);
             }
         }
-        true
     }
 
     /// Stops fetching revoked partitions and tells their workers to finish
@@ -1158,6 +1218,11 @@ fn partition_views<'a>(
         .collect()
 }
 
+/// Blocked by the exactly-once fence (`mysql::sink::FENCE`).
+fn fenced(flow: &Flow) -> bool {
+    matches!(flow, Flow::Blocked(stall) if stall.error.starts_with(crate::mysql::sink::FENCE))
+}
+
 /// A partition that is fetched no more, at `offset`, until the operator acts.
 fn halted(offset: i64, error: String) -> Flow {
     Flow::Blocked(Stall {
@@ -1211,6 +1276,15 @@ mod tests {
         hanging_past: BTreeMap<i32, i64>,
         /// Partitions with a write hanging now.
         hung: Vec<i32>,
+        /// The offset table, as `TestStarter` reads it: where a partition
+        /// starts, ahead of the group's committed offset.
+        stored: BTreeMap<i32, i64>,
+        /// A write of partition p reaching past offset X is fenced:
+        /// another writer moved the offset table's row to Y. As
+        /// `MysqlSink`, the worker's sink then writes nothing more, until
+        /// `TestStarter` starts a new worker.
+        fenced_past: BTreeMap<i32, (i64, i64)>,
+        fenced: Vec<i32>,
     }
 
     impl Table {
@@ -1261,6 +1335,19 @@ mod tests {
                     t = changed.wait(t).expect("table");
                 }
                 t.hung.retain(|&h| h != p);
+            }
+            if let Some(&(x, y)) = t.fenced_past.get(&p) {
+                if write.next_offset > x {
+                    t.fenced_past.remove(&p);
+                    t.stored.insert(p, y);
+                    t.fenced.push(p);
+                }
+            }
+            if t.fenced.contains(&p) {
+                return Err(Error::Setup(format!(
+                    "{}: another writer moved the row",
+                    crate::mysql::sink::FENCE
+                )));
             }
             if past(t.failing_past.get(&p)) {
                 *t.failed_writes.entry(p).or_default() += 1;
@@ -1365,7 +1452,12 @@ mod tests {
             let mut started = Vec::new();
             for &partition in partitions {
                 let committed = committed.get(&partition).copied().flatten();
-                let start = committed.unwrap_or(0);
+                let stored = {
+                    let mut table = self.sink.table();
+                    table.fenced.retain(|&p| p != partition);
+                    table.stored.get(&partition).copied()
+                };
+                let start = stored.or(committed).unwrap_or(0);
                 let (stop, stop_receiver) = crossbeam_channel::bounded::<()>(0);
                 let worker = worker::spawn(
                     partition,
@@ -1806,6 +1898,44 @@ mod tests {
         // revocation or at the stop; partition 0's late write is not
         // committed either.
         assert_eq!(broker.committed(), [(0, 5)].into());
+    }
+
+    /// Exactly-once with group assignment: a worker fenced because another
+    /// writer moved the offset row (a former owner writing late) is started
+    /// again from the row: what that writer applied is not applied again,
+    /// and nothing after it is skipped.
+    #[test]
+    fn a_fenced_partition_of_a_group_member_starts_again_from_the_offset_table() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 20);
+        broker.log(1, 0, 20);
+        let sink = TableSink::default();
+        sink.script(|t| {
+            t.fenced_past.insert(0, (5, 8));
+        });
+        let mut pipeline = start_group(config(|_| {}), &broker, &sink);
+        broker.rebalance(Rebalance::Assigned(vec![0, 1]));
+        pipeline.until_applied(&[(0, 20), (1, 20)]);
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        let expected: Vec<i64> = (0..5).chain(8..20).collect();
+        assert_eq!(
+            rows(&sink, 0),
+            expected,
+            "0..5 here, 5..8 by the other writer"
+        );
+        assert_eq!(rows(&sink, 1), (0..20).collect::<Vec<_>>());
+        assert!(
+            broker.fetches_of(0).contains(&8),
+            "{:?}",
+            broker.fetches_of(0)
+        );
+        assert_eq!(
+            broker.assigns().len(),
+            1,
+            "started again without a new assignment"
+        );
+        assert_eq!(broker.committed(), [(0, 20), (1, 20)].into());
     }
 
     /// Every commit sends offsets that a write had reached before it: the

@@ -142,6 +142,10 @@ pub struct MysqlSink {
     policy: Arc<Policy>,
 }
 
+/// How a fenced write's error begins: the coordinator of a group member
+/// starts the partition again from the offset table when it sees it.
+pub const FENCE: &str = "exactly-once fence";
+
 impl MysqlSink {
     pub fn new(
         config: &Config,
@@ -211,7 +215,7 @@ impl MysqlSink {
     /// expected the write's `previous_offset`. Nothing more is written.
     fn fence_lost(&mut self, write: &WriteSet<'_>, found: Option<i64>) -> Error {
         let message = format!(
-            "exactly-once fence: the offset table {} holds {} for topic {} partition {}, \
+            "{FENCE}: the offset table {} holds {} for topic {} partition {}, \
              but this process stored {} there last; {}",
             self.offset_table,
             offset_text(found),

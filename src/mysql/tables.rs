@@ -180,8 +180,10 @@ pub fn claim_offsets(
 
 /// What an exactly-once fence failure means, and what to do.
 pub(super) const TWO_WRITERS: &str = "another process writes this partition for the same group \
-     (kafka.partitions overlapping in two configs, or two starts racing); \
-     stop one of them and restart this one";
+     (kafka.partitions overlapping in two configs, two starts racing, or with group assignment \
+     the member that had the partition before, writing late); \
+     with static assignment stop one of them and restart this one; a group member starts the \
+     partition again from the offset table by itself";
 
 pub(super) fn offset_text(offset: Option<i64>) -> String {
     offset.map_or_else(|| "no row".to_string(), |o| o.to_string())
