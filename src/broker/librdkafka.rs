@@ -14,7 +14,11 @@
 //! partition goes, exactly as for the other client. A partition the
 //! coordinator does not fetch (its worker's queue is full) is not read;
 //! librdkafka then stops prefetching it once `queued.max.messages.kbytes` is
-//! queued, which bounds the client's memory per partition.
+//! queued, which bounds the client's memory per partition. That bound and
+//! the fetch size are the client's part of the memory budget divided by the
+//! topic's partitions (`budget.rs`), read from the topic's metadata at
+//! connect: the client is made a second time when they differ from the
+//! first guess.
 //!
 //! `enable.partition.eof` tells where a partition's log ends as librdkafka
 //! read it: past transaction markers and aborted records, which are not
@@ -40,6 +44,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Broker, FetchOutcome, FetchRequest, LogBounds, PartitionFetch};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::Error;
 use crate::record::Record;
@@ -297,7 +302,6 @@ pub struct Librdkafka {
     topic: String,
     topic_c: CString,
     fetch_wait: Duration,
-    max_bytes: usize,
     wakeup_sender: Sender<()>,
     wakeup: Receiver<()>,
     /// The topic's id as last read, written into commits.
@@ -306,18 +310,37 @@ pub struct Librdkafka {
     stale_commits: Vec<i32>,
     /// A metadata column holds the records' timestamps (`metadata.rs`).
     timestamps: bool,
+    /// The topic's partitions at connect.
+    topic_partitions: usize,
 }
 
 impl Librdkafka {
+    /// Connects, and reads the topic's metadata: the number of partitions
+    /// sets the client's share of the memory budget per partition.
     pub fn connect(config: &Config) -> Result<Librdkafka, Error> {
+        let guess = config.kafka.partitions.len().max(1);
+        let broker = Librdkafka::connect_for(config, guess)?;
+        let partitions = if config.kafka.partitions.is_empty() {
+            broker.topic_partitions
+        } else {
+            guess
+        };
+        if Budget::new(config, partitions) == Budget::new(config, guess) {
+            return Ok(broker);
+        }
+        drop(broker);
+        Librdkafka::connect_for(config, partitions)
+    }
+
+    /// Connects with the client's share of the memory budget for
+    /// `partitions` partitions.
+    fn connect_for(config: &Config, partitions: usize) -> Result<Librdkafka, Error> {
         let k = &config.kafka;
+        let budget = Budget::new(config, partitions);
         let mut client = ClientConfig::new();
         for (name, value) in &k.properties {
             client.set(name, value);
         }
-        // Per partition, since each has its own queue: what librdkafka may
-        // prefetch for a partition the worker has not taken yet.
-        let queued_kbytes = (k.fetch_max_bytes_per_partition as usize * 2 / 1024).max(64);
         client
             .set("bootstrap.servers", k.brokers.join(","))
             .set("client.id", &k.client_id)
@@ -328,16 +351,18 @@ impl Librdkafka {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false")
-            .set(
-                "max.partition.fetch.bytes",
-                k.fetch_max_bytes_per_partition.to_string(),
-            )
+            .set("max.partition.fetch.bytes", budget.fetch_bytes.to_string())
             .set(
                 "fetch.wait.max.ms",
                 k.fetch_max_wait.as_millis().to_string(),
             )
             .set("fetch.min.bytes", k.fetch_min_bytes.to_string())
-            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            // Per partition, since each has its own queue: what librdkafka
+            // may prefetch for a partition the worker has not taken yet.
+            .set(
+                "queued.max.messages.kbytes",
+                budget.client_queue_kbytes.to_string(),
+            )
             // librdkafka keeps prefetching until 100,000 messages wait per
             // partition (its default) or the bytes above: with small records
             // its per-message overhead made the drain's RSS 163 MiB at 8
@@ -375,7 +400,7 @@ impl Librdkafka {
             topic: k.topic.clone(),
             topic_c: CString::new(k.topic.clone()).expect("a topic name has no NUL"),
             fetch_wait: k.fetch_max_wait,
-            max_bytes: k.fetch_max_bytes_per_partition as usize,
+            topic_partitions: 0,
             wakeup_sender,
             wakeup,
             topic_id: None,
@@ -386,9 +411,10 @@ impl Librdkafka {
                 .iter()
                 .any(|(_, field)| *field == crate::metadata::MetadataField::Timestamp),
         };
-        broker
+        broker.topic_partitions = broker
             .partitions()
-            .map_err(|e| broker.explain(e, &k.brokers))?;
+            .map_err(|e| broker.explain(e, &k.brokers))?
+            .len();
         broker.topic_id = broker.describe_topic_id()?;
         Ok(broker)
     }
@@ -501,9 +527,9 @@ impl Librdkafka {
             .collect()
     }
 
-    /// Hands out what the partition has queued, up to the fetch size.
+    /// Hands out what the partition has queued, up to the request's bytes.
     fn take(&mut self, request: &FetchRequest) -> FetchOutcome {
-        let max_bytes = self.max_bytes;
+        let max_bytes = request.max_bytes;
         let reader = self
             .readers
             .get_mut(&request.partition)
@@ -856,7 +882,11 @@ impl Broker for Librdkafka {
 
     fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let request = FetchRequest { partition, offset };
+        let request = FetchRequest {
+            partition,
+            offset,
+            max_bytes: 1,
+        };
         loop {
             let fetched = self.fetch(&[request])?;
             match fetched.into_iter().next().map(|f| f.outcome) {
