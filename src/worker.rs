@@ -309,9 +309,13 @@ impl Worker {
             if self.stopping() {
                 break;
             }
+            // The partition's turn for a connection first: what queues up
+            // while it waits goes into the same write.
+            self.sink.reserve();
             let batch = self.coalesce(batch, &batches);
             let bytes = batch.bytes();
             let applied = self.apply_batch(batch);
+            self.sink.release();
             self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
             if applied.is_err() {
                 break;
@@ -329,6 +333,7 @@ impl Worker {
     /// A batch that moves the position waits for the next turn.
     fn coalesce(&mut self, mut batch: Batch, batches: &Receiver<Batch>) -> Batch {
         let mut bytes = batch.bytes();
+        let mut joined = Vec::new();
         while bytes < self.settings.max_batch_bytes {
             let Ok(next) = batches.try_recv() else {
                 break;
@@ -338,7 +343,14 @@ impl Worker {
                 break;
             }
             bytes += next.bytes();
-            batch.records.extend(next.records);
+            joined.push(next.records);
+        }
+        // One allocation of the final size, not one per batch joined.
+        batch
+            .records
+            .reserve_exact(joined.iter().map(Vec::len).sum());
+        for records in joined {
+            batch.records.extend(records);
         }
         batch
     }
