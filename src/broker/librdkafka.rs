@@ -28,7 +28,7 @@
 //! `rdkafka`'s own partition queue reports an error without its offset and
 //! an end of partition without where it is.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{c_void, CStr, CString};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -153,25 +153,31 @@ enum Item {
 }
 
 /// A partition's own queue (`rd_kafka_queue_get_partition`, no longer
-/// forwarded to the consumer's queue), with a callback that wakes the
-/// fetching thread when it stops being empty.
+/// forwarded to the consumer's queue), with a callback that tells the
+/// fetching thread which partition's queue stopped being empty.
 struct PartitionQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// Kept alive for the callback; freed after the callback is removed.
-    wakeup: *mut Sender<()>,
+    wakeup: *mut Wakeup,
     /// Records keep their timestamps (`Record::with_timestamp`).
     timestamps: bool,
 }
 
+/// The partition a queue belongs to, and where to say it has messages.
+type Wakeup = (i32, Sender<i32>);
+
 // SAFETY: librdkafka queues are thread-safe; the coordinator thread alone
-// uses this one, and the callback only reads the `Sender`, which is `Sync`.
+// uses this one, and the callback only reads the `Wakeup`, which is `Sync`.
 unsafe impl Send for PartitionQueue {}
 
+/// Called by librdkafka when a message is queued on an empty partition
+/// queue: the partition is ready to be taken from.
 unsafe extern "C" fn wake(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `Box<Sender<()>>` of a live `PartitionQueue`;
+    // SAFETY: `opaque` is the `Box<Wakeup>` of a live `PartitionQueue`;
     // the callback is removed before that box is freed.
-    let sender = unsafe { &*(opaque as *const Sender<()>) };
-    let _ = sender.try_send(());
+    let (partition, sender) = unsafe { &*(opaque as *const Wakeup) };
+    // Unbounded: never blocks librdkafka's thread.
+    let _ = sender.send(*partition);
 }
 
 impl PartitionQueue {
@@ -179,7 +185,7 @@ impl PartitionQueue {
         rk: *mut rdsys::rd_kafka_t,
         topic: &CStr,
         partition: i32,
-        wakeup: Sender<()>,
+        wakeup: Sender<i32>,
         timestamps: bool,
     ) -> Option<PartitionQueue> {
         // SAFETY: `rk` is a live consumer handle and `topic` a C string.
@@ -187,7 +193,7 @@ impl PartitionQueue {
         if queue.is_null() {
             return None;
         }
-        let wakeup = Box::into_raw(Box::new(wakeup));
+        let wakeup: *mut Wakeup = Box::into_raw(Box::new((partition, wakeup)));
         // SAFETY: `queue` was just returned by librdkafka; `wakeup` lives
         // until `drop` removes the callback.
         unsafe {
@@ -302,8 +308,13 @@ pub struct Librdkafka {
     topic: String,
     topic_c: CString,
     fetch_wait: Duration,
-    wakeup_sender: Sender<()>,
-    wakeup: Receiver<()>,
+    wakeup_sender: Sender<i32>,
+    /// Partitions whose queue stopped being empty (`wake`).
+    wakeup: Receiver<i32>,
+    /// Partitions that may have messages queued: woken, or left with some
+    /// at the last take. Only these are taken from, so that a turn costs
+    /// the partitions that have something, not all of them.
+    ready: BTreeSet<i32>,
     /// The topic's id as last read, written into commits.
     topic_id: Option<String>,
     /// See `Broker::stale_commits`.
@@ -393,7 +404,7 @@ impl Librdkafka {
             .map_err(|e| {
                 Error::Setup(format!("kafka: librdkafka refused the configuration: {e}"))
             })?;
-        let (wakeup_sender, wakeup) = crossbeam_channel::bounded(1);
+        let (wakeup_sender, wakeup) = crossbeam_channel::unbounded();
         let mut broker = Librdkafka {
             readers: BTreeMap::new(),
             consumer,
@@ -403,6 +414,7 @@ impl Librdkafka {
             topic_partitions: 0,
             wakeup_sender,
             wakeup,
+            ready: BTreeSet::new(),
             topic_id: None,
             stale_commits: Vec::new(),
             timestamps: config
@@ -477,6 +489,7 @@ impl Librdkafka {
                     .ok_or_else(|| {
                         Error::Librdkafka(format!("no queue for partition {}", r.partition))
                     })?;
+                    self.ready.insert(r.partition);
                     self.readers.insert(
                         r.partition,
                         Reader {
@@ -506,6 +519,7 @@ impl Librdkafka {
                     reader.position = r.offset;
                     reader.carry.clear();
                     reader.must_seek = false;
+                    self.ready.insert(r.partition);
                 }
                 Some(_) => {}
             }
@@ -534,6 +548,13 @@ impl Librdkafka {
             .readers
             .get_mut(&request.partition)
             .expect("positioned");
+        if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
+            return FetchOutcome::Records {
+                records: Vec::new(),
+                next_offset: reader.position,
+                high_watermark: None,
+            };
+        }
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut next = reader.position;
@@ -580,7 +601,14 @@ impl Librdkafka {
                     }
                 }
             }
-            if bytes >= max_bytes || reader.queue.take(&mut reader.carry) == 0 {
+            if bytes >= max_bytes {
+                break;
+            }
+            if reader.queue.take(&mut reader.carry) == 0 {
+                // Empty: `wake` says when it is not any more.
+                if reader.carry.is_empty() {
+                    self.ready.remove(&request.partition);
+                }
                 break;
             }
         }
@@ -866,16 +894,19 @@ impl Broker for Librdkafka {
     fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {
         self.serve();
         self.position(requests)?;
-        // A wake-up from before this point is for data taken below.
-        while self.wakeup.try_recv().is_ok() {}
+        self.ready.extend(self.wakeup.try_iter());
         let mut out = self.take_all(requests);
         // Nothing at all: wait for a partition queue to fill, then look again.
         let nothing = out.iter().zip(requests).all(|(f, r)| {
             matches!(&f.outcome, FetchOutcome::Records { records, next_offset, .. }
                 if records.is_empty() && *next_offset == r.offset)
         });
-        if nothing && self.wakeup.recv_timeout(self.fetch_wait).is_ok() {
-            out = self.take_all(requests);
+        if nothing {
+            if let Ok(partition) = self.wakeup.recv_timeout(self.fetch_wait) {
+                self.ready.insert(partition);
+                self.ready.extend(self.wakeup.try_iter());
+                out = self.take_all(requests);
+            }
         }
         Ok(out)
     }
