@@ -2,7 +2,7 @@
 # The benchmark: how fast kafka2mysql moves records, against the two
 # limits of this machine that bound it.
 #
-#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain] [--latency-seconds S] [--keep]
+#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain] [--buffered-bytes N] [--latency-seconds S] [--keep]
 #
 # On one fixed data set (1,000,000 JSON records of about 200 bytes, keys
 # spread over 8 partitions, or --partitions N; --quick: 200,000) it measures
@@ -23,8 +23,10 @@
 #                 row's insert time (DEFAULT CURRENT_TIMESTAMP(6)) minus it.
 # `--only drain` measures the JSON drain alone (and reports it alone, with
 # the database connections the service held at most): the cheap way to
-# compare partition counts. Each throughput measurement runs --runs times
-# (default 3) and reports the median. The report (a Markdown table) goes to stdout and to
+# compare partition counts. `--buffered-bytes N` sets
+# worker.max_buffered_bytes (default: the service's own). Each throughput
+# measurement runs --runs times (default 3) and reports the median. The
+# report (a Markdown table) goes to stdout and to
 # target/bench/report-<id>.md (and target/bench/latest.md), with what each
 # process spent in CPU per million records, so that where the time goes is
 # measured too; its last two lines are
@@ -60,6 +62,7 @@ LATENCY_SECONDS=60
 LATENCY_RATE=1000
 PARTITIONS=8
 ONLY=all
+BUFFERED_BYTES=""
 KEEP=0
 QUICK=0
 # Generator version: bump when the data set changes, so cached files are not reused.
@@ -84,6 +87,7 @@ while (($# > 0)); do
         --records) RECORDS=${2:?--records needs a number}; shift ;;
         --partitions) PARTITIONS=${2:?--partitions needs a number}; shift ;;
         --only) ONLY=${2:?--only needs a measurement}; shift ;;
+        --buffered-bytes) BUFFERED_BYTES=${2:?--buffered-bytes needs a number}; shift ;;
         --latency-seconds) LATENCY_SECONDS=${2:?--latency-seconds needs a number}; shift ;;
         -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) usage ;;
@@ -93,6 +97,7 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $RECORDS =~ ^[1-9][0-9]*$ && $LATENCY_SECONDS =~ ^[1-9][0-9]*$ && $PARTITIONS =~ ^[1-9][0-9]*$ ]] \
     || die "--runs, --records, --partitions and --latency-seconds take positive whole numbers"
 [[ $ONLY == all || $ONLY == drain ]] || die "--only takes drain"
+[[ -z $BUFFERED_BYTES || $BUFFERED_BYTES =~ ^[1-9][0-9]*$ ]] || die "--buffered-bytes takes a positive whole number"
 
 for tool in cargo awk; do
     command -v "$tool" >/dev/null 2>&1 || {
@@ -270,18 +275,24 @@ file = ""
 level = "info"
 stats_interval_ms = 10000
 EOF
+    [[ -z $BUFFERED_BYTES ]] || printf '\n[worker]\nmax_buffered_bytes = %s\n' "$BUFFERED_BYTES" >>"$file"
 }
 
 # Waits until `status --json` shows every partition committed at the log end;
 # prints nothing; returns 1 after the deadline or when the process died.
-# Sets PEAK_CONNECTIONS: the most database connections the process held at
-# one of its looks.
+# Sets PEAK_CONNECTIONS: the most database sessions of the service's user at
+# one of its looks, from the server's process list, read as root (the mysql
+# crate goes over the Unix socket when the server is local, as another
+# account of the same user name, which neither the process's TCP sockets
+# nor the user's own view of the list show); nothing else uses this user
+# name while a drain runs (`status` runs between the looks).
 wait_for_lag_zero() {
     local config=$1 pid=$2 deadline=$(($SECONDS + $3)) out zero held
     PEAK_CONNECTIONS=0
     while ((SECONDS < deadline)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        held=$(ss -Htnp state established "( dport = :$MYSQL_PORT )" 2>/dev/null | grep -c "pid=$pid," || true)
+        held=$("$SERVICES" mysql -N -B -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+            WHERE USER = '$MYSQL_USER'" 2>/dev/null || echo 0)
         ((held > PEAK_CONNECTIONS)) && PEAK_CONNECTIONS=$held
         if out=$("$BIN" status --config "$config" --json 2>/dev/null); then
             zero=$(grep -c '"lag": 0,' <<<"$out" || true)
@@ -476,7 +487,7 @@ drain_runs() {
             SERVICE_PIDS=()
             rows=$(row_count "$TABLE")
             ((rows == RECORDS)) || die "the table holds $rows rows after the drain, expected $RECORDS; see $log"
-            say "$name run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB"
+            say "$name run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB, at most $PEAK_CONNECTIONS database connections"
             if disturbed "$log" && ((attempt == 1)); then
                 say "$name run $run logged warnings (a service was away?); running it again"
                 continue
@@ -516,7 +527,8 @@ if [[ $ONLY == drain ]]; then
     {
         echo "## kafka2mysql drain ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only drain)"
         echo
-        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s)."
+        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s);"
+        echo "worker.max_buffered_bytes: ${BUFFERED_BYTES:-the default}."
         echo
         echo "| partitions | records/s | CPU s / 1M records | peak RSS MiB | database connections (most seen) | mysqld CPU s / 1M | broker CPU s / 1M |"
         echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
