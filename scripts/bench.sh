@@ -292,8 +292,8 @@ wait_for_lag_zero() {
     while ((SECONDS < deadline)); do
         kill -0 "$pid" 2>/dev/null || return 1
         held=$("$SERVICES" mysql -N -B -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST
-            WHERE USER = '$MYSQL_USER'" 2>/dev/null || echo 0)
-        ((held > PEAK_CONNECTIONS)) && PEAK_CONNECTIONS=$held
+            WHERE USER = '$MYSQL_USER'" 2>/dev/null || true)
+        [[ $held =~ ^[0-9]+$ ]] && ((held > PEAK_CONNECTIONS)) && PEAK_CONNECTIONS=$held
         if out=$("$BIN" status --config "$config" --json 2>/dev/null); then
             zero=$(grep -c '"lag": 0,' <<<"$out" || true)
             ((zero == PARTITIONS)) && return 0

@@ -100,6 +100,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WorkerConfig;
 
     fn config(budget: usize, connections: usize) -> Config {
         let mut config = Config::parse(
@@ -114,24 +115,28 @@ mod tests {
     }
 
     /// With the defaults, 8 partitions get what they had before the budget:
-    /// fetches of 512 KiB, librdkafka queues of 1 MiB, three batches each.
+    /// fetches of 512 KiB, librdkafka queues of 1 MiB, three batches each;
+    /// 20 MiB is the least budget that keeps them so.
     #[test]
     fn the_default_budget_keeps_eight_partitions_as_they_were() {
-        let config = config(20 * 1024 * 1024, 16);
-        let budget = Budget::new(&config, 8);
-        assert_eq!(budget.fetch_bytes, 512 * 1024);
-        assert_eq!(budget.client_queue_kbytes, 1024);
-        assert_eq!(budget.partition_cap, 3 * 512 * 1024);
-        assert_eq!(budget.queue_batches, 2);
-        // Every partition can fill its three batches at once, and no more.
-        let mut held = [0usize; 8];
-        for _ in 0..10 {
-            for p in 0..8 {
-                let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
-                held[p] += budget.room(held[p], borrowed);
+        for total in [WorkerConfig::default().max_buffered_bytes, 20 * 1024 * 1024] {
+            let budget = Budget::new(&config(total, 16), 8);
+            assert_eq!(budget.fetch_bytes, 512 * 1024);
+            assert_eq!(budget.client_queue_kbytes, 1024);
+            assert_eq!(budget.partition_cap, 3 * 512 * 1024);
+            assert_eq!(budget.queue_batches, 2);
+            // Every partition can fill its three batches at once, and no more.
+            let mut held = [0usize; 8];
+            for _ in 0..10 {
+                for p in 0..8 {
+                    let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
+                    held[p] += budget.room(held[p], borrowed);
+                }
             }
+            assert_eq!(held, [3 * 512 * 1024; 8], "{total}");
         }
-        assert_eq!(held, [3 * 512 * 1024; 8]);
+        let less = Budget::new(&config(20 * 1024 * 1024 - 1, 16), 8);
+        assert!(less.fetch_bytes < 512 * 1024, "{less:?}");
     }
 
     /// However many partitions, the records held stay within the budget, and

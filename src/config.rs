@@ -587,7 +587,9 @@ impl Default for WorkerConfig {
         WorkerConfig {
             queue_batches: 2,
             // 8 partitions x 5 x 512 KiB: at 8 partitions the fetch size and
-            // the queues are what they were before the budget.
+            // the queues stay what they were before the budget, and so does
+            // the peak RSS at any partition count (README.md, "How it
+            // works").
             max_buffered_bytes: 20 * 1024 * 1024,
             max_batch_rows: 500,
             max_record_bytes: 1_048_576,
