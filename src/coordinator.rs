@@ -48,6 +48,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often the coordinator asks whether the topic was deleted and created
 /// again under the same name.
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a commit's answer may take before the commit counts as failed.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Kafka-side retries are cheap; they back off no longer than this.
 const KAFKA_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
@@ -112,6 +114,9 @@ pub struct Coordinator {
     topic_missing: bool,
     /// The broker unreachable (no client, or every call failing).
     broker_outage: Option<Outage>,
+    /// The offsets of the commit sent and not yet answered, and when it
+    /// was sent (`commit`).
+    commit_in_flight: Option<(Vec<(i32, i64)>, Instant)>,
 }
 
 /// Everything the coordinator is started with.
@@ -203,6 +208,7 @@ impl Coordinator {
             topic_id,
             topic_missing: false,
             broker_outage: None,
+            commit_in_flight: None,
             config,
             policy: parts.policy,
         }
@@ -223,6 +229,7 @@ impl Coordinator {
                 ending = Ending::WorkerDied;
                 break;
             }
+            self.commit_answered(Duration::ZERO);
             let now = Instant::now();
             if self.book.commit_due(now) {
                 self.commit();
@@ -761,8 +768,13 @@ impl Coordinator {
         }
     }
 
-    /// Commits the applied offsets to the Kafka group.
+    /// Sends a commit of the applied offsets to the Kafka group, unless one
+    /// is in flight; `commit_answered` takes its answer on a later turn, so
+    /// that the loop goes on fetching while the group coordinator answers.
     fn commit(&mut self) {
+        if self.commit_in_flight.is_some() {
+            return;
+        }
         let now = Instant::now();
         let mut pending = self.book.to_commit(now);
         pending.retain(|(p, _)| {
@@ -778,14 +790,47 @@ impl Coordinator {
             self.book.commit_failed(now);
             return;
         };
-        match broker.commit(&pending) {
+        match broker.commit_begin(&pending) {
             Ok(()) => {
-                debug!("committed {pending:?}");
-                self.book.committed(&pending, now);
+                self.commit_in_flight = Some((pending, now));
+                self.commit_answered(Duration::ZERO);
             }
             Err(e) => {
                 warn!("kafka: commit of {pending:?} failed, retrying at the next interval: {e}");
                 self.book.commit_failed(now);
+            }
+        }
+    }
+
+    /// Takes the answer to the commit in flight, waiting up to `wait`; one
+    /// not answered within `COMMIT_TIMEOUT` counts as failed.
+    fn commit_answered(&mut self, wait: Duration) {
+        let Some((pending, sent)) = self.commit_in_flight.take() else {
+            return;
+        };
+        // The client that sent it is gone (a reconnect): so is its answer.
+        let Some(broker) = self.broker.as_mut() else {
+            self.book.commit_failed(sent);
+            return;
+        };
+        let answer = match broker.commit_answer(wait) {
+            Some(answer) => answer,
+            None if sent.elapsed() < COMMIT_TIMEOUT => {
+                self.commit_in_flight = Some((pending, sent));
+                return;
+            }
+            None => Err(Error::Librdkafka(format!(
+                "commit not confirmed within {COMMIT_TIMEOUT:?}"
+            ))),
+        };
+        match answer {
+            Ok(()) => {
+                debug!("committed {pending:?}");
+                self.book.committed(&pending, sent);
+            }
+            Err(e) => {
+                warn!("kafka: commit of {pending:?} failed, retrying at the next interval: {e}");
+                self.book.commit_failed(sent);
             }
         }
     }
@@ -834,7 +879,10 @@ impl Coordinator {
             self.broker_retry_at = Instant::now();
             self.reconnect();
         }
+        // The last commit is waited for: the one in flight first.
+        self.commit_answered(COMMIT_TIMEOUT);
         self.commit();
+        self.commit_answered(COMMIT_TIMEOUT);
         let pending = self.book.pending();
         if pending.is_empty() {
             info!("offsets committed: {:?}", self.committed_summary());
@@ -1366,6 +1414,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_commit_waiting_for_its_answer_holds_neither_fetches_nor_a_second_commit() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        broker.log(1, 0, 10);
+        broker.hold_commit_answers(true);
+        let sink = TableSink::default();
+        let config = config(|c| {
+            c.commit.every_messages = 1;
+            c.commit.interval = Duration::from_millis(1);
+        });
+        let mut pipeline = start(config, &broker, &sink, &[(0, 0), (1, 0)]);
+        // Every record is fetched and applied while the first commit waits.
+        pipeline.until_applied(&[(0, 10), (1, 10)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.commits().len(), 1, "{:?}", broker.commits());
+        broker.hold_commit_answers(false);
+        eventually("the applied offsets committed once the answer came", || {
+            let committed = broker.committed();
+            (committed == [(0, 10), (1, 10)].into(), committed)
+        });
+        assert_eq!(pipeline.stop().0, Ending::Clean);
     }
 
     #[test]

@@ -51,6 +51,11 @@ struct State {
     fetches: Vec<FetchRequest>,
     fetch_calls: u64,
     metadata_reloads: u64,
+    /// Commits are sent but not answered (`commit_answer` gives `None`)
+    /// while this is set, as by a slow group coordinator.
+    commit_answers_held: bool,
+    /// A commit sent and not answered yet.
+    commit_in_flight: bool,
 }
 
 #[derive(Clone, Default)]
@@ -119,6 +124,11 @@ impl FakeBroker {
         self.state().metadata_reloads
     }
 
+    /// Holds or releases the answers to commits (`State::commit_answers_held`).
+    pub fn hold_commit_answers(&self, held: bool) {
+        self.state().commit_answers_held = held;
+    }
+
     /// Every `commit` call so far.
     pub fn commits(&self) -> Vec<Commit> {
         self.state().commits.clone()
@@ -165,6 +175,23 @@ impl Broker for FakeBroker {
             offsets: offsets.to_vec(),
         });
         Ok(())
+    }
+
+    /// Recorded at once; the answer waits while answers are held.
+    fn commit_begin(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        self.commit(offsets)?;
+        self.state().commit_in_flight = true;
+        Ok(())
+    }
+
+    fn commit_answer(&mut self, wait: Duration) -> Option<Result<(), Error>> {
+        let mut state = self.state();
+        if state.commit_answers_held {
+            drop(state);
+            std::thread::sleep(wait.min(EMPTY_FETCH_WAIT));
+            return None;
+        }
+        std::mem::take(&mut state.commit_in_flight).then_some(Ok(()))
     }
 
     fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {

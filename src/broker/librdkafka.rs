@@ -287,6 +287,23 @@ impl Drop for PartitionQueue {
     }
 }
 
+/// The queue a commit's answer comes on. librdkafka keeps a destroyed
+/// queue alive for an answer that comes late, so an abandoned commit's
+/// queue is simply dropped.
+struct CommitQueue(*mut rdsys::rd_kafka_queue_t);
+
+// SAFETY: librdkafka queues are thread-safe; the coordinator thread alone
+// uses this one.
+unsafe impl Send for CommitQueue {}
+
+impl Drop for CommitQueue {
+    fn drop(&mut self) {
+        // SAFETY: the queue was made by `rd_kafka_queue_new` and is
+        // destroyed once, here.
+        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
+    }
+}
+
 /// One assigned partition.
 struct Reader {
     queue: PartitionQueue,
@@ -304,6 +321,8 @@ struct Reader {
 pub struct Librdkafka {
     /// Declared before `consumer`: the queues must go before the consumer.
     readers: BTreeMap<i32, Reader>,
+    /// The answer queue of the commit in flight (`Broker::commit_begin`).
+    commit_in_flight: Option<CommitQueue>,
     consumer: BaseConsumer<Context>,
     topic: String,
     topic_c: CString,
@@ -407,6 +426,7 @@ impl Librdkafka {
         let (wakeup_sender, wakeup) = crossbeam_channel::unbounded();
         let mut broker = Librdkafka {
             readers: BTreeMap::new(),
+            commit_in_flight: None,
             consumer,
             topic: k.topic.clone(),
             topic_c: CString::new(k.topic.clone()).expect("a topic name has no NUL"),
@@ -827,10 +847,23 @@ impl Broker for Librdkafka {
         Ok(offsets)
     }
 
-    /// Commits and waits for the answer up to `COMMIT_TIMEOUT`: the answer
-    /// comes on a queue of its own, so that a broker that does not answer
-    /// holds the coordinator no longer than that.
+    /// Commits and waits for the answer up to `COMMIT_TIMEOUT`, so that a
+    /// broker that does not answer holds the caller no longer than that.
     fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        self.commit_begin(offsets)?;
+        self.commit_answer(COMMIT_TIMEOUT).unwrap_or_else(|| {
+            self.commit_in_flight = None;
+            Err(Error::Librdkafka(format!(
+                "commit not confirmed within {COMMIT_TIMEOUT:?}"
+            )))
+        })
+    }
+
+    /// The answer comes on a queue of its own (`CommitQueue`).
+    fn commit_begin(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        // An earlier commit's answer is no longer awaited; if it still
+        // comes, it goes with its queue.
+        self.commit_in_flight = None;
         let metadata = self
             .topic_id
             .as_ref()
@@ -844,50 +877,53 @@ impl Broker for Librdkafka {
             }
         }
         let rk = self.consumer.client().native_ptr();
-        // SAFETY: the queue is ours and destroyed once (librdkafka keeps it
-        // alive for a late answer); the event is read before it is destroyed.
+        // SAFETY: a live handle; the queue is destroyed once, by `CommitQueue`.
+        let queue = CommitQueue(unsafe { rdsys::rd_kafka_queue_new(rk) });
+        // SAFETY: the list is read during the call only; the queue lives on.
+        let err = unsafe {
+            rdsys::rd_kafka_commit_queue(rk, list.ptr(), queue.0, None, std::ptr::null_mut())
+        };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(Error::Librdkafka(format!(
+                "commit failed: {}",
+                RDKafkaErrorCode::from(err)
+            )));
+        }
+        self.commit_in_flight = Some(queue);
+        Ok(())
+    }
+
+    fn commit_answer(&mut self, wait: Duration) -> Option<Result<(), Error>> {
+        let queue = self.commit_in_flight.as_ref()?;
+        // SAFETY: the event is read before it is destroyed, once.
         unsafe {
-            let queue = rdsys::rd_kafka_queue_new(rk);
-            let err =
-                rdsys::rd_kafka_commit_queue(rk, list.ptr(), queue, None, std::ptr::null_mut());
-            let answer = if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-                Err(Error::Librdkafka(format!(
-                    "commit failed: {}",
-                    RDKafkaErrorCode::from(err)
-                )))
-            } else {
-                let event = rdsys::rd_kafka_queue_poll(queue, COMMIT_TIMEOUT.as_millis() as i32);
-                if event.is_null() {
-                    Err(Error::Librdkafka(format!(
-                        "commit not confirmed within {COMMIT_TIMEOUT:?}"
-                    )))
-                } else {
-                    let err = rdsys::rd_kafka_event_error(event);
-                    let partitions = rdsys::rd_kafka_event_topic_partition_list(event);
-                    let mut failed = None;
-                    if !partitions.is_null() {
-                        for i in 0..(*partitions).cnt.max(0) as usize {
-                            let e = &*(*partitions).elems.add(i);
-                            if e.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
-                                failed = Some((e.partition, RDKafkaErrorCode::from(e.err)));
-                            }
-                        }
-                    }
-                    rdsys::rd_kafka_event_destroy(event);
-                    match (err, failed) {
-                        (RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, None) => Ok(()),
-                        (_, Some((p, code))) => Err(Error::Librdkafka(format!(
-                            "commit failed for partition {p}: {code}"
-                        ))),
-                        (err, None) => Err(Error::Librdkafka(format!(
-                            "commit failed: {}",
-                            RDKafkaErrorCode::from(err)
-                        ))),
+            let event = rdsys::rd_kafka_queue_poll(queue.0, wait.as_millis() as i32);
+            if event.is_null() {
+                return None;
+            }
+            let err = rdsys::rd_kafka_event_error(event);
+            let partitions = rdsys::rd_kafka_event_topic_partition_list(event);
+            let mut failed = None;
+            if !partitions.is_null() {
+                for i in 0..(*partitions).cnt.max(0) as usize {
+                    let e = &*(*partitions).elems.add(i);
+                    if e.err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        failed = Some((e.partition, RDKafkaErrorCode::from(e.err)));
                     }
                 }
-            };
-            rdsys::rd_kafka_queue_destroy(queue);
-            answer
+            }
+            rdsys::rd_kafka_event_destroy(event);
+            self.commit_in_flight = None;
+            Some(match (err, failed) {
+                (RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR, None) => Ok(()),
+                (_, Some((p, code))) => Err(Error::Librdkafka(format!(
+                    "commit failed for partition {p}: {code}"
+                ))),
+                (err, None) => Err(Error::Librdkafka(format!(
+                    "commit failed: {}",
+                    RDKafkaErrorCode::from(err)
+                ))),
+            })
         }
     }
 

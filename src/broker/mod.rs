@@ -113,8 +113,25 @@ pub trait Broker: Send {
     /// The group's committed next offsets; `None` where nothing is committed.
     fn committed_offsets(&mut self) -> Result<BTreeMap<i32, Option<i64>>, Error>;
 
-    /// Commits next offsets to the group.
+    /// Commits next offsets to the group and waits for the answer.
     fn commit(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error>;
+
+    /// Sends a commit without waiting for its answer, which
+    /// `commit_answer` then gives: the coordinator goes on fetching
+    /// meanwhile (a commit is a round trip to the group coordinator, and
+    /// waiting for each one held the coordinator a third of a drain). At
+    /// most one commit is in flight: one begun while another is in flight
+    /// no longer awaits that one's answer. By default the commit is made
+    /// whole here, and its answer is the result.
+    fn commit_begin(&mut self, offsets: &[(i32, i64)]) -> Result<(), Error> {
+        self.commit(offsets)
+    }
+
+    /// The answer to the commit `commit_begin` sent, waiting up to `wait`
+    /// for it; `None` while it has not come.
+    fn commit_answer(&mut self, _wait: std::time::Duration) -> Option<Result<(), Error>> {
+        Some(Ok(()))
+    }
 
     /// Fetches the given partitions, waiting up to `kafka.fetch_max_wait`
     /// when none has data. `Err` means the whole request failed (no broker
