@@ -31,6 +31,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest};
+use crate::budget::Budget;
 use crate::config::{Config, OffsetReset};
 use crate::error::{Class, Error, Policy, Verdict};
 use crate::offsets::{
@@ -92,6 +93,13 @@ pub struct Coordinator {
     broker_retry_at: Instant,
     partitions: BTreeMap<i32, PartitionState>,
     workers: BTreeMap<i32, WorkerHandle>,
+    /// The partitions' shares of `worker.max_buffered_bytes`, for the
+    /// partitions read now: made again (`Budget::new`) whenever partitions
+    /// are added or removed.
+    budget: Budget,
+    /// Where the next turn starts choosing partitions to fetch, so that
+    /// the budget's pool is lent to every partition in turn.
+    first_to_fetch: usize,
     events: Receiver<WorkerEvent>,
     stop_workers: Option<Sender<()>>,
     shutdown: Receiver<()>,
@@ -159,6 +167,15 @@ impl Coordinator {
             );
         }
 
+        let budget = Budget::new(&config, partitions.len());
+        info!(
+            "memory budget (worker.max_buffered_bytes = {}): {} partitions, fetches of {} bytes, \
+             records held at most {} bytes",
+            config.worker.max_buffered_bytes,
+            partitions.len(),
+            budget.fetch_bytes,
+            budget.bound(partitions.len())
+        );
         let status = ServiceStatus {
             pid: std::process::id(),
             started_at: unix_seconds(SystemTime::now()),
@@ -177,6 +194,8 @@ impl Coordinator {
             broker: Some(parts.broker),
             broker_retry: kafka_retry,
             broker_retry_at: now,
+            budget,
+            first_to_fetch: 0,
             partitions,
             workers: parts.workers,
             events: parts.events,
@@ -286,25 +305,55 @@ impl Coordinator {
         }
     }
 
-    /// Partitions that may be fetched now: not halted, backoff passed, and
-    /// room in the worker's queue (a blocked worker's full queue stops its
-    /// partition only).
-    fn fetchable(&self, now: Instant) -> Vec<FetchRequest> {
-        self.partitions
+    /// Partitions that may be fetched now, each with the bytes it may take:
+    /// not halted, backoff passed, and room in the worker's queue and in
+    /// the partition's share of the memory budget (a blocked worker's full
+    /// queue stops its partition only). The room given is counted as taken
+    /// until the next turn, so that one turn cannot lend the pool twice.
+    fn fetchable(&mut self, now: Instant) -> Vec<FetchRequest> {
+        let budget = self.budget;
+        let held = |p: &i32| {
+            self.workers.get(p).map_or(0, |w| {
+                w.held_bytes.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        };
+        let mut borrowed: usize = self
+            .partitions
+            .keys()
+            .map(|p| budget.borrowed(held(p)))
+            .sum();
+        let first = self.first_to_fetch % self.partitions.len().max(1);
+        self.first_to_fetch = first + 1;
+        let mut requests = Vec::new();
+        let in_turn = self
+            .partitions
             .iter()
-            .filter(|(_, s)| {
-                !s.halted && s.pending_reset.is_none() && s.retry_at.is_none_or(|t| t <= now)
-            })
-            .filter(|(p, _)| {
-                self.workers
-                    .get(p)
-                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
-            })
-            .map(|(&partition, s)| FetchRequest {
+            .skip(first)
+            .chain(self.partitions.iter().take(first));
+        for (&partition, s) in in_turn {
+            if s.halted || s.pending_reset.is_some() || s.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let Some(worker) = self.workers.get(&partition) else {
+                continue;
+            };
+            if worker.sender.len() >= budget.queue_batches {
+                continue;
+            }
+            let held = held(&partition);
+            let max_bytes = budget.room(held, borrowed);
+            if max_bytes == 0 {
+                continue;
+            }
+            borrowed += budget.borrowed(held + max_bytes) - budget.borrowed(held);
+            requests.push(FetchRequest {
                 partition,
                 offset: s.fetch_offset,
-            })
-            .collect()
+                max_bytes,
+            });
+        }
+        requests.sort_unstable_by_key(|r| r.partition);
+        requests
     }
 
     fn fetch_and_dispatch(&mut self, requests: &[FetchRequest]) {
@@ -455,8 +504,10 @@ impl Coordinator {
         let Some(w) = self.workers.get(&partition) else {
             return;
         };
-        // Only this thread sends, and the queue had room when the partition was
-        // chosen, so this does not block.
+        // The queue is unbounded: this never blocks. The coordinator sends
+        // only while `fetchable` found room.
+        w.held_bytes
+            .fetch_add(batch.bytes(), std::sync::atomic::Ordering::Relaxed);
         if w.sender.send(batch).is_err() {
             error!("worker of partition {partition} is gone; its records will be fetched again at the next start");
         }
@@ -645,7 +696,7 @@ impl Coordinator {
             .filter(|(p, _)| {
                 self.workers
                     .get(p)
-                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
+                    .is_some_and(|w| w.sender.len() < self.budget.queue_batches)
             })
             .collect();
         for (p, offset) in ready {
@@ -1089,10 +1140,14 @@ mod tests {
             let handle = worker::spawn(
                 partition,
                 start,
-                config.worker.queue_batches,
                 Box::new(sink.clone()),
                 mapper(&config),
-                WorkerSettings::from_config(&config, Arc::clone(&policy)),
+                // One write per batch fetched, so that the tests see the
+                // coordinator's batches (the worker's own tests join them).
+                WorkerSettings {
+                    max_batch_bytes: 0,
+                    ..WorkerSettings::from_config(&config, Arc::clone(&policy))
+                },
                 event_sender.clone(),
                 stop_receiver.clone(),
                 Arc::clone(&stats),

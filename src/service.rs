@@ -231,7 +231,6 @@ fn pipeline(
         let handle = worker::spawn(
             partition,
             start,
-            config.worker.queue_batches,
             sinks(&schema),
             Arc::new(metadata::mapper_for(config, &schema, partition).map_err(Error::Setup)?),
             WorkerSettings::from_config(config, Arc::clone(policy)),
