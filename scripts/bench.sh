@@ -2,10 +2,10 @@
 # The benchmark: how fast kafka2mysql moves records, against the two
 # limits of this machine that bound it.
 #
-#   scripts/bench.sh [--quick] [--runs N] [--records N] [--latency-seconds S] [--keep]
+#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain] [--buffered-bytes N] [--latency-seconds S] [--keep]
 #
 # On one fixed data set (1,000,000 JSON records of about 200 bytes, keys
-# spread over 8 partitions; --quick: 200,000) it measures
+# spread over 8 partitions, or --partitions N; --quick: 200,000) it measures
 #   write limit   LOAD DATA LOCAL INFILE of the same rows into an empty copy of
 #                 the table, from one client (mariadb --local-infile over TCP);
 #   read limit    kcat -C -e reading the whole topic (fetch.wait.max.ms=10, so
@@ -21,8 +21,12 @@
 #   latency       records produced at a steady 1,000/s for 60 s (--quick:
 #                 20 s), each carrying its produce time in ms; p50/p99 of the
 #                 row's insert time (DEFAULT CURRENT_TIMESTAMP(6)) minus it.
-# Each throughput measurement runs --runs times (default 3) and reports the
-# median. The report (a Markdown table) goes to stdout and to
+# `--only drain` measures the JSON drain alone (and reports it alone, with
+# the database connections the service held at most): the cheap way to
+# compare partition counts. `--buffered-bytes N` sets
+# worker.max_buffered_bytes (default: the service's own). Each throughput
+# measurement runs --runs times (default 3) and reports the median. The
+# report (a Markdown table) goes to stdout and to
 # target/bench/report-<id>.md (and target/bench/latest.md), with what each
 # process spent in CPU per million records, so that where the time goes is
 # measured too; its last two lines are
@@ -57,6 +61,8 @@ RUNS=3
 LATENCY_SECONDS=60
 LATENCY_RATE=1000
 PARTITIONS=8
+ONLY=all
+BUFFERED_BYTES=""
 KEEP=0
 QUICK=0
 # Generator version: bump when the data set changes, so cached files are not reused.
@@ -79,14 +85,19 @@ while (($# > 0)); do
         --keep) KEEP=1 ;;
         --runs) RUNS=${2:?--runs needs a number}; shift ;;
         --records) RECORDS=${2:?--records needs a number}; shift ;;
+        --partitions) PARTITIONS=${2:?--partitions needs a number}; shift ;;
+        --only) ONLY=${2:?--only needs a measurement}; shift ;;
+        --buffered-bytes) BUFFERED_BYTES=${2:?--buffered-bytes needs a number}; shift ;;
         --latency-seconds) LATENCY_SECONDS=${2:?--latency-seconds needs a number}; shift ;;
         -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) usage ;;
     esac
     shift
 done
-[[ $RUNS =~ ^[1-9][0-9]*$ && $RECORDS =~ ^[1-9][0-9]*$ && $LATENCY_SECONDS =~ ^[1-9][0-9]*$ ]] \
-    || die "--runs, --records and --latency-seconds take positive whole numbers"
+[[ $RUNS =~ ^[1-9][0-9]*$ && $RECORDS =~ ^[1-9][0-9]*$ && $LATENCY_SECONDS =~ ^[1-9][0-9]*$ && $PARTITIONS =~ ^[1-9][0-9]*$ ]] \
+    || die "--runs, --records, --partitions and --latency-seconds take positive whole numbers"
+[[ $ONLY == all || $ONLY == drain ]] || die "--only takes drain"
+[[ -z $BUFFERED_BYTES || $BUFFERED_BYTES =~ ^[1-9][0-9]*$ ]] || die "--buffered-bytes takes a positive whole number"
 
 for tool in cargo awk; do
     command -v "$tool" >/dev/null 2>&1 || {
@@ -264,14 +275,25 @@ file = ""
 level = "info"
 stats_interval_ms = 10000
 EOF
+    [[ -z $BUFFERED_BYTES ]] || printf '\n[worker]\nmax_buffered_bytes = %s\n' "$BUFFERED_BYTES" >>"$file"
 }
 
 # Waits until `status --json` shows every partition committed at the log end;
 # prints nothing; returns 1 after the deadline or when the process died.
+# Sets PEAK_CONNECTIONS: the most database sessions of the service's user at
+# one of its looks, from the server's process list, read as root (the mysql
+# crate goes over the Unix socket when the server is local, as another
+# account of the same user name, which neither the process's TCP sockets
+# nor the user's own view of the list show); nothing else uses this user
+# name while a drain runs (`status` runs between the looks).
 wait_for_lag_zero() {
-    local config=$1 pid=$2 deadline=$(($SECONDS + $3)) out zero
+    local config=$1 pid=$2 deadline=$(($SECONDS + $3)) out zero held
+    PEAK_CONNECTIONS=0
     while ((SECONDS < deadline)); do
         kill -0 "$pid" 2>/dev/null || return 1
+        held=$("$SERVICES" mysql -N -B -e "SELECT COUNT(*) FROM information_schema.PROCESSLIST
+            WHERE USER = '$MYSQL_USER'" 2>/dev/null || true)
+        [[ $held =~ ^[0-9]+$ ]] && ((held > PEAK_CONNECTIONS)) && PEAK_CONNECTIONS=$held
         if out=$("$BIN" status --config "$config" --json 2>/dev/null); then
             zero=$(grep -c '"lag": 0,' <<<"$out" || true)
             ((zero == PARTITIONS)) && return 0
@@ -332,12 +354,12 @@ if [[ ! -s $DATA_KV || ! -s $DATA_TSV ]]; then
 fi
 VALUE_BYTES=$(awk -F'\t' '{ s += length($2) } END { printf "%.0f", s / NR }' "$DATA_KV")
 DATA_DBZ="$DATA_DIR/records-dbz-v$DATA_VERSION-$RECORDS.kv"
-if [[ ! -s $DATA_DBZ ]]; then
+if [[ $ONLY == all && ! -s $DATA_DBZ ]]; then
     say "generating $RECORDS Debezium events into $DATA_DIR"
     "$RECORDS_BIN" debezium "$RECORDS" "$DATA_DBZ.tmp" || die "generating the Debezium data set failed"
     mv "$DATA_DBZ.tmp" "$DATA_DBZ"
 fi
-DBZ_VALUE_BYTES=$(awk -F'\t' '{ s += length($2) } END { printf "%.0f", s / NR }' "$DATA_DBZ")
+[[ $ONLY == all ]] && DBZ_VALUE_BYTES=$(awk -F'\t' '{ s += length($2) } END { printf "%.0f", s / NR }' "$DATA_DBZ")
 
 # produce_topic TOPIC FILE: creates the topic and produces FILE's key<TAB>value
 # lines into it; sets PRODUCE_SECONDS.
@@ -357,9 +379,10 @@ produce_topic() {
     [[ $produced == "$RECORDS $PARTITIONS" ]] || die "topic $topic holds $produced (records partitions), expected $RECORDS $PARTITIONS"
     say "produced in ${PRODUCE_SECONDS}s"
 }
-produce_topic "$DBZ_TOPIC" "$DATA_DBZ"
+[[ $ONLY == all ]] && produce_topic "$DBZ_TOPIC" "$DATA_DBZ"
 produce_topic "$TOPIC" "$DATA_KV"
 
+if [[ $ONLY == all ]]; then
 # ---------------------------------------------------------------- write limit
 
 load_rates=() load_mysqld=()
@@ -431,15 +454,16 @@ for run in $(seq "$RUNS"); do
     read_broker+=("$(server_per_million "$b0" "$b1")")
     say "read path run $run: ${seconds}s, ${read_rates[-1]} records/s"
 done
+fi # $ONLY == all
 
 # ---------------------------------------------------------------- kafka2mysql drain
 
 # drain_runs TOPIC FORMAT NAME: --runs drains of TOPIC (record_format FORMAT)
 # into the empty table; fills drain_rates, drain_cpu, drain_rss, drain_mysqld,
-# drain_broker and adds to drain_notes.
+# drain_broker, drain_connections and adds to drain_notes.
 drain_runs() {
     local topic=$1 format=$2 name=$3 run attempt config log m0 b0 m1 b1 started seconds cpu rss rows pid
-    drain_rates=() drain_cpu=() drain_rss=() drain_mysqld=() drain_broker=()
+    drain_rates=() drain_cpu=() drain_rss=() drain_mysqld=() drain_broker=() drain_connections=()
     for run in $(seq "$RUNS"); do
         for attempt in 1 2; do
             wait_for_services
@@ -463,7 +487,7 @@ drain_runs() {
             SERVICE_PIDS=()
             rows=$(row_count "$TABLE")
             ((rows == RECORDS)) || die "the table holds $rows rows after the drain, expected $RECORDS; see $log"
-            say "$name run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB"
+            say "$name run $run: ${seconds}s, $(calc "\"%.0f\", $RECORDS / $seconds") records/s, CPU ${cpu}s, peak RSS $((rss / 1024)) MiB, at most $PEAK_CONNECTIONS database connections"
             if disturbed "$log" && ((attempt == 1)); then
                 say "$name run $run logged warnings (a service was away?); running it again"
                 continue
@@ -476,19 +500,46 @@ drain_runs() {
         drain_rss+=("$(calc "\"%.1f\", $rss / 1024")")
         drain_mysqld+=("$(server_per_million "$m0" "$m1")")
         drain_broker+=("$(server_per_million "$b0" "$b1")")
+        drain_connections+=("$PEAK_CONNECTIONS")
     done
 }
 
 drain_notes=()
-# The JSON topic has been read whole by kcat and the read path by now; read
-# the Debezium topic once too, so that neither drain pays a first read.
+# The JSON topic has been read whole by kcat and the read path by now (with
+# --only drain, read it once here); read the Debezium topic once too, so that
+# neither drain pays a first read.
 wait_for_services
-kcat -C -b "$KAFKA_BROKERS" -t "$DBZ_TOPIC" -o beginning -e -q -X fetch.wait.max.ms=10 >/dev/null 2>"$WORK/kcat.err" \
-    || die "kcat -C failed: $(cat "$WORK/kcat.err")"
-drain_runs "$DBZ_TOPIC" debezium debezium
-dbz_rates=("${drain_rates[@]}") dbz_cpu=("${drain_cpu[@]}") dbz_rss=("${drain_rss[@]}")
-dbz_mysqld=("${drain_mysqld[@]}") dbz_broker=("${drain_broker[@]}")
+for topic in "$DBZ_TOPIC" "$TOPIC"; do
+    [[ $ONLY == all && $topic == "$TOPIC" || $ONLY == drain && $topic == "$DBZ_TOPIC" ]] && continue
+    kcat -C -b "$KAFKA_BROKERS" -t "$topic" -o beginning -e -q -X fetch.wait.max.ms=10 >/dev/null 2>"$WORK/kcat.err" \
+        || die "kcat -C failed: $(cat "$WORK/kcat.err")"
+done
+if [[ $ONLY == all ]]; then
+    drain_runs "$DBZ_TOPIC" debezium debezium
+    dbz_rates=("${drain_rates[@]}") dbz_cpu=("${drain_cpu[@]}") dbz_rss=("${drain_rss[@]}")
+    dbz_mysqld=("${drain_mysqld[@]}") dbz_broker=("${drain_broker[@]}")
+fi
 drain_runs "$TOPIC" json drain
+
+if [[ $ONLY == drain ]]; then
+    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
+    {
+        echo "## kafka2mysql drain ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only drain)"
+        echo
+        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s);"
+        echo "worker.max_buffered_bytes: ${BUFFERED_BYTES:-the default}."
+        echo
+        echo "| partitions | records/s | CPU s / 1M records | peak RSS MiB | database connections (most seen) | mysqld CPU s / 1M | broker CPU s / 1M |"
+        echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        echo "| $PARTITIONS | $(median "${drain_rates[@]}") [$(range %.0f "${drain_rates[@]}")] | $(median "${drain_cpu[@]}") | $(median "${drain_rss[@]}") | $(median "${drain_connections[@]}") | $(median "${drain_mysqld[@]}") | $(median "${drain_broker[@]}") |"
+        for note in "${drain_notes[@]}"; do
+            echo "Note: $note"
+        done
+    } | tee "$REPORT"
+    cp "$REPORT" "$BENCH_DIR/latest-drain.md"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- latency
 

@@ -588,6 +588,11 @@ impl Default for RetryConfig {
 pub struct WorkerConfig {
     #[serde(deserialize_with = "int::<_, usize, 1, 1024>")]
     pub queue_batches: usize,
+    /// The records the process may hold, for all partitions together: the
+    /// client's prefetch and the batches waiting for or held by the
+    /// workers (`budget.rs`).
+    #[serde(deserialize_with = "int::<_, usize, 1_048_576, 1_099_511_627_776>")]
+    pub max_buffered_bytes: usize,
     #[serde(deserialize_with = "int::<_, usize, 1, 65_535>")]
     pub max_batch_rows: usize,
     #[serde(deserialize_with = "int::<_, usize, 1, 268_435_456>")]
@@ -603,6 +608,11 @@ impl Default for WorkerConfig {
     fn default() -> WorkerConfig {
         WorkerConfig {
             queue_batches: 2,
+            // 8 partitions x 5 x 512 KiB: at 8 partitions the fetch size and
+            // the queues stay what they were before the budget, and so does
+            // the peak RSS at any partition count (README.md, "How it
+            // works").
+            max_buffered_bytes: 20 * 1024 * 1024,
             max_batch_rows: 500,
             max_record_bytes: 1_048_576,
             shutdown_timeout: Duration::from_millis(30_000),
@@ -1469,6 +1479,7 @@ key_columns = ["id"]
             ("retry.dead_letter_burst", 1, u32::MAX as i64),
             ("retry.schema_fault_records", 0, u32::MAX as i64),
             ("worker.queue_batches", 1, 1024),
+            ("worker.max_buffered_bytes", 1_048_576, 1_099_511_627_776),
             ("worker.max_batch_rows", 1, 65_535),
             ("mysql.max_connections", 1, 10_000),
             ("worker.max_record_bytes", 1, 268_435_456),
@@ -1493,10 +1504,10 @@ key_columns = ["id"]
                     panic!("{key} = {value} must be accepted: {e}");
                 }
             }
-            let below = if min == 0 {
-                format!("{key}: must not be negative, got -1")
-            } else {
-                format!("{key}: must be greater than 0, got 0")
+            let below = match min {
+                0 => format!("{key}: must not be negative, got -1"),
+                1 => format!("{key}: must be greater than 0, got 0"),
+                _ => format!("{key}: must be at least {min}, got {}", min - 1),
             };
             assert_eq!(err(&with(min - 1)).to_string(), below);
             if max < i64::MAX {

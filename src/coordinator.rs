@@ -44,6 +44,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, error, info, warn};
 
 use crate::broker::{self, Broker, FetchOutcome, FetchRequest, Rebalance};
+use crate::budget::Budget;
 use crate::config::{Assignment, Config, OffsetReset};
 use crate::error::{Class, Error, Policy, Verdict};
 use crate::offsets::{
@@ -134,6 +135,13 @@ pub struct Coordinator<'a> {
     broker_retry_at: Instant,
     partitions: BTreeMap<i32, PartitionState>,
     workers: BTreeMap<i32, WorkerHandle>,
+    /// The partitions' shares of `worker.max_buffered_bytes`, for the
+    /// partitions read now: made again (`Budget::new`) whenever partitions
+    /// are added or removed.
+    budget: Budget,
+    /// Where the next turn starts choosing partitions to fetch, so that
+    /// the budget's pool is lent to every partition in turn.
+    first_to_fetch: usize,
     events: Receiver<WorkerEvent>,
     stop_workers: Option<Sender<()>>,
     shutdown: Receiver<()>,
@@ -221,6 +229,15 @@ impl<'a> Coordinator<'a> {
             partitions.insert(p, PartitionState::new(start, kafka_retry.clone()));
         }
 
+        let budget = Budget::new(&config, partitions.len());
+        info!(
+            "memory budget (worker.max_buffered_bytes = {}): {} partitions, fetches of {} bytes, \
+             records held at most {} bytes",
+            config.worker.max_buffered_bytes,
+            partitions.len(),
+            budget.fetch_bytes,
+            budget.bound(partitions.len())
+        );
         let status = ServiceStatus {
             pid: std::process::id(),
             started_at: unix_seconds(SystemTime::now()),
@@ -247,6 +264,8 @@ impl<'a> Coordinator<'a> {
             rebalances: VecDeque::new(),
             revoking: None,
             broker_retry_at: now,
+            budget,
+            first_to_fetch: 0,
             partitions,
             workers: parts.workers,
             events: parts.events,
@@ -367,25 +386,55 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Partitions that may be fetched now: not halted, backoff passed, and
-    /// room in the worker's queue (a blocked worker's full queue stops its
-    /// partition only).
-    fn fetchable(&self, now: Instant) -> Vec<FetchRequest> {
-        self.partitions
+    /// Partitions that may be fetched now, each with the bytes it may take:
+    /// not halted, backoff passed, and room in the worker's queue and in
+    /// the partition's share of the memory budget (a blocked worker's full
+    /// queue stops its partition only). The room given is counted as taken
+    /// until the next turn, so that one turn cannot lend the pool twice.
+    fn fetchable(&mut self, now: Instant) -> Vec<FetchRequest> {
+        let budget = self.budget;
+        let held = |p: &i32| {
+            self.workers.get(p).map_or(0, |w| {
+                w.held_bytes.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        };
+        let mut borrowed: usize = self
+            .partitions
+            .keys()
+            .map(|p| budget.borrowed(held(p)))
+            .sum();
+        let first = self.first_to_fetch % self.partitions.len().max(1);
+        self.first_to_fetch = first + 1;
+        let mut requests = Vec::new();
+        let in_turn = self
+            .partitions
             .iter()
-            .filter(|(_, s)| {
-                !s.halted && s.pending_reset.is_none() && s.retry_at.is_none_or(|t| t <= now)
-            })
-            .filter(|(p, _)| {
-                self.workers
-                    .get(p)
-                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
-            })
-            .map(|(&partition, s)| FetchRequest {
+            .skip(first)
+            .chain(self.partitions.iter().take(first));
+        for (&partition, s) in in_turn {
+            if s.halted || s.pending_reset.is_some() || s.retry_at.is_some_and(|t| t > now) {
+                continue;
+            }
+            let Some(worker) = self.workers.get(&partition) else {
+                continue;
+            };
+            if worker.sender.len() >= budget.queue_batches {
+                continue;
+            }
+            let held = held(&partition);
+            let max_bytes = budget.room(held, borrowed);
+            if max_bytes == 0 {
+                continue;
+            }
+            borrowed += budget.borrowed(held + max_bytes) - budget.borrowed(held);
+            requests.push(FetchRequest {
                 partition,
                 offset: s.fetch_offset,
-            })
-            .collect()
+                max_bytes,
+            });
+        }
+        requests.sort_unstable_by_key(|r| r.partition);
+        requests
     }
 
     fn fetch_and_dispatch(&mut self, requests: &[FetchRequest]) {
@@ -536,8 +585,10 @@ impl<'a> Coordinator<'a> {
         let Some(w) = self.workers.get(&partition) else {
             return;
         };
-        // Only this thread sends, and the queue had room when the partition was
-        // chosen, so this does not block.
+        // The queue is unbounded: this never blocks. The coordinator sends
+        // only while `fetchable` found room.
+        w.held_bytes
+            .fetch_add(batch.bytes(), std::sync::atomic::Ordering::Relaxed);
         if w.sender.send(batch).is_err() {
             error!("worker of partition {partition} is gone; its records will be fetched again at the next start");
         }
@@ -726,7 +777,7 @@ impl<'a> Coordinator<'a> {
             .filter(|(p, _)| {
                 self.workers
                     .get(p)
-                    .is_some_and(|w| w.sender.len() < self.config.worker.queue_batches)
+                    .is_some_and(|w| w.sender.len() < self.budget.queue_batches)
             })
             .collect();
         for (p, offset) in ready {
@@ -898,6 +949,7 @@ impl<'a> Coordinator<'a> {
             self.worker_stops.insert(s.partition, s.stop);
             starts.push((s.partition, s.start));
         }
+        self.budget = Budget::new(&self.config, self.partitions.len());
         starts
     }
 
@@ -1032,6 +1084,7 @@ impl<'a> Coordinator<'a> {
             self.book.forget(*p);
             self.partitions.remove(p);
         }
+        self.budget = Budget::new(&self.config, self.partitions.len());
         for (p, t) in threads {
             if t.is_finished() && t.join().is_err() {
                 error!("worker of partition {p} panicked");
@@ -1462,7 +1515,6 @@ mod tests {
                 let worker = worker::spawn(
                     partition,
                     start,
-                    self.config.worker.queue_batches,
                     Box::new(self.sink.clone()),
                     mapper(&self.config),
                     WorkerSettings::from_config(&self.config, Arc::clone(&self.policy)),
@@ -1518,10 +1570,14 @@ mod tests {
             let handle = worker::spawn(
                 partition,
                 start,
-                config.worker.queue_batches,
                 Box::new(sink.clone()),
                 mapper(&config),
-                WorkerSettings::from_config(&config, Arc::clone(&policy)),
+                // One write per batch fetched, so that the tests see the
+                // coordinator's batches (the worker's own tests join them).
+                WorkerSettings {
+                    max_batch_bytes: 0,
+                    ..WorkerSettings::from_config(&config, Arc::clone(&policy))
+                },
                 event_sender.clone(),
                 stop_receiver.clone(),
                 Arc::clone(&stats),
@@ -1866,11 +1922,13 @@ mod tests {
         let config = config(|c| c.worker.shutdown_timeout = Duration::from_millis(500));
         let mut pipeline = start_group(config, &broker, &sink);
         broker.rebalance(Rebalance::Assigned(vec![0, 1]));
-        pipeline.until_applied(&[(0, 5), (1, 10)]);
+        pipeline.until_applied(&[(1, 10)]);
         eventually("partition 0 hanging", || {
             let hung = sink.table().hung.clone();
             (hung == vec![0], hung)
         });
+        // The worker may have joined its batches into the write that hangs.
+        let applied_0 = sink.table().applied(0).unwrap_or(0);
         let asked = Instant::now();
         broker.rebalance(Rebalance::Revoked {
             partitions: vec![0],
@@ -1882,7 +1940,7 @@ mod tests {
         assert!(unassign.at.duration_since(asked) >= Duration::from_millis(500));
         assert_eq!(
             broker.committed().get(&0),
-            Some(&5),
+            Some(&applied_0),
             "only what was applied"
         );
 
@@ -1897,7 +1955,7 @@ mod tests {
         // Partition 1 was lost: nothing committed for it, at the
         // revocation or at the stop; partition 0's late write is not
         // committed either.
-        assert_eq!(broker.committed(), [(0, 5)].into());
+        assert_eq!(broker.committed(), [(0, applied_0)].into());
     }
 
     /// Exactly-once with group assignment: a worker fenced because another
@@ -1918,12 +1976,13 @@ mod tests {
         pipeline.until_applied(&[(0, 20), (1, 20)]);
         let (ending, _) = pipeline.stop();
         assert_eq!(ending, Ending::Clean);
-        let expected: Vec<i64> = (0..5).chain(8..20).collect();
-        assert_eq!(
-            rows(&sink, 0),
-            expected,
-            "0..5 here, 5..8 by the other writer"
-        );
+        // Below 5 what this member wrote before the fence (its batches may
+        // have been joined into the fenced write), 5..8 the other writer's.
+        let rows_0 = rows(&sink, 0);
+        let (before, after): (Vec<i64>, Vec<i64>) = rows_0.iter().partition(|&&o| o < 8);
+        assert_eq!(after, (8..20).collect::<Vec<_>>(), "from the row on");
+        assert_eq!(before, (0..before.len() as i64).collect::<Vec<_>>());
+        assert!(before.len() <= 5, "{rows_0:?}");
         assert_eq!(rows(&sink, 1), (0..20).collect::<Vec<_>>());
         assert!(
             broker.fetches_of(0).contains(&8),

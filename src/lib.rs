@@ -11,6 +11,7 @@
 //! code nothing uses.
 
 mod broker;
+mod budget;
 mod column_values;
 pub mod commands;
 pub mod config;

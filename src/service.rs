@@ -294,7 +294,6 @@ impl Starter<'_> {
         Ok(worker::spawn(
             partition,
             start,
-            config.worker.queue_batches,
             (self.sinks)(&self.schema),
             Arc::new(metadata::mapper_for(config, &self.schema, partition).map_err(Error::Setup)?),
             WorkerSettings::from_config(config, Arc::clone(self.policy)),

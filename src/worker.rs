@@ -31,7 +31,7 @@
 //! is lost: it is fetched again at the next start).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -55,6 +55,14 @@ pub struct Batch {
     /// OffsetOutOfRange): the worker's next offset becomes this value, and
     /// with no records the new position alone is stored and reported.
     pub reset_to: Option<i64>,
+}
+
+impl Batch {
+    /// The bytes of its records, as the memory budget counts them
+    /// (`budget.rs`).
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(Record::size).sum()
+    }
 }
 
 /// What workers tell the coordinator.
@@ -133,6 +141,9 @@ pub struct WorkerSettings {
     pub dead_letter_burst: u32,
     pub schema_fault_records: u32,
     pub policy: Arc<Policy>,
+    /// Batches queued behind the one taken join it, into one write, while
+    /// it holds fewer bytes than this (`kafka.fetch_max_bytes_per_partition`).
+    pub max_batch_bytes: usize,
 }
 
 impl WorkerSettings {
@@ -145,6 +156,7 @@ impl WorkerSettings {
             dead_letter_burst: config.retry.dead_letter_burst,
             schema_fault_records: config.retry.schema_fault_records,
             policy,
+            max_batch_bytes: config.kafka.fetch_max_bytes_per_partition as usize,
         }
     }
 }
@@ -158,6 +170,9 @@ pub struct WorkerHandle {
     /// writes. A write that does not return (a database that holds the
     /// connection without answering) shows in the status this way.
     pub writing_since: Arc<AtomicU64>,
+    /// Bytes of the records sent to this worker and not yet written
+    /// (`Batch::bytes`): the coordinator adds, the worker takes off.
+    pub held_bytes: Arc<AtomicUsize>,
 }
 
 /// Starts the worker thread `partition-N`.
@@ -165,7 +180,6 @@ pub struct WorkerHandle {
 pub fn spawn(
     partition: i32,
     start_offset: i64,
-    queue_batches: usize,
     sink: Box<dyn Sink>,
     mapper: Arc<Mapper>,
     settings: WorkerSettings,
@@ -173,8 +187,11 @@ pub fn spawn(
     stop: Receiver<()>,
     stats: Arc<Stats>,
 ) -> std::io::Result<WorkerHandle> {
-    let (sender, receiver) = crossbeam_channel::bounded(queue_batches);
+    // Unbounded: the coordinator sends only while the partition's share of
+    // the memory budget and `Budget::queue_batches` allow (`budget.rs`).
+    let (sender, receiver) = crossbeam_channel::unbounded();
     let writing_since = Arc::new(AtomicU64::new(0));
+    let held_bytes = Arc::new(AtomicUsize::new(0));
     let mut worker = Worker {
         partition,
         counters: stats.partitions.counters(partition),
@@ -190,6 +207,8 @@ pub fn spawn(
         flow: Flow::Flowing,
         block_log: None,
         writing_since: Arc::clone(&writing_since),
+        held_bytes: Arc::clone(&held_bytes),
+        next_batch: None,
         held: None,
         stale_in_last_write: 0,
     };
@@ -200,6 +219,7 @@ pub fn spawn(
         sender,
         thread,
         writing_since,
+        held_bytes,
     })
 }
 
@@ -251,6 +271,10 @@ pub struct Worker {
     /// While stopped: how often it is logged.
     block_log: Option<Outage>,
     writing_since: Arc<AtomicU64>,
+    held_bytes: Arc<AtomicUsize>,
+    /// A batch taken from the queue that cannot join the one before it (it
+    /// moves the position): the next to apply.
+    next_batch: Option<Batch>,
     held: Option<Held>,
     /// Records of the last write that the stale-write guard left alone
     /// (`Sink::stale_records`): counted apart, not as rows written.
@@ -262,7 +286,9 @@ impl Worker {
         loop {
             // Held records wait for the next batch, which tells whether the
             // failure was theirs or the table's, no longer than backoff_max.
-            let batch = if self.held.is_some() {
+            let batch = if let Some(batch) = self.next_batch.take() {
+                Some(batch)
+            } else if self.held.is_some() {
                 match batches.recv_timeout(self.settings.backoff.max) {
                     Err(RecvTimeoutError::Timeout) => {
                         if self.flush_held().is_err() {
@@ -283,13 +309,50 @@ impl Worker {
             if self.stopping() {
                 break;
             }
-            if self.apply_batch(batch).is_err() {
+            // The partition's turn for a connection first: what queues up
+            // while it waits goes into the same write.
+            self.sink.reserve();
+            let batch = self.coalesce(batch, &batches);
+            let bytes = batch.bytes();
+            let applied = self.apply_batch(batch);
+            self.sink.release();
+            self.held_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if applied.is_err() {
                 break;
             }
         }
         let _ = self.events.send(WorkerEvent::Exited {
             partition: self.partition,
         });
+    }
+
+    /// Joins the batches queued behind `batch` to it while it holds fewer
+    /// than `max_batch_bytes`, so that they go to the database in one
+    /// transaction: with many partitions each fetch brings few records, and
+    /// the queue fills while the worker writes or waits for a connection.
+    /// A batch that moves the position waits for the next turn.
+    fn coalesce(&mut self, mut batch: Batch, batches: &Receiver<Batch>) -> Batch {
+        let mut bytes = batch.bytes();
+        let mut joined = Vec::new();
+        while bytes < self.settings.max_batch_bytes {
+            let Ok(next) = batches.try_recv() else {
+                break;
+            };
+            if next.reset_to.is_some() {
+                self.next_batch = Some(next);
+                break;
+            }
+            bytes += next.bytes();
+            joined.push(next.records);
+        }
+        // One allocation of the final size, not one per batch joined.
+        batch
+            .records
+            .reserve_exact(joined.iter().map(Vec::len).sum());
+        for records in joined {
+            batch.records.extend(records);
+        }
+        batch
     }
 
     fn stopping(&self) -> bool {
@@ -1006,6 +1069,9 @@ mod tests {
             dead_letter_burst: 1000,
             schema_fault_records: 10,
             policy: Arc::default(),
+            // One write per batch sent, so that the tests choose the
+            // batches; `queued_batches_join_into_one_write` tests joining.
+            max_batch_bytes: 0,
         }
     }
 
@@ -1024,7 +1090,6 @@ mod tests {
         let handle = spawn(
             0,
             0,
-            4,
             Box::new(sink.clone()),
             mapper(),
             settings,
@@ -1058,8 +1123,16 @@ mod tests {
     }
 
     impl Harness {
+        /// Sends as the coordinator does, counting the batch's bytes.
+        fn send_batch(&self, batch: Batch) {
+            self.handle
+                .held_bytes
+                .fetch_add(batch.bytes(), Ordering::Relaxed);
+            self.handle.sender.send(batch).unwrap();
+        }
+
         fn send(&self, records: Vec<Record>) {
-            self.handle.sender.send(batch(records)).unwrap();
+            self.send_batch(batch(records));
         }
 
         /// Waits for the Applied event that reaches `next_offset`, returning
@@ -1086,6 +1159,54 @@ mod tests {
             self.handle.thread.join().unwrap();
             std::mem::take(&mut *self.sink.0.lock().unwrap())
         }
+    }
+
+    /// Batches that queued up while the worker was busy go to the database
+    /// as one write, up to `max_batch_bytes`; a batch that moves the
+    /// position is not joined to the ones before it.
+    #[test]
+    fn queued_batches_join_into_one_write() {
+        let sink = MemorySink::default();
+        let mut settings = settings();
+        settings.max_batch_bytes = 3 * good(0).size();
+        // The first write fails once (a technical error), and its retry
+        // waits 100 ms, so that the batches below queue up behind it.
+        settings.backoff.initial = Duration::from_millis(100);
+        settings.backoff.max = Duration::from_millis(100);
+        sink.0
+            .lock()
+            .unwrap()
+            .failures
+            .push_back(server_error(2013));
+        let h = start(sink, settings);
+        for offset in 0..5 {
+            h.send(vec![good(offset)]);
+        }
+        h.send_batch(Batch {
+            records: vec![good(10)],
+            reset_to: Some(10),
+        });
+        let events = h.until_applied(11);
+        let applied: Vec<(i64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                WorkerEvent::Applied {
+                    next_offset,
+                    records,
+                    ..
+                } => Some((*next_offset, *records)),
+                _ => None,
+            })
+            .collect();
+        // Up to three records a write, at least once three, and the moved
+        // position alone.
+        assert_eq!(applied.last(), Some(&(11, 1)), "{applied:?}");
+        assert!(applied.iter().all(|&(_, n)| n <= 3), "{applied:?}");
+        assert!(applied.iter().any(|&(_, n)| n == 3), "{applied:?}");
+        assert_eq!(applied.iter().map(|&(_, n)| n).sum::<u64>(), 6);
+        assert_eq!(h.handle.held_bytes.load(Ordering::Relaxed), 0);
+        let memory = h.finish();
+        assert_eq!(memory.rows.len(), 6);
     }
 
     #[test]

@@ -854,7 +854,11 @@ impl Broker for KafkaRust {
     }
 
     fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
-        let fetched = self.fetch(&[FetchRequest { partition, offset }])?;
+        let fetched = self.fetch(&[FetchRequest {
+            partition,
+            offset,
+            max_bytes: 1,
+        }])?;
         match fetched.into_iter().next().map(|f| f.outcome) {
             Some(FetchOutcome::Records { records, .. }) => Ok(records.first().map(|r| r.offset)),
             Some(FetchOutcome::Failed(Error::OffsetOutOfRange)) => Ok(None),

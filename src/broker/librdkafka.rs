@@ -24,7 +24,11 @@
 //! partition goes, exactly as for the other client. A partition the
 //! coordinator does not fetch (its worker's queue is full) is not read;
 //! librdkafka then stops prefetching it once `queued.max.messages.kbytes` is
-//! queued, which bounds the client's memory per partition.
+//! queued, which bounds the client's memory per partition. That bound and
+//! the fetch size are the client's part of the memory budget divided by the
+//! topic's partitions (`budget.rs`), read from the topic's metadata at
+//! connect: the client is made a second time when they differ from the
+//! first guess.
 //!
 //! `enable.partition.eof` tells where a partition's log ends as librdkafka
 //! read it: past transaction markers and aborted records, which are not
@@ -34,7 +38,7 @@
 //! `rdkafka`'s own partition queue reports an error without its offset and
 //! an end of partition without where it is.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{c_void, CStr, CString};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -53,6 +57,7 @@ use super::{
     Broker, FetchOutcome, FetchRequest, GroupMember, GroupView, LogBounds, PartitionFetch,
     Rebalance,
 };
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::Error;
 use crate::record::Record;
@@ -189,27 +194,33 @@ enum Item {
 }
 
 /// A partition's own queue (`rd_kafka_queue_get_partition`, no longer
-/// forwarded to the consumer's queue), with a callback that wakes the
-/// fetching thread when it stops being empty.
+/// forwarded to the consumer's queue), with a callback that tells the
+/// fetching thread which partition's queue stopped being empty.
 struct PartitionQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// Kept alive for the callback; freed after the callback is removed.
-    wakeup: *mut Sender<()>,
+    wakeup: *mut Wakeup,
     /// Records keep their timestamps (`Record::with_timestamp`).
     timestamps: bool,
     /// Group assignment: messages are taken one by one (see `take`).
     one_by_one: bool,
 }
 
+/// The partition a queue belongs to, and where to say it has messages.
+type Wakeup = (i32, Sender<i32>);
+
 // SAFETY: librdkafka queues are thread-safe; the coordinator thread alone
-// uses this one, and the callback only reads the `Sender`, which is `Sync`.
+// uses this one, and the callback only reads the `Wakeup`, which is `Sync`.
 unsafe impl Send for PartitionQueue {}
 
+/// Called by librdkafka when a message is queued on an empty partition
+/// queue: the partition is ready to be taken from.
 unsafe extern "C" fn wake(_rk: *mut rdsys::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `Box<Sender<()>>` of a live `PartitionQueue`;
+    // SAFETY: `opaque` is the `Box<Wakeup>` of a live `PartitionQueue`;
     // the callback is removed before that box is freed.
-    let sender = unsafe { &*(opaque as *const Sender<()>) };
-    let _ = sender.try_send(());
+    let (partition, sender) = unsafe { &*(opaque as *const Wakeup) };
+    // Unbounded: never blocks librdkafka's thread.
+    let _ = sender.send(*partition);
 }
 
 impl PartitionQueue {
@@ -217,7 +228,7 @@ impl PartitionQueue {
         rk: *mut rdsys::rd_kafka_t,
         topic: &CStr,
         partition: i32,
-        wakeup: Sender<()>,
+        wakeup: Sender<i32>,
         timestamps: bool,
         one_by_one: bool,
     ) -> Option<PartitionQueue> {
@@ -226,7 +237,7 @@ impl PartitionQueue {
         if queue.is_null() {
             return None;
         }
-        let wakeup = Box::into_raw(Box::new(wakeup));
+        let wakeup: *mut Wakeup = Box::into_raw(Box::new((partition, wakeup)));
         // SAFETY: `queue` was just returned by librdkafka; `wakeup` lives
         // until `drop` removes the callback.
         unsafe {
@@ -390,29 +401,53 @@ pub struct Librdkafka {
     /// A member of the group (group assignment).
     member: bool,
     fetch_wait: Duration,
-    max_bytes: usize,
-    wakeup_sender: Sender<()>,
-    wakeup: Receiver<()>,
+    wakeup_sender: Sender<i32>,
+    /// Partitions whose queue stopped being empty (`wake`).
+    wakeup: Receiver<i32>,
+    /// Partitions that may have messages queued: woken, or left with some
+    /// at the last take. Only these are taken from, so that a turn costs
+    /// the partitions that have something, not all of them.
+    ready: BTreeSet<i32>,
     /// The topic's id as last read, written into commits.
     topic_id: Option<String>,
     /// See `Broker::stale_commits`.
     stale_commits: Vec<i32>,
     /// A metadata column holds the records' timestamps (`metadata.rs`).
     timestamps: bool,
+    /// The topic's partitions at connect.
+    topic_partitions: usize,
 }
 
 impl Librdkafka {
+    /// Connects, and reads the topic's metadata: the number of partitions
+    /// sets the client's share of the memory budget per partition.
     /// `member`: subscribe to the topic as a member of the group (group
-    /// assignment, `broker::join`).
+    /// assignment, `broker::join`); the share is then the topic's partitions'
+    /// (what one member may come to own).
     pub fn connect(config: &Config, member: bool) -> Result<Librdkafka, Error> {
+        let guess = config.kafka.partitions.len().max(1);
+        let broker = Librdkafka::connect_for(config, guess, false)?;
+        let partitions = if config.kafka.partitions.is_empty() {
+            broker.topic_partitions
+        } else {
+            guess
+        };
+        if !member && Budget::new(config, partitions) == Budget::new(config, guess) {
+            return Ok(broker);
+        }
+        drop(broker);
+        Librdkafka::connect_for(config, partitions, member)
+    }
+
+    /// Connects with the client's share of the memory budget for
+    /// `partitions` partitions.
+    fn connect_for(config: &Config, partitions: usize, member: bool) -> Result<Librdkafka, Error> {
         let k = &config.kafka;
+        let budget = Budget::new(config, partitions);
         let mut client = ClientConfig::new();
         for (name, value) in &k.properties {
             client.set(name, value);
         }
-        // Per partition, since each has its own queue: what librdkafka may
-        // prefetch for a partition the worker has not taken yet.
-        let queued_kbytes = (k.fetch_max_bytes_per_partition as usize * 2 / 1024).max(64);
         client
             .set("bootstrap.servers", k.brokers.join(","))
             .set("client.id", &k.client_id)
@@ -423,16 +458,18 @@ impl Librdkafka {
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true")
             .set("allow.auto.create.topics", "false")
-            .set(
-                "max.partition.fetch.bytes",
-                k.fetch_max_bytes_per_partition.to_string(),
-            )
+            .set("max.partition.fetch.bytes", budget.fetch_bytes.to_string())
             .set(
                 "fetch.wait.max.ms",
                 k.fetch_max_wait.as_millis().to_string(),
             )
             .set("fetch.min.bytes", k.fetch_min_bytes.to_string())
-            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            // Per partition, since each has its own queue: what librdkafka
+            // may prefetch for a partition the worker has not taken yet.
+            .set(
+                "queued.max.messages.kbytes",
+                budget.client_queue_kbytes.to_string(),
+            )
             // librdkafka keeps prefetching until 100,000 messages wait per
             // partition (its default) or the bytes above: with small records
             // its per-message overhead made the drain's RSS 163 MiB at 8
@@ -469,7 +506,7 @@ impl Librdkafka {
             .map_err(|e| {
                 Error::Setup(format!("kafka: librdkafka refused the configuration: {e}"))
             })?;
-        let (wakeup_sender, wakeup) = crossbeam_channel::bounded(1);
+        let (wakeup_sender, wakeup) = crossbeam_channel::unbounded();
         let mut broker = Librdkafka {
             readers: BTreeMap::new(),
             commit_in_flight: None,
@@ -479,9 +516,10 @@ impl Librdkafka {
             consumer_group: k.group.clone(),
             member,
             fetch_wait: k.fetch_max_wait,
-            max_bytes: k.fetch_max_bytes_per_partition as usize,
+            topic_partitions: 0,
             wakeup_sender,
             wakeup,
+            ready: BTreeSet::new(),
             topic_id: None,
             stale_commits: Vec::new(),
             timestamps: config
@@ -490,9 +528,10 @@ impl Librdkafka {
                 .iter()
                 .any(|(_, field)| *field == crate::metadata::MetadataField::Timestamp),
         };
-        broker
+        broker.topic_partitions = broker
             .partitions()
-            .map_err(|e| broker.explain(e, &k.brokers))?;
+            .map_err(|e| broker.explain(e, &k.brokers))?
+            .len();
         broker.topic_id = broker.describe_topic_id()?;
         if member {
             broker.consumer.subscribe(&[&k.topic])?;
@@ -551,6 +590,7 @@ impl Librdkafka {
             self.member,
         )
         .ok_or_else(|| Error::Librdkafka(format!("no queue for partition {partition}")))?;
+        self.ready.insert(partition);
         self.readers.insert(
             partition,
             Reader {
@@ -609,6 +649,7 @@ impl Librdkafka {
                     reader.position = r.offset;
                     reader.carry.clear();
                     reader.must_seek = false;
+                    self.ready.insert(r.partition);
                 }
                 Some(_) => {}
             }
@@ -630,13 +671,20 @@ impl Librdkafka {
             .collect()
     }
 
-    /// Hands out what the partition has queued, up to the fetch size.
+    /// Hands out what the partition has queued, up to the request's bytes.
     fn take(&mut self, request: &FetchRequest) -> FetchOutcome {
-        let max_bytes = self.max_bytes;
+        let max_bytes = request.max_bytes;
         let reader = self
             .readers
             .get_mut(&request.partition)
             .expect("positioned");
+        if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
+            return FetchOutcome::Records {
+                records: Vec::new(),
+                next_offset: reader.position,
+                high_watermark: None,
+            };
+        }
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut next = reader.position;
@@ -683,7 +731,14 @@ impl Librdkafka {
                     }
                 }
             }
-            if bytes >= max_bytes || reader.queue.take(&mut reader.carry) == 0 {
+            if bytes >= max_bytes {
+                break;
+            }
+            if reader.queue.take(&mut reader.carry) == 0 {
+                // Empty: `wake` says when it is not any more.
+                if reader.carry.is_empty() {
+                    self.ready.remove(&request.partition);
+                }
                 break;
             }
         }
@@ -1104,23 +1159,30 @@ impl Broker for Librdkafka {
     fn fetch(&mut self, requests: &[FetchRequest]) -> Result<Vec<PartitionFetch>, Error> {
         self.serve();
         self.position(requests)?;
-        // A wake-up from before this point is for data taken below.
-        while self.wakeup.try_recv().is_ok() {}
+        self.ready.extend(self.wakeup.try_iter());
         let mut out = self.take_all(requests);
         // Nothing at all: wait for a partition queue to fill, then look again.
         let nothing = out.iter().zip(requests).all(|(f, r)| {
             matches!(&f.outcome, FetchOutcome::Records { records, next_offset, .. }
                 if records.is_empty() && *next_offset == r.offset)
         });
-        if nothing && self.wakeup.recv_timeout(self.fetch_wait).is_ok() {
-            out = self.take_all(requests);
+        if nothing {
+            if let Ok(partition) = self.wakeup.recv_timeout(self.fetch_wait) {
+                self.ready.insert(partition);
+                self.ready.extend(self.wakeup.try_iter());
+                out = self.take_all(requests);
+            }
         }
         Ok(out)
     }
 
     fn probe_fetch(&mut self, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let request = FetchRequest { partition, offset };
+        let request = FetchRequest {
+            partition,
+            offset,
+            max_bytes: 1,
+        };
         loop {
             let fetched = self.fetch(&[request])?;
             match fetched.into_iter().next().map(|f| f.outcome) {
@@ -1170,6 +1232,7 @@ impl Broker for Librdkafka {
         // partitions reaches the consumer's queue meanwhile.
         for p in partitions {
             self.readers.remove(p);
+            self.ready.remove(p);
         }
         Ok(result?)
     }

@@ -50,6 +50,11 @@ use crate::record::Record;
 pub struct FetchRequest {
     pub partition: i32,
     pub offset: i64,
+    /// The bytes of records the partition may take now (its room in the
+    /// memory budget, `budget.rs`). The records handed out stop at the first
+    /// that reaches it; librdkafka keeps the rest queued, `kafka-rust`
+    /// fetches its fixed size and hands it all out.
+    pub max_bytes: usize,
 }
 
 /// What one partition's fetch gave.

@@ -9,6 +9,11 @@
 //! ends when another worker's write ends, and a write that fails gives its
 //! connection back too (a broken one is closed and its place freed, so the
 //! next borrower connects anew).
+//!
+//! Each waiting borrower sleeps on a condition variable of its own, and a
+//! connection coming back wakes only the first in line: with hundreds of
+//! partitions waiting, waking them all at every write cost more CPU than
+//! the writes.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -33,7 +38,6 @@ pub struct ConnectionPool {
     opts: Opts,
     limit: usize,
     state: Mutex<State>,
-    turn: Condvar,
     server: OnceLock<Server>,
 }
 
@@ -41,9 +45,14 @@ struct State {
     idle: Vec<Conn>,
     /// Connections lent out, idle, or being opened.
     open: usize,
-    /// Tickets of the borrowers waiting, in arrival order.
-    waiting: VecDeque<u64>,
-    next_ticket: u64,
+    /// The borrowers waiting, in arrival order, each woken by its own.
+    waiting: VecDeque<Arc<Condvar>>,
+}
+
+impl State {
+    fn has_room(&self, limit: usize) -> bool {
+        !self.idle.is_empty() || self.open < limit
+    }
 }
 
 /// A borrowed connection; dropping it gives the connection back.
@@ -62,9 +71,7 @@ impl ConnectionPool {
                 idle: Vec::new(),
                 open: 0,
                 waiting: VecDeque::new(),
-                next_ticket: 0,
             }),
-            turn: Condvar::new(),
             server: OnceLock::new(),
         })
     }
@@ -78,27 +85,24 @@ impl ConnectionPool {
     /// open, or waits for one to come back. Fails only when opening fails.
     pub fn take(self: &Arc<Self>) -> Result<Lease, Error> {
         let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.waiting.push_back(ticket);
-        loop {
-            let first = state.waiting.front() == Some(&ticket);
-            if first && (!state.idle.is_empty() || state.open < self.limit) {
-                break;
+        if !state.waiting.is_empty() || !state.has_room(self.limit) {
+            let turn = Arc::new(Condvar::new());
+            state.waiting.push_back(Arc::clone(&turn));
+            while !(state.waiting.front().is_some_and(|w| Arc::ptr_eq(w, &turn))
+                && state.has_room(self.limit))
+            {
+                state = turn
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            state = self
-                .turn
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.waiting.pop_front();
         }
-        state.waiting.pop_front();
         let idle = state.idle.pop();
         if idle.is_none() {
             state.open += 1;
         }
-        drop(state);
         // The next in line may be served too (a connection idle, or room).
-        self.turn.notify_all();
+        Self::wake_first(state, self.limit);
         let conn = match idle {
             Some(conn) => conn,
             None => match self.open() {
@@ -130,13 +134,28 @@ impl ConnectionPool {
     }
 
     fn give_back(&self, conn: Conn) {
-        self.lock().idle.push(conn);
-        self.turn.notify_all();
+        let mut state = self.lock();
+        state.idle.push(conn);
+        Self::wake_first(state, self.limit);
     }
 
     fn closed(&self) {
-        self.lock().open -= 1;
-        self.turn.notify_all();
+        let mut state = self.lock();
+        state.open -= 1;
+        Self::wake_first(state, self.limit);
+    }
+
+    /// Wakes the first borrower in line when there is a connection for it.
+    fn wake_first(state: MutexGuard<'_, State>, limit: usize) {
+        let first = state
+            .waiting
+            .front()
+            .filter(|_| state.has_room(limit))
+            .cloned();
+        drop(state);
+        if let Some(turn) = first {
+            turn.notify_one();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

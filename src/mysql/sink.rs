@@ -65,6 +65,16 @@ pub trait Sink: Send {
     /// Applies the whole write set in one transaction, or nothing of it.
     fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error>;
 
+    /// Waits for what the next `apply` needs (a connection of the pool) and
+    /// keeps it until `release`: the worker calls it before it joins the
+    /// batches queued behind the one it took, so that a write carries what
+    /// arrived while the partition waited its turn. A failure is left for
+    /// `apply` to meet.
+    fn reserve(&mut self) {}
+
+    /// Gives back what `reserve` kept, when no `apply` did.
+    fn release(&mut self) {}
+
     /// Whether the table already holds `row` as the record has it: a row
     /// whose columns equal every value the record carries, as the table
     /// compares them (`<=>`, with the columns' collations). The worker asks
@@ -747,6 +757,14 @@ impl Sink for MysqlSink {
         // Given back between writes: a partition that waits holds none.
         self.conn = None;
         result
+    }
+
+    fn reserve(&mut self) {
+        let _ = self.connection();
+    }
+
+    fn release(&mut self) {
+        self.conn = None;
     }
 
     fn holds(&mut self, row: &RowOp) -> Result<bool, Error> {

@@ -491,12 +491,17 @@ fn bad_configs_exit_2_and_name_the_key_or_object() {
 
 /// Resident set size of a process in KiB.
 fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// A size from `/proc/PID/status` (`VmRSS`, `VmHWM`: the peak RSS), in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 #[test]
@@ -589,6 +594,99 @@ fn sixteen_partitions_share_the_connections_mysql_max_connections_allows() {
         "a connection was refused:\n{log}"
     );
     assert_eq!(most, 3, "connections of the service's user while all wait");
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)),
+        0
+    );
+    root_sql(&format!("DROP USER '{user}'@'127.0.0.1'"));
+}
+
+/// A topic of 400 partitions, read by one process with `max_connections = 8`
+/// as a user the server allows 20 connections, while six times the memory
+/// budget is produced into it: every record lands, the workers never hold
+/// more than 8 connections (the server's list of the user's sessions,
+/// looked at every 50 ms), and the process's peak RSS grows by no more than
+/// the budget allows (README.md, "How it works") over its RSS when it was
+/// running and idle.
+#[test]
+fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget() {
+    const PARTITIONS: i32 = 400;
+    const PER_PARTITION: i64 = 250;
+    const BUDGET_MIB: u64 = 8;
+    let password = "scale-test-pw";
+    let s = Setup::new(
+        "pipeline_scale",
+        PARTITIONS,
+        ORDERS,
+        &format!(
+            "[mysql]\nmax_connections = 8\n[worker]\nmax_buffered_bytes = {}",
+            BUDGET_MIB * 1024 * 1024
+        ),
+    );
+    let user = s.own_user(password, "MAX_USER_CONNECTIONS 20");
+    let mut service = Service::start_with_env(
+        &["run", "--config", s.config_arg()],
+        &[("MYSQL_PASSWORD", password)],
+    );
+    wait_until(
+        "the service running",
+        Duration::from_secs(60),
+        || match service.log_text().contains("] (main) running: ") {
+            true => Ok(()),
+            false => Err("no \"running:\" line in its log".to_string()),
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_kib = proc_status_kib(service.pid(), "VmHWM");
+    // About 480 bytes a record (`pad` is no column: ignored), 48 MB in all.
+    let pad = "p".repeat(400);
+    for p in 0..PARTITIONS {
+        let records: Vec<serde_json::Value> = orders(p, 0, PER_PARTITION)
+            .into_iter()
+            .map(|mut order| {
+                order["pad"] = json!(pad);
+                order
+            })
+            .collect();
+        produce_json(&s.topic, p, &records);
+    }
+    let total = PARTITIONS as i64 * PER_PARTITION;
+    let connections =
+        format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
+    let mut most = 0;
+    let mut rows = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while rows < total && std::time::Instant::now() < deadline {
+        let seen = root_sql(&connections).trim().parse::<i64>().unwrap_or(0);
+        most = most.max(seen);
+        rows = s.count("");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rows, total, "rows after 90 s");
+    s.wait_committed_at_log_end(Duration::from_secs(30));
+    let peak_kib = proc_status_kib(service.pid(), "VmHWM");
+    sigterm_clean(&mut service);
+    let log = service.log_text();
+    assert!(
+        !log.contains("max_user_connections"),
+        "a connection was refused:\n{log}"
+    );
+    assert!(
+        (1..=8).contains(&most),
+        "{most} connections of the service's user at most while it drained"
+    );
+    // README.md, "How it works": the records the budget lets in cost up to
+    // about 8 times their bytes in resident memory (per-record overhead, the
+    // fetch responses librdkafka's messages keep, the rows being written).
+    let bound_kib = idle_kib + 8 * BUDGET_MIB * 1024;
+    assert!(
+        peak_kib < bound_kib,
+        "peak RSS {peak_kib} KiB, more than the {bound_kib} KiB a budget of {BUDGET_MIB} MiB allows \
+         ({idle_kib} KiB running idle)"
+    );
+    eprintln!(
+        "400 partitions: peak RSS {peak_kib} KiB ({idle_kib} KiB idle), at most {most} connections"
+    );
     assert_eq!(
         query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)),
         0

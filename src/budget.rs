@@ -1,0 +1,204 @@
+//! The process's one memory budget for records, `worker.max_buffered_bytes`,
+//! and how the partitions read share it (docs/architecture.md, "Memory").
+//!
+//! Two parts, in the proportion of the defaults (`queue_batches + 1` batches
+//! on our side, two fetch sizes in the client's prefetch):
+//! - the client's prefetch: librdkafka holds up to `queued.max.messages.kbytes`
+//!   per partition (each partition has a queue of its own) and fetches up to
+//!   `max.partition.fetch.bytes` at a time; both are this part divided by the
+//!   partitions read, so that they shrink as partitions are added;
+//! - the records handed to the workers and not yet written: every partition
+//!   may always hold its fair share (half of this part divided by the
+//!   partitions), so that a partition that is blocked with a full queue
+//!   never holds back the others; the other half is a pool that partitions
+//!   borrow from while they have records waiting, so that the partitions
+//!   writing get batches larger than their fair share.
+//!
+//! Pure: the coordinator asks `room` for each partition before it fetches;
+//! `Budget::new` is computed again whenever the set of partitions changes.
+
+use crate::config::Config;
+
+/// The smallest fetch size the client is given, whatever the partition
+/// count: smaller fetches cost more round trips than they save memory.
+const MIN_FETCH_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The client's fetch size per partition (`max.partition.fetch.bytes`).
+    pub fetch_bytes: usize,
+    /// The most bytes handed to a worker in one batch
+    /// (`kafka.fetch_max_bytes_per_partition`).
+    batch_bytes: usize,
+    /// What the client may queue per partition (`queued.max.messages.kbytes`).
+    pub client_queue_kbytes: usize,
+    /// Bytes a partition may hold on our side without borrowing.
+    fair_share: usize,
+    /// Bytes the partitions may hold beyond their fair share, together.
+    pool: usize,
+    /// The most bytes one partition may hold on our side.
+    partition_cap: usize,
+    /// The most batches queued for one worker: `worker.queue_batches` of
+    /// the largest size, or as many of the client's smaller fetches as
+    /// make up the same bytes (the worker writes them as one).
+    pub queue_batches: usize,
+}
+
+impl Budget {
+    /// The shares of `partitions` partitions (at least one).
+    pub fn new(config: &Config, partitions: usize) -> Budget {
+        let partitions = partitions.max(1);
+        let total = config.worker.max_buffered_bytes;
+        let batches = config.worker.queue_batches + 1;
+        let parts = batches + 2;
+        let client_share = total / parts * 2 / partitions;
+        let largest_fetch = config.kafka.fetch_max_bytes_per_partition as usize;
+        let fetch_bytes =
+            (client_share / 2).clamp(MIN_FETCH_BYTES.min(largest_fetch), largest_fetch);
+        let ours = total / parts * batches;
+        let fair_share = ours / 2 / partitions;
+        let pool = ours - fair_share * partitions;
+        // Only `max_connections` partitions write at a time: the pool is
+        // shared among that many, not spread over every partition.
+        let writers = config.mysql.max_connections.min(partitions);
+        let partition_cap = (batches * largest_fetch).min(fair_share + pool / writers);
+        Budget {
+            fetch_bytes,
+            batch_bytes: largest_fetch,
+            client_queue_kbytes: (2 * fetch_bytes / 1024).max(1),
+            fair_share,
+            pool,
+            partition_cap,
+            queue_batches: config.worker.queue_batches * largest_fetch.div_ceil(fetch_bytes),
+        }
+    }
+
+    /// The bytes of the client's prefetch and of our side together, at most
+    /// (records handed out whole may pass it by one record per partition).
+    pub fn bound(&self, partitions: usize) -> usize {
+        partitions * (self.fair_share + self.client_queue_kbytes * 1024) + self.pool
+    }
+
+    /// What a partition holding `held` bytes on our side may still take,
+    /// when all the partitions hold `borrowed` bytes beyond their fair
+    /// shares. Never 0 below the fair share.
+    pub fn room(&self, held: usize, borrowed: usize) -> usize {
+        let own = self.fair_share.saturating_sub(held);
+        let lent = self.pool.saturating_sub(borrowed);
+        self.partition_cap
+            .saturating_sub(held)
+            .min(own + lent)
+            .min(self.batch_bytes.max(own))
+    }
+
+    /// Bytes held beyond the fair share by a partition holding `held`.
+    pub fn borrowed(&self, held: usize) -> usize {
+        held.saturating_sub(self.fair_share)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WorkerConfig;
+
+    fn config(budget: usize, connections: usize) -> Config {
+        let mut config = Config::parse(
+            "[kafka]\nbrokers = [\"127.0.0.1:1\"]\ntopic = \"t\"\ngroup = \"g\"\n\
+             [mysql]\nurl = \"mysql://app@127.0.0.1:1/app\"\ntable = \"t\"\nkey_columns = [\"id\"]\n",
+            None,
+        )
+        .expect("test config");
+        config.worker.max_buffered_bytes = budget;
+        config.mysql.max_connections = connections;
+        config
+    }
+
+    /// With the defaults, 8 partitions get what they had before the budget:
+    /// fetches of 512 KiB, librdkafka queues of 1 MiB, three batches each;
+    /// 20 MiB is the least budget that keeps them so.
+    #[test]
+    fn the_default_budget_keeps_eight_partitions_as_they_were() {
+        for total in [WorkerConfig::default().max_buffered_bytes, 20 * 1024 * 1024] {
+            let budget = Budget::new(&config(total, 16), 8);
+            assert_eq!(budget.fetch_bytes, 512 * 1024);
+            assert_eq!(budget.client_queue_kbytes, 1024);
+            assert_eq!(budget.partition_cap, 3 * 512 * 1024);
+            assert_eq!(budget.queue_batches, 2);
+            // Every partition can fill its three batches at once, and no more.
+            let mut held = [0usize; 8];
+            for _ in 0..10 {
+                for p in 0..8 {
+                    let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
+                    held[p] += budget.room(held[p], borrowed);
+                }
+            }
+            assert_eq!(held, [3 * 512 * 1024; 8], "{total}");
+        }
+        let less = Budget::new(&config(20 * 1024 * 1024 - 1, 16), 8);
+        assert!(less.fetch_bytes < 512 * 1024, "{less:?}");
+    }
+
+    /// However many partitions, the records held stay within the budget, and
+    /// a partition that holds nothing may always take some.
+    #[test]
+    fn many_partitions_share_the_budget_and_none_is_starved() {
+        for partitions in [1, 8, 64, 400, 5000] {
+            let total = 20 * 1024 * 1024;
+            let config = config(total, 8);
+            let budget = Budget::new(&config, partitions);
+            if partitions <= 400 {
+                assert!(
+                    budget.bound(partitions) <= total,
+                    "{partitions}: {budget:?}"
+                );
+            }
+            // Partitions take greedily, in order, as the coordinator does.
+            let mut held = vec![0usize; partitions];
+            for _ in 0..5 {
+                for p in 0..partitions {
+                    let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
+                    held[p] += budget.room(held[p], borrowed);
+                }
+            }
+            let ours: usize = held.iter().sum();
+            assert!(
+                ours + partitions * budget.client_queue_kbytes * 1024 <= budget.bound(partitions),
+                "{partitions}: {ours} held"
+            );
+            // The first partitions took the pool; the last still get their share.
+            assert!(
+                held[partitions - 1] > 0,
+                "{partitions}: the last partition holds nothing"
+            );
+            let mut held = vec![budget.partition_cap; partitions];
+            held[partitions - 1] = 0;
+            let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
+            assert!(
+                budget.room(0, borrowed) > 0,
+                "{partitions}: no room below the fair share"
+            );
+        }
+    }
+
+    /// The partitions that write take batches larger than their fair share
+    /// from the pool: with 400 partitions and 8 connections, eight of them
+    /// can hold several times their share at once.
+    #[test]
+    fn the_pool_lets_the_writing_partitions_take_larger_batches() {
+        let budget = Budget::new(&config(20 * 1024 * 1024, 8), 400);
+        assert!(budget.partition_cap >= 20 * budget.fair_share, "{budget:?}");
+        let mut held = vec![0usize; 400];
+        for p in 0..8 {
+            while budget.room(held[p], held.iter().map(|&h| budget.borrowed(h)).sum()) > 0 {
+                let borrowed = held.iter().map(|&h| budget.borrowed(h)).sum();
+                held[p] += budget.room(held[p], borrowed);
+            }
+        }
+        assert!(
+            held[..8].iter().all(|&h| h == budget.partition_cap),
+            "{:?}",
+            &held[..8]
+        );
+    }
+}
