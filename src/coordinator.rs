@@ -1049,7 +1049,9 @@ impl<'a> Coordinator<'a> {
             .collect();
         if !left.is_empty() {
             warn!(
-                "topic {topic}: the workers of revoked partitions {left:?} did not finish within worker.shutdown_timeout_ms;                  what they apply now is not committed and the next owner applies it again                  (exactly-once: the offset table's fence stops them)"
+                "topic {topic}: the workers of revoked partitions {left:?} did not finish within worker.shutdown_timeout_ms; \
+                 what they apply now is not committed and the next owner applies it again \
+                 (exactly-once: the offset table's fence stops them)"
             );
         }
         let offsets: Vec<(i32, i64)> = self
