@@ -330,8 +330,14 @@ impl Worker {
     /// than `max_batch_bytes`, so that they go to the database in one
     /// transaction: with many partitions each fetch brings few records, and
     /// the queue fills while the worker writes or waits for a connection.
-    /// A batch that moves the position waits for the next turn.
+    /// A batch that moves the position waits for the next turn, and one
+    /// that only moves it (no records) is applied alone: storing and
+    /// reporting the new position by itself is what the coordinator waits
+    /// for before it commits that partition again (a recreated topic).
     fn coalesce(&mut self, mut batch: Batch, batches: &Receiver<Batch>) -> Batch {
+        if batch.reset_to.is_some() && batch.records.is_empty() {
+            return batch;
+        }
         let mut bytes = batch.bytes();
         let mut joined = Vec::new();
         while bytes < self.settings.max_batch_bytes {
@@ -1207,6 +1213,46 @@ mod tests {
         assert_eq!(h.handle.held_bytes.load(Ordering::Relaxed), 0);
         let memory = h.finish();
         assert_eq!(memory.rows.len(), 6);
+    }
+
+    /// A position moved without records (a recreated topic read from its
+    /// start) is stored and reported alone, with no records, even when
+    /// batches queued up behind it: the coordinator holds that partition's
+    /// commits until it sees that report.
+    #[test]
+    fn a_moved_position_is_reported_alone_when_batches_wait_behind_it() {
+        let sink = MemorySink::default();
+        let mut settings = settings();
+        settings.max_batch_bytes = 10 * good(0).size();
+        settings.backoff.initial = Duration::from_millis(100);
+        settings.backoff.max = Duration::from_millis(100);
+        sink.0
+            .lock()
+            .unwrap()
+            .failures
+            .push_back(server_error(2013));
+        let h = start(sink, settings);
+        h.send(vec![good(0)]);
+        h.send_batch(Batch {
+            records: Vec::new(),
+            reset_to: Some(10),
+        });
+        h.send(vec![good(10)]);
+        h.send(vec![good(11)]);
+        let events = h.until_applied(12);
+        let applied: Vec<(i64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                WorkerEvent::Applied {
+                    next_offset,
+                    records,
+                    ..
+                } => Some((*next_offset, *records)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(applied, [(1, 1), (10, 0), (12, 2)], "{applied:?}");
+        assert_eq!(h.finish().rows.len(), 3);
     }
 
     #[test]
