@@ -1167,6 +1167,21 @@ mod tests {
         }
     }
 
+    /// Each `Applied` report as (next offset, records).
+    fn applied_reports(events: &[WorkerEvent]) -> Vec<(i64, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                WorkerEvent::Applied {
+                    next_offset,
+                    records,
+                    ..
+                } => Some((*next_offset, *records)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Batches that queued up while the worker was busy go to the database
     /// as one write, up to `max_batch_bytes`; a batch that moves the
     /// position is not joined to the ones before it.
@@ -1193,17 +1208,7 @@ mod tests {
             reset_to: Some(10),
         });
         let events = h.until_applied(11);
-        let applied: Vec<(i64, u64)> = events
-            .iter()
-            .filter_map(|e| match e {
-                WorkerEvent::Applied {
-                    next_offset,
-                    records,
-                    ..
-                } => Some((*next_offset, *records)),
-                _ => None,
-            })
-            .collect();
+        let applied = applied_reports(&events);
         // Up to three records a write, at least once three, and the moved
         // position alone.
         assert_eq!(applied.last(), Some(&(11, 1)), "{applied:?}");
@@ -1240,17 +1245,7 @@ mod tests {
         h.send(vec![good(10)]);
         h.send(vec![good(11)]);
         let events = h.until_applied(12);
-        let applied: Vec<(i64, u64)> = events
-            .iter()
-            .filter_map(|e| match e {
-                WorkerEvent::Applied {
-                    next_offset,
-                    records,
-                    ..
-                } => Some((*next_offset, *records)),
-                _ => None,
-            })
-            .collect();
+        let applied = applied_reports(&events);
         assert_eq!(applied, [(1, 1), (10, 0), (12, 2)], "{applied:?}");
         assert_eq!(h.finish().rows.len(), 3);
     }
