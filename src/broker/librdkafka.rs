@@ -418,6 +418,18 @@ pub struct Librdkafka {
     topic_partitions: usize,
 }
 
+/// What a client is connected for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Only to read the topic's partition count: outside the group.
+    Probe,
+    /// Static assignment (and the commands): in the group for its offsets,
+    /// never subscribed.
+    Static,
+    /// A member of the group (group assignment).
+    Member,
+}
+
 impl Librdkafka {
     /// Connects, and reads the topic's metadata: the number of partitions
     /// sets the client's share of the memory budget per partition.
@@ -425,23 +437,21 @@ impl Librdkafka {
     /// assignment, `broker::join`); the share is then the topic's partitions'
     /// (what one member may come to own).
     pub fn connect(config: &Config, member: bool) -> Result<Librdkafka, Error> {
-        let guess = config.kafka.partitions.len().max(1);
-        let broker = Librdkafka::connect_for(config, guess, false)?;
-        let partitions = if config.kafka.partitions.is_empty() {
-            broker.topic_partitions
-        } else {
-            guess
-        };
-        if !member && Budget::new(config, partitions) == Budget::new(config, guess) {
-            return Ok(broker);
+        let role = if member { Role::Member } else { Role::Static };
+        if !member && !config.kafka.partitions.is_empty() {
+            return Librdkafka::connect_for(config, config.kafka.partitions.len(), role);
         }
-        drop(broker);
-        Librdkafka::connect_for(config, partitions, member)
+        // The whole topic: its partition count comes first, from a client
+        // outside the group. Dropping a client of the group waits for the
+        // group to close (about 100 ms, rdkafka's `BaseConsumer::drop`);
+        // this one goes at once.
+        let partitions = Librdkafka::connect_for(config, 1, Role::Probe)?.topic_partitions;
+        Librdkafka::connect_for(config, partitions, role)
     }
 
     /// Connects with the client's share of the memory budget for
     /// `partitions` partitions.
-    fn connect_for(config: &Config, partitions: usize, member: bool) -> Result<Librdkafka, Error> {
+    fn connect_for(config: &Config, partitions: usize, role: Role) -> Result<Librdkafka, Error> {
         let k = &config.kafka;
         let budget = Budget::new(config, partitions);
         let mut client = ClientConfig::new();
@@ -451,7 +461,6 @@ impl Librdkafka {
         client
             .set("bootstrap.servers", k.brokers.join(","))
             .set("client.id", &k.client_id)
-            .set("group.id", &k.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "error")
@@ -495,6 +504,10 @@ impl Librdkafka {
             }
         }
         client.set_log_level(RDKafkaLogLevel::Warning);
+        if role != Role::Probe {
+            client.set("group.id", &k.group);
+        }
+        let member = role == Role::Member;
         if member {
             client.set("partition.assignment.strategy", "cooperative-sticky");
             if let Some(id) = &k.group_instance_id {
@@ -532,6 +545,9 @@ impl Librdkafka {
             .partitions()
             .map_err(|e| broker.explain(e, &k.brokers))?
             .len();
+        if role == Role::Probe {
+            return Ok(broker);
+        }
         broker.topic_id = broker.describe_topic_id()?;
         if member {
             broker.consumer.subscribe(&[&k.topic])?;
