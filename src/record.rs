@@ -642,7 +642,9 @@ impl<'de> ObjectFields<'de> {
     /// The column a field name sets, if any.
     fn column(&self, schema: &TableSchema, name: &str) -> Option<usize> {
         match schema.columns.get(self.next_column) {
-            Some(c) if c.name.eq_ignore_ascii_case(name) => Some(self.next_column),
+            Some(c) if c.name == name || c.name.eq_ignore_ascii_case(name) => {
+                Some(self.next_column)
+            }
             _ => schema.column_index(name),
         }
     }
