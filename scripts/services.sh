@@ -10,6 +10,7 @@
 #   scripts/services.sh group-offsets GROUP
 #   scripts/services.sh log-end-offsets TOPIC | log-start-offsets TOPIC
 #   scripts/services.sh mysql [mariadb client args]
+#   scripts/services.sh ports-lock
 #
 # Apache Kafka runs as a single KRaft node (broker and controller in one JVM)
 # from jars that Maven resolves from Maven Central; MariaDB runs from the
@@ -34,6 +35,13 @@
 #
 # Every lifecycle command is idempotent and serialised by a lock; the tool
 # commands only talk to the running services and may run in parallel.
+#
+# `up` stops another checkout's broker or server on its ports. So that it does
+# not pull the services out from under a run of that checkout, the scripts
+# that use the services for a while (test.sh, demo.sh, bench.sh) run under
+# `flock -o` on the machine-wide file that `ports-lock` names, one per pair of
+# ports: a second run waits for the first, and no service started meanwhile
+# inherits (and so keeps) the lock.
 #
 # A second instance beside the usual one (for developing this script) takes
 # K2M_SERVICES_DIR (default $REPO/.services), KAFKA_PORT (19092),
@@ -945,7 +953,7 @@ delete_records() {
 }
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -954,7 +962,7 @@ main() {
     (($# > 0)) && shift
     case $command in
         up | start-kafka) select_kafka_version start ;;
-        install | mysql | start-mysql | stop-mysql | freeze-mysql | thaw-mysql) ;;
+        install | mysql | start-mysql | stop-mysql | freeze-mysql | thaw-mysql | ports-lock) ;;
         *) select_kafka_version running ;;
     esac
     case $command in
@@ -962,6 +970,7 @@ main() {
         down) with_lock cmd_down ;;
         status) cmd_status ;;
         env) print_exports ;;
+        ports-lock) printf '%s\n' "${TMPDIR:-/tmp}/kafka2mysql-services-kafka$KAFKA_PORT-mysql$MYSQL_PORT.lock" ;;
         install) with_lock install_all >&2 ;;
         start-kafka) with_lock start_kafka ;;
         stop-kafka) with_lock stop_kafka ;;
