@@ -189,13 +189,13 @@ server_pid() { local f=$1; [[ -r $f ]] && read -r pid <"$f" && [[ -d /proc/$pid 
 # The broker of whichever Kafka version runs (.services/kafka-VERSION/kafka.pid).
 broker_cpu() {
     local f p=""
-    for f in "$REPO"/.services/kafka-*/kafka.pid; do
+    for f in "${K2M_SERVICES_DIR:-$REPO/.services}"/kafka-*/kafka.pid; do
         p=$(server_pid "$f")
         [[ -n $p ]] && break
     done
     [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none
 }
-mysqld_cpu() { local p; p=$(server_pid "$REPO/.services/mariadb/mysqld.pid"); [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none; }
+mysqld_cpu() { local p; p=$(server_pid "${K2M_SERVICES_DIR:-$REPO/.services}/mariadb/mysqld.pid"); [[ -n $p ]] && echo "$p:$(cpu_seconds "$p")" || echo none; }
 # CPU seconds per million records between two broker_cpu/mysqld_cpu samples;
 # "n/a" when the server was restarted in between.
 server_per_million() {
