@@ -47,16 +47,6 @@ command -v cargo >/dev/null 2>&1 || { say "cargo is not installed (https://rustu
 # when missing.
 scripts/services.sh install || { say "installing the test services' packages failed"; exit 1; }
 
-# One run at a time per port pair on this machine: `scripts/services.sh up`
-# stops another checkout's broker or server on its ports, which would pull the
-# services out from under a run of that checkout. A second run waits here.
-ports_lock="${TMPDIR:-/tmp}/kafka2mysql-test-kafka${KAFKA_PORT:-19092}-mysql${MYSQL_PORT:-13306}.lock"
-exec 8>>"$ports_lock"
-if ! flock -n 8; then
-    say "another scripts/test.sh uses these ports ($ports_lock); waiting for it to finish"
-    flock -w 3600 8 || { say "still held after an hour: $ports_lock"; exit 1; }
-fi
-
 # Runs `cargo test ARGS` against Kafka VERSION, with K2M_CLIENT=CLIENT unless
 # CLIENT is empty, in a subshell so that the phases do not share exports.
 run_phase() {
