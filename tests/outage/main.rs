@@ -193,6 +193,16 @@ fn mariadb_down_for_20_seconds_while_records_keep_arriving() {
     assert_eq!(s.count(""), 3_600);
 }
 
+/// Starts the broker when dropped: also when a test fails while the broker
+/// is down, so that the tests after it find one.
+struct BrokerBack;
+
+impl Drop for BrokerBack {
+    fn drop(&mut self) {
+        start_kafka();
+    }
+}
+
 #[test]
 fn broker_down_for_20_seconds_then_back() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -200,8 +210,27 @@ fn broker_down_for_20_seconds_then_back() {
     s.produce_orders(0..3, 0, 200);
     let mut service = s.start();
     s.wait_rows(600, Duration::from_secs(60));
+    // The rows are in before their offsets are committed: `status` below
+    // shows the commits the service last wrote into its status file.
+    wait_until(
+        "the commits in the status file",
+        Duration::from_secs(60),
+        || {
+            let committed: Vec<_> = (0..3)
+                .map(|p| s.live(p).map(|l| l["committed_offset"].clone()))
+                .collect();
+            match committed
+                .iter()
+                .all(|c| c.as_ref().is_some_and(|c| c == 200))
+            {
+                true => Ok(()),
+                false => Err(format!("{committed:?}")),
+            }
+        },
+    );
 
     stop_kafka();
+    let broker_back = BrokerBack;
     std::thread::sleep(OUTAGE);
     assert!(
         service.is_running(),
@@ -213,7 +242,7 @@ fn broker_down_for_20_seconds_then_back() {
     let report = status_without(&s, "kafka");
     assert_eq!(report["partitions"][0]["committed"], 200, "{report}");
     assert_eq!(report["partitions"][0]["latest"], 200, "{report}");
-    start_kafka();
+    drop(broker_back);
     wait_for_leaders(&s.topic, 3);
     for p in 0..3 {
         // Leadership may still be settling: a refused produce appends nothing
