@@ -391,12 +391,12 @@ impl Worker {
             if batch.records.is_empty() {
                 let write = WriteSet {
                     partition: self.partition,
-                    rows: &[],
+                    rows: &mut [],
                     dead_letters: &[],
                     next_offset: offset,
                     previous_offset: self.stored_offset,
                 };
-                return match self.write_with_retry(write, offset) {
+                return match self.write_with_retry(write, offset, &[]) {
                     Ok(()) => {
                         self.report(offset, 0);
                         Ok(())
@@ -455,12 +455,12 @@ impl Worker {
                 .map_or(records[0].offset, |dl| dl.offset);
             let write = WriteSet {
                 partition: self.partition,
-                rows: &rows,
+                rows: &mut rows,
                 dead_letters: &dead_letters,
                 next_offset,
                 previous_offset: self.stored_offset,
             };
-            match self.write_with_retry(write, first_offset) {
+            match self.write_with_retry(write, first_offset, &records) {
                 Ok(()) => {
                     for dl in &dead_letters {
                         self.log_dead_letter(dl);
@@ -525,17 +525,17 @@ impl Worker {
             .mapper
             .map(record)
             .map_err(|e| Abandon::Business(Error::Record(e)))?;
-        let rows = [(record.offset, op)];
+        let mut rows = [(record.offset, op)];
         let held = self.held_dead_letters();
         let write = WriteSet {
             partition: self.partition,
-            rows: &rows,
+            rows: &mut rows,
             dead_letters: &held,
             next_offset: record.offset + 1,
             previous_offset: self.stored_offset,
         };
         let first_offset = held.first().map_or(record.offset, |dl| dl.offset);
-        let result = self.write_with_retry(write, first_offset);
+        let result = self.write_with_retry(write, first_offset, std::slice::from_ref(record));
         let [(_, op)] = rows;
         match result {
             Err(Abandon::Business(e)) if is_duplicate_key(&e) => {
@@ -551,12 +551,12 @@ impl Worker {
                 );
                 let write = WriteSet {
                     partition: self.partition,
-                    rows: &[],
+                    rows: &mut [],
                     dead_letters: &held,
                     next_offset: record.offset + 1,
                     previous_offset: self.stored_offset,
                 };
-                self.write_with_retry(write, first_offset)?;
+                self.write_with_retry(write, first_offset, &[])?;
                 self.stats.add_already_written(1);
                 Ok(RowOp::Skip)
             }
@@ -723,12 +723,12 @@ impl Worker {
         loop {
             let write = WriteSet {
                 partition: self.partition,
-                rows: &[],
+                rows: &mut [],
                 dead_letters: &dead_letters,
                 next_offset: last + 1,
                 previous_offset: self.stored_offset,
             };
-            match self.write_with_retry(write, first) {
+            match self.write_with_retry(write, first, &[]) {
                 Ok(()) => {
                     for dl in &dead_letters {
                         self.log_dead_letter(dl);
@@ -757,8 +757,15 @@ impl Worker {
 
     /// Writes one write set, retrying technical and fatal failures for ever
     /// (blocked after `technical_attempts`). Business errors go back to the
-    /// caller at once.
-    fn write_with_retry(&mut self, write: WriteSet<'_>, first_offset: i64) -> Result<(), Abandon> {
+    /// caller at once. `records` are the records of the write's rows, in
+    /// offset order: after a failed attempt they are mapped again, since the
+    /// sink may have taken the rows' values (`Sink::apply`).
+    fn write_with_retry(
+        &mut self,
+        mut write: WriteSet<'_>,
+        first_offset: i64,
+        records: &[Record],
+    ) -> Result<(), Abandon> {
         let mut retry = RetryState::limited(
             self.settings.backoff,
             &[Class::Technical, Class::Fatal],
@@ -771,7 +778,7 @@ impl Worker {
             let now_ms = crate::status::unix_millis(SystemTime::now());
             self.writing_since.store(now_ms, Ordering::Relaxed);
             let attempt_started = Instant::now();
-            let applied = self.sink.apply(write);
+            let applied = self.sink.apply(write.reborrow());
             self.writing_since.store(0, Ordering::Relaxed);
             let error = match applied {
                 Ok(()) => {
@@ -786,6 +793,7 @@ impl Worker {
                 }
                 Err(e) => e,
             };
+            self.map_again(write.rows, records);
             let verdict = self.settings.policy.classify(&error);
             let class = verdict.class;
             let wait = match retry.next(verdict) {
@@ -819,6 +827,22 @@ impl Worker {
                 }
             };
             self.sleep(wait)?;
+        }
+    }
+
+    /// Maps the records of `rows` again (`records`, in offset order, holds
+    /// them), after a write that may have taken their values. Mapping looks
+    /// only at a record's bytes, so each gives the row it gave before.
+    fn map_again(&self, rows: &mut [(i64, RowOp)], records: &[Record]) {
+        for (offset, op) in rows.iter_mut() {
+            let found = records.binary_search_by_key(offset, |r| r.offset);
+            debug_assert!(
+                found.is_ok(),
+                "offset {offset} is among the write's records"
+            );
+            if let Some(Ok(again)) = found.ok().map(|i| self.mapper.map(&records[i])) {
+                *op = again;
+            }
         }
     }
 
@@ -944,7 +968,9 @@ mod tests {
     use std::sync::Mutex;
 
     /// An in-memory table: rows by id, dead letters by offset; scripted
-    /// failures are returned before the write is looked at.
+    /// failures are returned before the write is looked at. Like
+    /// `MysqlSink`, it moves the rows' values out whatever the outcome, so
+    /// that every retry here depends on the worker mapping them again.
     #[derive(Default)]
     struct Memory {
         rows: BTreeMap<i64, mysql::Value>,
@@ -979,12 +1005,20 @@ mod tests {
         fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error> {
             let mut m = self.0.lock().unwrap();
             m.applies += 1;
+            let taken: Vec<Vec<mysql::Value>> = write
+                .rows
+                .iter_mut()
+                .filter_map(|(_, op)| match op {
+                    RowOp::Write { values, .. } => Some(std::mem::take(values)),
+                    _ => None,
+                })
+                .collect();
             if let Some(e) = m.failures.pop_front() {
                 return Err(e);
             }
             let mut staged = m.rows.clone();
-            for (_, op) in write.rows {
-                if let RowOp::Write { values, .. } = op {
+            for values in &taken {
+                {
                     let mysql::Value::Int(id) = values[0] else {
                         panic!("id")
                     };

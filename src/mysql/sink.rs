@@ -44,11 +44,12 @@ pub struct DeadLetter {
 }
 
 /// One database transaction's worth of work for one partition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct WriteSet<'a> {
     pub partition: i32,
-    /// Row operations in offset order.
-    pub rows: &'a [(i64, RowOp)],
+    /// Row operations in offset order. `Sink::apply` may move their values
+    /// out (see there).
+    pub rows: &'a mut [(i64, RowOp)],
     pub dead_letters: &'a [DeadLetter],
     /// The offset after the last record this write set covers; stored in the
     /// offset table in exactly-once mode.
@@ -59,10 +60,27 @@ pub struct WriteSet<'a> {
     pub previous_offset: i64,
 }
 
+impl WriteSet<'_> {
+    /// The same write set, borrowed again (for another attempt).
+    pub fn reborrow(&mut self) -> WriteSet<'_> {
+        WriteSet {
+            partition: self.partition,
+            rows: self.rows,
+            dead_letters: self.dead_letters,
+            next_offset: self.next_offset,
+            previous_offset: self.previous_offset,
+        }
+    }
+}
+
 /// Where a worker applies its records. `MysqlSink` in production; the worker's
 /// unit tests use an in-memory one.
 pub trait Sink: Send {
     /// Applies the whole write set in one transaction, or nothing of it.
+    /// It may move the rows' values out, whatever the outcome: the mysql
+    /// crate owns the parameters it sends, and a copy of every value was a
+    /// third of a drain's allocations. A caller that applies the same rows
+    /// again maps their records again first (`Worker::write_with_retry`).
     fn apply(&mut self, write: WriteSet<'_>) -> Result<(), Error>;
 
     /// Waits for what the next `apply` needs (a connection of the pool) and
@@ -264,8 +282,7 @@ impl MysqlSink {
         let budget = statement_budget(server.max_allowed_packet);
         let bulk = server.bulk;
         let plan = self.plan(write.rows, budget, bulk)?;
-        let counts_stale =
-            self.counts_stale() && plan.iter().any(|p| matches!(p.shape, Shape::Write(_)));
+        let counts_stale = self.counts_stale() && plan.iter().any(|p| p.write);
         let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
         if exactly_once {
@@ -295,7 +312,7 @@ impl MysqlSink {
                 }
             }
         }
-        let stale = send_statements(&mut tx, &plan, write.rows, bulk, counts_stale)?;
+        let stale = send_statements(&mut tx, &plan, &mut *write.rows, bulk, counts_stale)?;
         for dl in write.dead_letters {
             tx.exec_drop(
                 &self.dead_letter_sql,
@@ -326,13 +343,12 @@ impl MysqlSink {
         let server = self.server();
         let budget = statement_budget(server.max_allowed_packet);
         let bulk = server.bulk;
-        let rows = [(offset, op)];
+        let mut rows = [(offset, op)];
         let plan = self.plan(&rows, budget, bulk)?;
-        let counts_stale =
-            self.counts_stale() && plan.iter().any(|p| matches!(p.shape, Shape::Write(_)));
+        let counts_stale = self.counts_stale() && plan.iter().any(|p| p.write);
         let conn = self.conn.as_mut().expect("connected above");
         let mut tx = conn.start_transaction(TxOpts::default())?;
-        let stale = send_statements(&mut tx, &plan, &rows, bulk, counts_stale)?;
+        let stale = send_statements(&mut tx, &plan, &mut rows, bulk, counts_stale)?;
         tx.exec_drop(
             &self.dead_letter_delete_sql,
             (&self.topic, partition, offset),
@@ -390,12 +406,12 @@ impl MysqlSink {
     /// For the bulk path, where a run of rows goes with one statement of one
     /// row, a run is also cut where a column's parameter type changes (see
     /// `ParamKind`).
-    fn plan<'r>(
+    fn plan(
         &self,
-        rows: &'r [(i64, RowOp)],
+        rows: &[(i64, RowOp)],
         budget: usize,
         bulk: bool,
-    ) -> Result<Vec<Planned<'r>>, Error> {
+    ) -> Result<Vec<Planned>, Error> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < rows.len() {
@@ -459,7 +475,7 @@ impl MysqlSink {
                 Shape::Delete => self.delete_sql(n),
             };
             out.push(Planned {
-                shape,
+                write: matches!(shape, Shape::Write(_)),
                 sql,
                 rows: start..i,
             });
@@ -589,12 +605,11 @@ impl MysqlSink {
 /// Sends the planned statements of `rows`; returns how many records the
 /// stale-write guard left alone when `counts_stale` (see
 /// `MysqlSink::insert_sql`), else 0. Each statement's parameters are built
-/// when it is sent, so that at most one statement's copy of the values is
-/// held at a time.
+/// when it is sent, from the values moved out of `rows` (see `Sink::apply`).
 fn send_statements(
     tx: &mut mysql::Transaction<'_>,
-    plan: &[Planned<'_>],
-    rows: &[(i64, RowOp)],
+    plan: &[Planned],
+    rows: &mut [(i64, RowOp)],
     bulk: bool,
     counts_stale: bool,
 ) -> Result<u64, Error> {
@@ -603,20 +618,16 @@ fn send_statements(
     }
     for statement in plan {
         let rows = rows[statement.rows.clone()]
-            .iter()
-            .filter_map(|(_, op)| values_of(op));
-        match statement.shape {
+            .iter_mut()
+            .filter_map(|(_, op)| take_values(op));
+        if statement.write && bulk {
             // MariaDB's bulk path: one single-row statement, prepared once,
             // executed for every row in one round trip. The server spends
             // about a fifth less per row than on a multi-row INSERT with
             // the same values (measured).
-            Shape::Write(_) if bulk => {
-                tx.exec_batch(&statement.sql, rows.map(<[Value]>::to_vec))?
-            }
-            _ => tx.exec_drop(
-                &statement.sql,
-                rows.flatten().cloned().collect::<Vec<Value>>(),
-            )?,
+            tx.exec_batch(&statement.sql, rows)?
+        } else {
+            tx.exec_drop(&statement.sql, rows.flatten().collect::<Vec<Value>>())?
         }
     }
     if !counts_stale {
@@ -654,13 +665,24 @@ enum Shape<'r> {
 /// One statement of a write set: `rows` is the range of row operations it
 /// covers (skipped ones among them write nothing).
 #[derive(Debug)]
-struct Planned<'r> {
-    shape: Shape<'r>,
+struct Planned {
+    /// An INSERT (else a DELETE).
+    write: bool,
     sql: String,
     rows: std::ops::Range<usize>,
 }
 
+/// The values an operation binds, in statement order, moved out of it.
+fn take_values(op: &mut RowOp) -> Option<Vec<Value>> {
+    match op {
+        RowOp::Write { values, .. } => Some(std::mem::take(values)),
+        RowOp::Delete { key_values } => Some(std::mem::take(key_values)),
+        RowOp::Skip => None,
+    }
+}
+
 /// The values an operation binds, in statement order.
+#[cfg(test)]
 fn values_of(op: &RowOp) -> Option<&[Value]> {
     match op {
         RowOp::Write { values, .. } => Some(values),
