@@ -1018,30 +1018,28 @@ mod tests {
             }
             let mut staged = m.rows.clone();
             for values in &taken {
-                {
-                    let mysql::Value::Int(id) = values[0] else {
-                        panic!("id")
-                    };
-                    if m.poison_ids.contains(&id) {
-                        return Err(server_error(1406));
-                    }
-                    if let Some(&code) = m.poison_codes.get(&id) {
-                        return Err(server_message(code, &format!("code {code}")));
-                    }
-                    if m.column_added {
-                        return Err(server_message(
-                            1364,
-                            "Field 'added' doesn't have a default value",
-                        ));
-                    }
-                    if m.insert && staged.contains_key(&id) {
-                        return Err(server_message(
-                            1062,
-                            &format!("Duplicate entry '{id}' for key 'PRIMARY'"),
-                        ));
-                    }
-                    staged.insert(id, values.get(1).cloned().unwrap_or(mysql::Value::NULL));
+                let mysql::Value::Int(id) = values[0] else {
+                    panic!("id")
+                };
+                if m.poison_ids.contains(&id) {
+                    return Err(server_error(1406));
                 }
+                if let Some(&code) = m.poison_codes.get(&id) {
+                    return Err(server_message(code, &format!("code {code}")));
+                }
+                if m.column_added {
+                    return Err(server_message(
+                        1364,
+                        "Field 'added' doesn't have a default value",
+                    ));
+                }
+                if m.insert && staged.contains_key(&id) {
+                    return Err(server_message(
+                        1062,
+                        &format!("Duplicate entry '{id}' for key 'PRIMARY'"),
+                    ));
+                }
+                staged.insert(id, values.get(1).cloned().unwrap_or(mysql::Value::NULL));
             }
             m.rows = staged;
             for dl in write.dead_letters {
@@ -1216,24 +1214,29 @@ mod tests {
             .collect()
     }
 
-    /// Batches that queued up while the worker was busy go to the database
-    /// as one write, up to `max_batch_bytes`; a batch that moves the
-    /// position is not joined to the ones before it.
-    #[test]
-    fn queued_batches_join_into_one_write() {
+    /// A worker joining up to `max_batch_bytes` a write, whose first write
+    /// fails once (a technical error) and is retried after 100 ms, so that
+    /// the batches sent meanwhile queue up behind it.
+    fn start_behind_a_failed_write(max_batch_bytes: usize) -> Harness {
         let sink = MemorySink::default();
-        let mut settings = settings();
-        settings.max_batch_bytes = 3 * good(0).size();
-        // The first write fails once (a technical error), and its retry
-        // waits 100 ms, so that the batches below queue up behind it.
-        settings.backoff.initial = Duration::from_millis(100);
-        settings.backoff.max = Duration::from_millis(100);
         sink.0
             .lock()
             .unwrap()
             .failures
             .push_back(server_error(2013));
-        let h = start(sink, settings);
+        let mut settings = settings();
+        settings.max_batch_bytes = max_batch_bytes;
+        settings.backoff.initial = Duration::from_millis(100);
+        settings.backoff.max = Duration::from_millis(100);
+        start(sink, settings)
+    }
+
+    /// Batches that queued up while the worker was busy go to the database
+    /// as one write, up to `max_batch_bytes`; a batch that moves the
+    /// position is not joined to the ones before it.
+    #[test]
+    fn queued_batches_join_into_one_write() {
+        let h = start_behind_a_failed_write(3 * good(0).size());
         for offset in 0..5 {
             h.send(vec![good(offset)]);
         }
@@ -1260,17 +1263,7 @@ mod tests {
     /// commits until it sees that report.
     #[test]
     fn a_moved_position_is_reported_alone_when_batches_wait_behind_it() {
-        let sink = MemorySink::default();
-        let mut settings = settings();
-        settings.max_batch_bytes = 10 * good(0).size();
-        settings.backoff.initial = Duration::from_millis(100);
-        settings.backoff.max = Duration::from_millis(100);
-        sink.0
-            .lock()
-            .unwrap()
-            .failures
-            .push_back(server_error(2013));
-        let h = start(sink, settings);
+        let h = start_behind_a_failed_write(10 * good(0).size());
         h.send(vec![good(0)]);
         h.send_batch(Batch {
             records: Vec::new(),
