@@ -50,14 +50,9 @@ die() {
     exit 1
 }
 
-# One run at a time on these ports (scripts/services.sh, "ports-lock"): the
-# script starts again under flock(1), which holds the lock and passes it to
-# no child (-o), so that the services it starts do not keep it.
-if [[ -z ${K2M_PORTS_LOCKED:-} ]]; then
-    ports_lock=$("$SERVICES" ports-lock)
-    flock -n -o "$ports_lock" true || say "another test, demo or bench run uses these ports; waiting for it to end"
-    K2M_PORTS_LOCKED=1 exec flock -o -w 3600 "$ports_lock" "$REPO/scripts/${BASH_SOURCE[0]##*/}" "$@"
-fi
+# One run at a time on these ports: the script starts again under the lock
+# that `scripts/services.sh ports-lock` names ("locked").
+[[ -n ${K2M_PORTS_LOCKED:-} ]] || exec "$SERVICES" locked "$REPO/scripts/demo.sh" "$@"
 
 # Stops the demo service on every exit, also after a failure or Ctrl-C, so the
 # demo never leaves a process behind.

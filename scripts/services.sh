@@ -10,7 +10,7 @@
 #   scripts/services.sh group-offsets GROUP
 #   scripts/services.sh log-end-offsets TOPIC | log-start-offsets TOPIC
 #   scripts/services.sh mysql [mariadb client args]
-#   scripts/services.sh ports-lock
+#   scripts/services.sh ports-lock | locked COMMAND [ARGS...]
 #
 # Apache Kafka runs as a single KRaft node (broker and controller in one JVM)
 # from jars that Maven resolves from Maven Central; MariaDB runs from the
@@ -41,7 +41,9 @@
 # that use the services for a while (test.sh, demo.sh, bench.sh) run under
 # `flock -o` on the machine-wide file that `ports-lock` names, one per pair of
 # ports: a second run waits for the first, and no service started meanwhile
-# inherits (and so keeps) the lock.
+# inherits (and so keeps) the lock. `locked COMMAND` runs the command so, with
+# K2M_PORTS_LOCKED=1 in its environment: each of those scripts starts itself
+# again that way unless the variable is set.
 #
 # A second instance beside the usual one (for developing this script) takes
 # K2M_SERVICES_DIR (default $REPO/.services), KAFKA_PORT (19092),
@@ -952,6 +954,21 @@ delete_records() {
     rm -f "$json" "$json.out"
 }
 
+ports_lock() {
+    printf '%s\n' "${TMPDIR:-/tmp}/kafka2mysql-services-kafka$KAFKA_PORT-mysql$MYSQL_PORT.lock"
+}
+
+# run_locked COMMAND [ARGS...]: runs the command under flock(1) on the ports
+# lock, which holds it and passes it to no child (-o), so that the services
+# the command starts do not keep it; says so when it has to wait.
+run_locked() {
+    local lock
+    lock=$(ports_lock)
+    flock -n -o "$lock" true \
+        || log "${1##*/}: another test, demo or bench run uses these ports; waiting for it to end"
+    K2M_PORTS_LOCKED=1 exec flock -o -w 3600 "$lock" "$@"
+}
+
 usage() {
     sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
@@ -962,7 +979,7 @@ main() {
     (($# > 0)) && shift
     case $command in
         up | start-kafka) select_kafka_version start ;;
-        install | mysql | start-mysql | stop-mysql | freeze-mysql | thaw-mysql | ports-lock) ;;
+        install | mysql | start-mysql | stop-mysql | freeze-mysql | thaw-mysql | ports-lock | locked) ;;
         *) select_kafka_version running ;;
     esac
     case $command in
@@ -970,7 +987,11 @@ main() {
         down) with_lock cmd_down ;;
         status) cmd_status ;;
         env) print_exports ;;
-        ports-lock) printf '%s\n' "${TMPDIR:-/tmp}/kafka2mysql-services-kafka$KAFKA_PORT-mysql$MYSQL_PORT.lock" ;;
+        ports-lock) ports_lock ;;
+        locked)
+            (($# >= 1)) || usage
+            run_locked "$@"
+            ;;
         install) with_lock install_all >&2 ;;
         start-kafka) with_lock start_kafka ;;
         stop-kafka) with_lock stop_kafka ;;
