@@ -118,7 +118,7 @@ impl Metadata {
         mapper: &Mapper,
         op: RowOp,
         record: &Record,
-        source: Option<&RawValue>,
+        source: Option<&str>,
     ) -> Result<RowOp, RecordError> {
         let RowOp::Write {
             mut columns,
@@ -129,11 +129,10 @@ impl Metadata {
         };
         // As a JSON map reads it: a repeated name keeps its last value.
         let source: BTreeMap<Cow<str>, &RawValue> = match source {
-            Some(source) if self.reads_source && source.get() != "null" => {
-                serde_json::from_str(source.get()).map_err(|_| {
-                    RecordError::BadEnvelope("\"source\" is not an object".to_string())
-                })?
-            }
+            Some(source) if self.reads_source && source != "null" => serde_json::from_str(source)
+                .map_err(|_| {
+                RecordError::BadEnvelope("\"source\" is not an object".to_string())
+            })?,
             _ => BTreeMap::new(),
         };
         for (column, field) in &self.columns {

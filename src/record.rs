@@ -709,12 +709,35 @@ fn read_flat_object<'de>(
     text: &'de str,
     keep_unknown_name: bool,
 ) -> Option<ObjectFields<'de>> {
+    let mut fields = ObjectFields::new(schema);
+    plain_object_fields(text, scalar_end, |name, value| {
+        match fields.column(schema, name) {
+            Some(column) => fields.add(column, Cow::Borrowed(name), value),
+            None => fields.unknown(Cow::Borrowed(name), keep_unknown_name),
+        }
+        Some(())
+    })?;
+    Some(fields)
+}
+
+/// Reads the JSON object `text` whose names are plain strings (see
+/// `plain_string_end`), handing each name and its value's text to `field`
+/// in order; a value ends where `value_end` says. `None` when `text` is not
+/// such an object (surrounding whitespace allowed), or when `value_end` or
+/// `field` says `None`.
+// Inlined into each of its two readers, which stay as fast as when each had
+// this loop of its own (measured).
+#[inline(always)]
+pub(crate) fn plain_object_fields<'t>(
+    text: &'t str,
+    value_end: impl Fn(&[u8], usize) -> Option<usize>,
+    mut field: impl FnMut(&'t str, &'t str) -> Option<()>,
+) -> Option<()> {
     let bytes = text.as_bytes();
     let mut at = skip_whitespace(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
         return None;
     }
-    let mut fields = ObjectFields::new(schema);
     at = skip_whitespace(bytes, at + 1);
     if bytes.get(at) == Some(&b'}') {
         at += 1;
@@ -729,13 +752,9 @@ fn read_flat_object<'de>(
                 return None;
             }
             let value_start = skip_whitespace(bytes, at + 1);
-            let value_end = scalar_end(bytes, value_start)?;
-            let value = text.get(value_start..value_end)?;
-            match fields.column(schema, name) {
-                Some(column) => fields.add(column, Cow::Borrowed(name), value),
-                None => fields.unknown(Cow::Borrowed(name), keep_unknown_name),
-            }
-            at = skip_whitespace(bytes, value_end);
+            let end = value_end(bytes, value_start)?;
+            field(name, text.get(value_start..end)?)?;
+            at = skip_whitespace(bytes, end);
             match bytes.get(at) {
                 Some(b',') => at = skip_whitespace(bytes, at + 1),
                 Some(b'}') => {
@@ -746,11 +765,11 @@ fn read_flat_object<'de>(
             }
         }
     }
-    (skip_whitespace(bytes, at) == bytes.len()).then_some(fields)
+    (skip_whitespace(bytes, at) == bytes.len()).then_some(())
 }
 
 /// The index of the first byte from `at` on that is not JSON whitespace.
-fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
         at += 1;
     }
@@ -759,11 +778,22 @@ fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
 
 /// The end (past the closing quote) of the string that starts at `at`,
 /// when it holds no escape and no control character.
-fn plain_string_end(bytes: &[u8], at: usize) -> Option<usize> {
+pub(crate) fn plain_string_end(bytes: &[u8], at: usize) -> Option<usize> {
     if bytes.get(at) != Some(&b'"') {
         return None;
     }
     let mut i = at + 1;
+    // Eight bytes at a time up to the first that may end the string: a
+    // quote, a backslash or a control character (the byte loop below then
+    // decides). Profiled: the byte loop alone was most of skipping the
+    // strings of a Debezium event's `source`.
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        if may_end_string(word) {
+            break;
+        }
+        i += 8;
+    }
     loop {
         match *bytes.get(i)? {
             b'"' => return Some(i + 1),
@@ -773,9 +803,22 @@ fn plain_string_end(bytes: &[u8], at: usize) -> Option<usize> {
     }
 }
 
+/// Whether one of the eight bytes of `word` is a quote, a backslash or
+/// below 0x20 (exact: `(x - 0x01..01) & !x & 0x80..80` is not zero exactly
+/// when a byte of `x` is zero, and with 0x20..20 when one is below 0x20).
+fn may_end_string(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    quote | backslash | control != 0
+}
+
 /// The end of the scalar JSON value (no escapes in a string) that starts at
 /// `at`; what follows it is the caller's to check.
-fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
+pub(crate) fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
     let literal = |word: &[u8]| {
         bytes
             .get(at..at + word.len())
@@ -1402,6 +1445,38 @@ mod tests {
             bytes.splice(at..at, bad.iter().copied());
         }
         bytes
+    }
+
+    /// The eight-bytes-at-a-time scan ends a string where the byte loop
+    /// does, whatever the bytes and wherever the quote, the backslash or the
+    /// control character falls.
+    #[test]
+    fn plain_strings_end_where_the_byte_loop_ends_them() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let by_bytes = |bytes: &[u8]| -> Option<usize> {
+            for (i, &b) in bytes.iter().enumerate().skip(1) {
+                match b {
+                    b'"' => return Some(i + 1),
+                    b'\\' | 0..=0x1f => return None,
+                    _ => {}
+                }
+            }
+            None
+        };
+        const BYTES: &[u8] = b"\"\\\x00\x1f\x20\x21\x7f\x80\xa2\xffaZ9 ";
+        for _ in 0..200_000 {
+            let len = rng.gen_range(0..40);
+            let mut text = vec![b'"'];
+            text.extend((0..len).map(|_| {
+                if rng.gen_range(0..6) == 0 {
+                    BYTES[rng.gen_range(0..BYTES.len())]
+                } else {
+                    rng.gen_range(0x23..0x5b)
+                }
+            }));
+            assert_eq!(plain_string_end(&text, 0), by_bytes(&text), "{text:?}");
+        }
     }
 
     #[test]
