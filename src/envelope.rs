@@ -407,10 +407,9 @@ fn field_types(schema: &str, field: Option<&'static str>) -> Result<Rc<FieldType
     thread_local! {
         static KEPT: RefCell<Kept> = const { RefCell::new(Vec::new()) };
     }
-    let text = schema;
     let found = KEPT.with_borrow(|kept| {
         kept.iter()
-            .find(|(t, f, _)| *f == field && **t == *text)
+            .find(|(t, f, _)| *f == field && **t == *schema)
             .map(|(_, _, types)| types.clone())
     });
     if let Some(types) = found {
@@ -439,7 +438,7 @@ fn field_types(schema: &str, field: Option<&'static str>) -> Result<Rc<FieldType
         if kept.len() == SCHEMAS_KEPT {
             kept.remove(0);
         }
-        kept.push((text.into(), field, types.clone()));
+        kept.push((schema.into(), field, types.clone()));
     });
     Ok(types)
 }
