@@ -174,17 +174,20 @@ fn read_envelope(value: &[u8]) -> Result<Envelope<'_>, RecordError> {
 }
 
 fn read_envelope_text(text: &str) -> Result<Envelope<'_>, RecordError> {
-    if let Some(envelope) = read_plain_envelope(text) {
-        return Ok(envelope);
+    parse_envelope(text).map_err(
+        |e| match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => bad(&e.to_string()),
+            Err(_) => RecordError::NotJson(e.to_string()),
+        },
+    )
+}
+
+/// The envelope object `text`, by the fast path when it can.
+fn parse_envelope(text: &str) -> Result<Envelope<'_>, serde_json::Error> {
+    match read_plain_envelope(text) {
+        Some(envelope) => Ok(envelope),
+        None => serde_json::from_str::<EnvelopeFields>(text).map(Envelope::from),
     }
-    serde_json::from_str::<EnvelopeFields>(text)
-        .map(Envelope::from)
-        .map_err(
-            |e| match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-                Ok(_) => bad(&e.to_string()),
-                Err(_) => RecordError::NotJson(e.to_string()),
-            },
-        )
 }
 
 /// How deep `read_plain_envelope` follows arrays and objects in a field.
@@ -244,7 +247,7 @@ fn read_plain_envelope(text: &str) -> Option<Envelope<'_>> {
 /// The end of the JSON value that starts at `at`, when its strings are
 /// plain (see `read_plain_envelope`) and it nests at most `depth` deep.
 fn plain_value_end(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
-    let (open, close) = match *bytes.get(at)? {
+    let (object, close) = match *bytes.get(at)? {
         b'{' => (true, b'}'),
         b'[' => (false, b']'),
         _ => return scalar_end(bytes, at),
@@ -255,7 +258,7 @@ fn plain_value_end(bytes: &[u8], at: usize, depth: usize) -> Option<usize> {
         return Some(at + 1);
     }
     loop {
-        if open {
+        if object {
             at = skip_whitespace(bytes, plain_string_end(bytes, at)?);
             if bytes.get(at) != Some(&b':') {
                 return None;
@@ -294,7 +297,7 @@ pub fn unwrap_key(text: &str) -> Result<(&str, Option<Rc<FieldTypes>>), RecordEr
     if !text.trim_start().starts_with('{') {
         return Ok((text, None));
     }
-    match read_envelope_text(text) {
+    match parse_envelope(text) {
         Ok(Envelope {
             schema,
             payload: Some(payload),
