@@ -281,13 +281,27 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
         4,
         "row_id BIGINT AUTO_INCREMENT PRIMARY KEY, id BIGINT NOT NULL, name VARCHAR(64)",
         "[mysql]\ndelivery = \"exactly_once\"\nwrite_mode = \"insert\"\nkey_columns = []\ndelete_on_tombstone = false\n\
-         [retry]\nbackoff_max_ms = 1000\n[kafka]\nfetch_max_bytes_per_partition = 65536",
+         [retry]\nbackoff_max_ms = 1000\n[kafka]\nfetch_max_bytes_per_partition = 16384",
     );
-    // Slow inserts, so that the outage lands in the middle of the load.
+    // Slow inserts, so that the outage lands in the middle of the load; and
+    // a gate: while the test holds the lock `gate`, no partition gets past
+    // its 4,500th record, so that the kill below lands in the middle of the
+    // load however late the test sees the rows (a timing guess failed once:
+    // all 20,000 rows were in before the kill). A write that holds records
+    // on both sides of the gate waits whole: small fetches (16 KiB, about
+    // 500 records) keep writes small enough for every partition to commit
+    // well over 2,500 records before the gate, so the 10,000 rows awaited
+    // below come.
+    let gate = format!("{}_gate", s.table);
     let mut conn = mysql_conn();
     use mysql::prelude::Queryable;
     conn.query_drop(format!(
-        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW SET @k2m_slow = SLEEP(0.005)",
+        "CREATE TRIGGER `{t}_slow` BEFORE INSERT ON `{t}` FOR EACH ROW BEGIN \
+           SET @k2m_slow = SLEEP(0.005); \
+           WHILE NEW.id % 1000000 >= 4500 AND IS_USED_LOCK('{gate}') IS NOT NULL DO \
+             SET @k2m_slow = SLEEP(0.05); \
+           END WHILE; \
+         END",
         t = s.table
     ))
     .unwrap();
@@ -312,6 +326,11 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
     std::thread::sleep(Duration::from_secs(10));
     assert!(service.is_running(), "{}", service.log_text());
     start_mysql();
+    let mut holder = mysql_conn();
+    let held: Option<i64> = holder
+        .query_first(format!("SELECT GET_LOCK('{gate}', 10)"))
+        .unwrap();
+    assert_eq!(held, Some(1), "the test holds the gate");
     wait_until("half of the records", Duration::from_secs(120), || {
         let n = try_query_count(&count)?;
         if n >= 10_000 {
@@ -324,6 +343,9 @@ fn exactly_once_survives_the_database_going_away_in_the_middle() {
     service.sigkill();
     let rows = query_count(&count);
     assert!(rows < 20_000, "the kill came too late ({rows} rows)");
+    // The killed service's statements waiting at the gate end, and their
+    // transactions roll back.
+    drop(holder);
     let mut service = s.start();
     s.wait_rows(20_000, Duration::from_secs(180));
     sigterm_clean(&mut service);
