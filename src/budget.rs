@@ -14,10 +14,16 @@
 //!   borrow from while they have records waiting, so that the partitions
 //!   writing get batches larger than their fair share.
 //!
+//! Many partitions (librdkafka, static assignment, more partitions than
+//! `window`): the client fetches only `window` partitions at a time, in
+//! turn (`broker/librdkafka.rs`, `Rotation`), so its part is divided by the
+//! window rather than by every partition: fetches stay larger than the
+//! producers' batches, and the records of one turn make one large write.
+//!
 //! Pure: the coordinator asks `room` for each partition before it fetches;
 //! `Budget::new` is computed again whenever the set of partitions changes.
 
-use crate::config::Config;
+use crate::config::{Assignment, ClientKind, Config};
 
 /// The smallest fetch size the client is given, whatever the partition
 /// count: smaller fetches cost more round trips than they save memory.
@@ -32,6 +38,11 @@ pub struct Budget {
     batch_bytes: usize,
     /// What the client may queue per partition (`queued.max.messages.kbytes`).
     pub client_queue_kbytes: usize,
+    /// The partitions the client fetches at a time: all of them, or fewer
+    /// in turn (`rotates`).
+    pub window: usize,
+    /// The client fetches `window` partitions at a time, in turn.
+    pub rotates: bool,
     /// Bytes a partition may hold on our side without borrowing.
     fair_share: usize,
     /// Bytes the partitions may hold beyond their fair share, together.
@@ -51,21 +62,35 @@ impl Budget {
         let total = config.worker.max_buffered_bytes;
         let batches = config.worker.queue_batches + 1;
         let parts = batches + 2;
-        let client_share = total / parts * 2 / partitions;
+        let window = rotation_window(config);
+        let rotates = config.kafka.client == ClientKind::Librdkafka
+            && config.kafka.assignment == Assignment::Static
+            && partitions > window;
+        let window = if rotates { window } else { partitions };
+        let client_share = total / parts * 2 / window;
         let largest_fetch = config.kafka.fetch_max_bytes_per_partition as usize;
         let fetch_bytes =
             (client_share / 2).clamp(MIN_FETCH_BYTES.min(largest_fetch), largest_fetch);
         let ours = total / parts * batches;
-        let fair_share = ours / 2 / partitions;
+        // In turn, few partitions hold records at a time: most of our part
+        // is the pool they borrow from.
+        let fair_share = ours / if rotates { 8 } else { 2 } / partitions;
         let pool = ours - fair_share * partitions;
         // Only `max_connections` partitions write at a time: the pool is
         // shared among that many, not spread over every partition.
-        let writers = config.mysql.max_connections.min(partitions);
+        // In turn, the window's partitions hold records at once.
+        let writers = if rotates {
+            window
+        } else {
+            config.mysql.max_connections.min(partitions)
+        };
         let partition_cap = (batches * largest_fetch).min(fair_share + pool / writers);
         Budget {
             fetch_bytes,
             batch_bytes: largest_fetch,
             client_queue_kbytes: (2 * fetch_bytes / 1024).max(1),
+            window,
+            rotates,
             fair_share,
             pool,
             partition_cap,
@@ -76,7 +101,14 @@ impl Budget {
     /// The bytes of the client's prefetch and of our side together, at most
     /// (records handed out whole may pass it by one record per partition).
     pub fn bound(&self, partitions: usize) -> usize {
-        partitions * (self.fair_share + self.client_queue_kbytes * 1024) + self.pool
+        partitions * self.fair_share
+            + partitions.min(self.window) * self.client_queue_kbytes * 1024
+            + self.pool
+    }
+
+    /// What one partition may hold on our side, at most.
+    pub fn partition_cap(&self) -> usize {
+        self.partition_cap
     }
 
     /// What a partition holding `held` bytes on our side may still take,
@@ -94,6 +126,16 @@ impl Budget {
     /// Bytes held beyond the fair share by a partition holding `held`.
     pub fn borrowed(&self, held: usize) -> usize {
         held.saturating_sub(self.fair_share)
+    }
+}
+
+/// The partitions the client fetches at a time when there are more
+/// (`kafka.fetch_window`): by default two for each database connection
+/// (one writing, one filling), and no fewer than 8.
+fn rotation_window(config: &Config) -> usize {
+    match config.kafka.fetch_window {
+        0 => (2 * config.mysql.max_connections).max(8),
+        window => window,
     }
 }
 
@@ -163,7 +205,8 @@ mod tests {
             }
             let ours: usize = held.iter().sum();
             assert!(
-                ours + partitions * budget.client_queue_kbytes * 1024 <= budget.bound(partitions),
+                ours + partitions.min(budget.window) * budget.client_queue_kbytes * 1024
+                    <= budget.bound(partitions),
                 "{partitions}: {ours} held"
             );
             // The first partitions took the pool; the last still get their share.
@@ -179,6 +222,35 @@ mod tests {
                 "{partitions}: no room below the fair share"
             );
         }
+    }
+
+    /// Beyond two partitions per connection, librdkafka fetches that many
+    /// at a time (static assignment), with fetches sized for them: larger
+    /// than the producers' batches, where a fetch for each of 400
+    /// partitions would be 10 KiB.
+    #[test]
+    fn many_partitions_are_fetched_a_window_at_a_time() {
+        let config = config(20 * 1024 * 1024, 16);
+        let eight = Budget::new(&config, 8);
+        assert!(!eight.rotates && eight.window == 8, "{eight:?}");
+        assert!(!Budget::new(&config, 32).rotates);
+        let many = Budget::new(&config, 400);
+        assert!(many.rotates && many.window == 32, "{many:?}");
+        assert_eq!(many.fetch_bytes, 128 * 1024);
+        assert!(many.bound(400) <= 20 * 1024 * 1024, "{many:?}");
+        let mut group = config.clone();
+        group.kafka.assignment = Assignment::Group;
+        let mut kafka_rust = config.clone();
+        kafka_rust.kafka.client = ClientKind::KafkaRust;
+        let mut wide = config.clone();
+        wide.kafka.fetch_window = 400;
+        for other in [group, kafka_rust, wide] {
+            let budget = Budget::new(&other, 400);
+            assert!(!budget.rotates && budget.window == 400, "{budget:?}");
+        }
+        let mut narrow = config.clone();
+        narrow.kafka.fetch_window = 10;
+        assert_eq!(Budget::new(&narrow, 400).window, 10);
     }
 
     /// The partitions that write take batches larger than their fair share

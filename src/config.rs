@@ -155,6 +155,11 @@ pub struct KafkaConfig {
         deserialize_with = "int::<_, i32, 1, 2_147_483_647>"
     )]
     pub fetch_min_bytes: i32,
+    /// With more partitions than this, librdkafka fetches this many at a
+    /// time, in turn (static assignment; `budget.rs`). 0: twice
+    /// `mysql.max_connections`, and at least 8.
+    #[serde(default, deserialize_with = "int::<_, usize, 0, 100_000>")]
+    pub fetch_window: usize,
     #[serde(default, deserialize_with = "one_of")]
     pub client: ClientKind,
     /// How the service reaches the brokers (librdkafka only), with the SASL
@@ -1470,6 +1475,7 @@ key_columns = ["id"]
             ("kafka.fetch_max_bytes_per_partition", 1, 268_435_456),
             ("kafka.fetch_max_wait_ms", 0, 10_000),
             ("kafka.fetch_min_bytes", 1, i32::MAX as i64),
+            ("kafka.fetch_window", 0, 100_000),
             ("commit.every_messages", 1, i64::MAX),
             ("commit.interval_ms", 1, i64::MAX),
             ("retry.technical_attempts", 0, 1000),

@@ -230,8 +230,16 @@ impl<'a> Coordinator<'a> {
         }
 
         let budget = Budget::new(&config, partitions.len());
+        let in_turn = if budget.rotates {
+            format!(
+                " ({} at a time, in turn: kafka.fetch_window)",
+                budget.window
+            )
+        } else {
+            String::new()
+        };
         info!(
-            "memory budget (worker.max_buffered_bytes = {}): {} partitions, fetches of {} bytes, \
+            "memory budget (worker.max_buffered_bytes = {}): {} partitions{in_turn}, fetches of {} bytes, \
              records held at most {} bytes",
             config.worker.max_buffered_bytes,
             partitions.len(),
@@ -426,7 +434,18 @@ impl<'a> Coordinator<'a> {
             if max_bytes == 0 {
                 continue;
             }
-            borrowed += budget.borrowed(held + max_bytes) - budget.borrowed(held);
+            // A partition the client does not read now (it reads many in
+            // turn, `budget.rs`) is asked for only once its worker has
+            // written what it holds, so that the client's window goes to
+            // partitions that can take records; it may enter the window
+            // this turn, and is lent nothing before it has.
+            if !self.broker.as_ref().is_none_or(|b| b.reading(partition)) {
+                if held > 0 {
+                    continue;
+                }
+            } else {
+                borrowed += budget.borrowed(held + max_bytes) - budget.borrowed(held);
+            }
             requests.push(FetchRequest {
                 partition,
                 offset: s.fetch_offset,

@@ -77,6 +77,13 @@ const TOPIC_ID_PREFIX: &str = "kafka2mysql topic_id=";
 const CONSUME_BATCH: usize = 512;
 /// The same librdkafka error is logged again after this long at the earliest.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a partition of the rotation's window gathers records before it
+/// hands out fewer than a write's worth (see `Rotation`).
+const GATHER_WAIT: Duration = Duration::from_millis(20);
+/// A partition of the rotation's window that the coordinator has not asked
+/// for this long (its worker is blocked, or waits long for a connection)
+/// makes way for the next (see `Rotation`).
+const IDLE_IN_WINDOW: Duration = Duration::from_millis(500);
 
 /// Receives librdkafka's log lines and errors: logged through `log`, an
 /// error repeated no more than once a minute, and the last one kept so that
@@ -300,6 +307,37 @@ impl PartitionQueue {
     }
 }
 
+/// Rotation: takes the partition's queue into its carry until it holds
+/// `target` bytes; false while it holds fewer, has not reached the log end
+/// or an error, and has gathered for less than `GATHER_WAIT`.
+fn gathered(reader: &mut Reader, target: usize) -> bool {
+    let size = |items: &VecDeque<Item>, from: usize| -> (usize, bool) {
+        items
+            .range(from..)
+            .fold((0, false), |(bytes, done), item| match item {
+                Item::Record(r) => (bytes + r.size(), done),
+                _ => (bytes, true),
+            })
+    };
+    let (mut bytes, mut done) = size(&reader.carry, 0);
+    while bytes < target && !done {
+        let before = reader.carry.len();
+        if reader.queue.take(&mut reader.carry) == 0 {
+            let now = Instant::now();
+            let since = *reader.gathering_since.get_or_insert(now);
+            if now.duration_since(since) < GATHER_WAIT {
+                return false;
+            }
+            break;
+        }
+        let (more, end) = size(&reader.carry, before);
+        bytes += more;
+        done |= end;
+    }
+    reader.gathering_since = None;
+    true
+}
+
 /// Copies a message out of librdkafka's buffers, with its timestamp when
 /// `timestamps` (a metadata column wants it).
 ///
@@ -387,6 +425,38 @@ struct Reader {
     /// An offset out of range stops librdkafka's fetcher: the next request
     /// seeks even to the same offset.
     must_seek: bool,
+    /// Rotation: bytes handed out since the partition entered the window.
+    handed: usize,
+    /// Rotation: the last thing handed out was the end of the log.
+    at_end: bool,
+    /// Rotation: since when the coordinator has not asked for the partition.
+    unrequested_since: Option<Instant>,
+    /// Rotation: since when the partition gathers records to hand out.
+    gathering_since: Option<Instant>,
+}
+
+/// Many partitions, static assignment (`budget.rs`): librdkafka fetches
+/// only `window` partitions at a time, with fetches sized for the window,
+/// so that each fetch moves many records and each write is large. A
+/// partition leaves the window once it has been handed `quantum` bytes and
+/// its queue is empty (or twice that, whatever its queue holds), once it
+/// has reached the log end, or once the coordinator has not asked for it
+/// for `IDLE_IN_WINDOW`. It is paused, which drops what librdkafka queued
+/// for it, and the next partition in turn enters at the position handed out
+/// last: a seek, then a resume (a pause rewinds to what the application
+/// took from librdkafka, and the batch call counts an end of partition as
+/// taken: see `PartitionQueue::take`). A partition enters at its first
+/// fetch by being assigned.
+struct Rotation {
+    window: usize,
+    quantum: usize,
+    /// What a partition gathers before it hands records out, unless it
+    /// reached the log end or `GATHER_WAIT` passed: a write's worth.
+    gather: usize,
+    /// The partitions in the window.
+    active: BTreeSet<i32>,
+    /// The partition that entered last: the next in turn enters next.
+    last: i32,
 }
 
 pub struct Librdkafka {
@@ -416,6 +486,8 @@ pub struct Librdkafka {
     timestamps: bool,
     /// The topic's partitions at connect.
     topic_partitions: usize,
+    /// Many partitions: those librdkafka fetches now (static assignment).
+    rotation: Option<Rotation>,
 }
 
 /// What a client is connected for.
@@ -530,6 +602,13 @@ impl Librdkafka {
             member,
             fetch_wait: k.fetch_max_wait,
             topic_partitions: 0,
+            rotation: (budget.rotates && role == Role::Static).then(|| Rotation {
+                window: budget.window,
+                quantum: budget.partition_cap().max(2 * budget.fetch_bytes),
+                gather: budget.client_queue_kbytes * 1024,
+                active: BTreeSet::new(),
+                last: -1,
+            }),
             wakeup_sender,
             wakeup,
             ready: BTreeSet::new(),
@@ -614,6 +693,10 @@ impl Librdkafka {
                 position: offset,
                 carry: VecDeque::new(),
                 must_seek: false,
+                handed: 0,
+                at_end: false,
+                unrequested_since: None,
+                gathering_since: None,
             },
         );
         Ok(())
@@ -623,6 +706,18 @@ impl Librdkafka {
     fn position(&mut self, requests: &[FetchRequest]) -> Result<(), Error> {
         let mut assign = TopicPartitionList::new();
         for r in requests {
+            if let Some(rotation) = &self.rotation {
+                if !rotation.active.contains(&r.partition) {
+                    // Out of the window: it enters at the position asked.
+                    if let Some(reader) = self.readers.get_mut(&r.partition) {
+                        if reader.position != r.offset {
+                            reader.position = r.offset;
+                            reader.carry.clear();
+                        }
+                    }
+                    continue;
+                }
+            }
             match self.readers.get_mut(&r.partition) {
                 None => {
                     self.open_reader(r.partition, r.offset)?;
@@ -676,6 +771,113 @@ impl Librdkafka {
         Ok(())
     }
 
+    /// Moves the rotation's window (see `Rotation`).
+    fn rotate(&mut self, requests: &[FetchRequest]) -> Result<(), Error> {
+        let Some(mut rotation) = self.rotation.take() else {
+            return Ok(());
+        };
+        let result = self.rotate_window(&mut rotation, requests);
+        self.rotation = Some(rotation);
+        result
+    }
+
+    fn rotate_window(
+        &mut self,
+        rotation: &mut Rotation,
+        requests: &[FetchRequest],
+    ) -> Result<(), Error> {
+        let now = Instant::now();
+        let asked = |p: i32| requests.binary_search_by_key(&p, |r| r.partition).is_ok();
+        let mut leaving = Vec::new();
+        for &p in &rotation.active {
+            let Some(reader) = self.readers.get_mut(&p) else {
+                leaving.push(p);
+                continue;
+            };
+            if asked(p) {
+                reader.unrequested_since = None;
+            }
+            let idle = *reader.unrequested_since.get_or_insert(now);
+            let drained = reader.carry.is_empty() && !self.ready.contains(&p);
+            if (drained && (reader.at_end || reader.handed >= rotation.quantum))
+                || reader.handed >= 2 * rotation.quantum
+                || now.duration_since(idle) >= IDLE_IN_WINDOW
+            {
+                leaving.push(p);
+            }
+        }
+        if !leaving.is_empty() {
+            debug!("kafka: partitions {leaving:?} leave the window");
+            self.consumer
+                .pause(&self.partition_list(&leaving, Offset::Invalid)?)?;
+            let mut dropped = VecDeque::new();
+            for p in &leaving {
+                rotation.active.remove(p);
+                self.ready.remove(p);
+                if let Some(reader) = self.readers.get_mut(p) {
+                    reader.carry.clear();
+                    // What librdkafka queued goes now, not when the
+                    // partition is back (it keeps the responses it came in).
+                    while reader.queue.take(&mut dropped) > 0 {
+                        dropped.clear();
+                    }
+                }
+            }
+        }
+        let room = rotation.window.saturating_sub(rotation.active.len());
+        if room == 0 {
+            return Ok(());
+        }
+        let start = requests.partition_point(|r| r.partition <= rotation.last);
+        let entering: Vec<FetchRequest> = requests[start..]
+            .iter()
+            .chain(&requests[..start])
+            .filter(|r| !rotation.active.contains(&r.partition))
+            .take(room)
+            .copied()
+            .collect();
+        let mut assign = TopicPartitionList::new();
+        let mut resume = Vec::new();
+        for r in &entering {
+            if !self.readers.contains_key(&r.partition) {
+                self.open_reader(r.partition, r.offset)?;
+                assign.add_partition_offset(&self.topic, r.partition, Offset::Offset(r.offset))?;
+            } else {
+                self.consumer.seek(
+                    &self.topic,
+                    r.partition,
+                    Offset::Offset(r.offset),
+                    REQUEST_TIMEOUT,
+                )?;
+                resume.push(r.partition);
+            }
+            let reader = self.readers.get_mut(&r.partition).expect("opened");
+            reader.position = r.offset;
+            reader.carry.clear();
+            reader.must_seek = false;
+            reader.handed = 0;
+            reader.at_end = false;
+            reader.unrequested_since = None;
+            rotation.active.insert(r.partition);
+            rotation.last = r.partition;
+            self.ready.insert(r.partition);
+        }
+        if !entering.is_empty() {
+            debug!(
+                "kafka: partitions {:?} enter the window",
+                entering.iter().map(|r| r.partition).collect::<Vec<_>>()
+            );
+        }
+        if assign.count() > 0 {
+            self.consumer.incremental_assign(&assign)?;
+        }
+        if !resume.is_empty() {
+            self.consumer
+                .resume(&self.partition_list(&resume, Offset::Invalid)?)?;
+        }
+        Ok(())
+    }
+
     /// `take` for each request, in the order of the requests.
     fn take_all(&mut self, requests: &[FetchRequest]) -> Vec<PartitionFetch> {
         requests
@@ -690,16 +892,39 @@ impl Librdkafka {
     /// Hands out what the partition has queued, up to the request's bytes.
     fn take(&mut self, request: &FetchRequest) -> FetchOutcome {
         let max_bytes = request.max_bytes;
-        let reader = self
+        let out_of_window = self
+            .rotation
+            .as_ref()
+            .is_some_and(|r| !r.active.contains(&request.partition));
+        let Some(reader) = self
             .readers
             .get_mut(&request.partition)
-            .expect("positioned");
+            .filter(|_| !out_of_window)
+        else {
+            return FetchOutcome::Records {
+                records: Vec::new(),
+                next_offset: request.offset,
+                high_watermark: None,
+            };
+        };
         if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
             return FetchOutcome::Records {
                 records: Vec::new(),
                 next_offset: reader.position,
                 high_watermark: None,
             };
+        }
+        if let Some(rotation) = &self.rotation {
+            if !gathered(reader, max_bytes.min(rotation.gather)) {
+                if reader.carry.is_empty() {
+                    self.ready.remove(&request.partition);
+                }
+                return FetchOutcome::Records {
+                    records: Vec::new(),
+                    next_offset: reader.position,
+                    high_watermark: None,
+                };
+            }
         }
         let mut records = Vec::new();
         let mut bytes = 0;
@@ -714,6 +939,7 @@ impl Librdkafka {
                         if r.offset >= next {
                             bytes += r.size();
                             next = r.offset + 1;
+                            reader.at_end = false;
                             if let Some(Item::Record(r)) = reader.carry.pop_front() {
                                 records.push(r);
                             }
@@ -727,6 +953,7 @@ impl Librdkafka {
                     Item::End(end) => {
                         next = next.max(*end);
                         reader.carry.pop_front();
+                        reader.at_end = true;
                     }
                     Item::Error { .. } if !records.is_empty() || next != reader.position => {
                         break 'fill
@@ -758,6 +985,7 @@ impl Librdkafka {
                 break;
             }
         }
+        reader.handed += bytes;
         reader.position = next;
         let high_watermark = self.cached_high_watermark(request.partition);
         FetchOutcome::Records {
@@ -1176,6 +1404,7 @@ impl Broker for Librdkafka {
         self.serve();
         self.position(requests)?;
         self.ready.extend(self.wakeup.try_iter());
+        self.rotate(requests)?;
         let mut out = self.take_all(requests);
         // Nothing at all: wait for a partition queue to fill, then look again.
         let nothing = out.iter().zip(requests).all(|(f, r)| {
@@ -1226,6 +1455,12 @@ impl Broker for Librdkafka {
         self.stale_commits.clone()
     }
 
+    fn reading(&self, partition: i32) -> bool {
+        self.rotation
+            .as_ref()
+            .is_none_or(|r| r.active.contains(&partition))
+    }
+
     fn rebalance(&mut self) -> Option<Rebalance> {
         self.serve();
         self.consumer.context().rebalances.lock().ok()?.pop_front()
@@ -1249,6 +1484,9 @@ impl Broker for Librdkafka {
         for p in partitions {
             self.readers.remove(p);
             self.ready.remove(p);
+            if let Some(rotation) = &mut self.rotation {
+                rotation.active.remove(p);
+            }
         }
         Ok(result?)
     }

@@ -193,6 +193,14 @@ pub trait Broker: Send {
         Vec::new()
     }
 
+    /// Whether the client reads `partition` now: false for a partition out
+    /// of the window of a client that reads many partitions in turn
+    /// (`budget.rs`). The coordinator lends such a partition nothing from
+    /// the memory budget's pool.
+    fn reading(&self, _partition: i32) -> bool {
+        true
+    }
+
     /// Serves the group membership and returns the next rebalance the group
     /// waits on. Static assignment: never one.
     fn rebalance(&mut self) -> Option<Rebalance> {
