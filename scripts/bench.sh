@@ -2,7 +2,7 @@
 # The benchmark: how fast kafka2mysql moves records, against the two
 # limits of this machine that bound it.
 #
-#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain] [--buffered-bytes N] [--latency-seconds S] [--keep]
+#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain|latency] [--buffered-bytes N] [--latency-seconds S] [--keep]
 #
 # On one fixed data set (1,000,000 JSON records of about 200 bytes, keys
 # spread over 8 partitions, or --partitions N; --quick: 200,000) it measures
@@ -23,7 +23,9 @@
 #                 row's insert time (DEFAULT CURRENT_TIMESTAMP(6)) minus it.
 # `--only drain` measures the JSON drain alone (and reports it alone, with
 # the database connections the service held at most): the cheap way to
-# compare partition counts. `--buffered-bytes N` sets
+# compare partition counts. `--only latency` measures the latency alone
+# (with --partitions: how long a record waits when many partitions are
+# read in turn, kafka.fetch_window). `--buffered-bytes N` sets
 # worker.max_buffered_bytes (default: the service's own). Each throughput
 # measurement runs --runs times (default 3) and reports the median. The
 # report (a Markdown table) goes to stdout and to
@@ -100,7 +102,7 @@ while (($# > 0)); do
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $RECORDS =~ ^[1-9][0-9]*$ && $LATENCY_SECONDS =~ ^[1-9][0-9]*$ && $PARTITIONS =~ ^[1-9][0-9]*$ ]] \
     || die "--runs, --records, --partitions and --latency-seconds take positive whole numbers"
-[[ $ONLY == all || $ONLY == drain ]] || die "--only takes drain"
+[[ $ONLY == all || $ONLY == drain || $ONLY == latency ]] || die "--only takes drain or latency"
 [[ -z $BUFFERED_BYTES || $BUFFERED_BYTES =~ ^[1-9][0-9]*$ ]] || die "--buffered-bytes takes a positive whole number"
 
 for tool in cargo awk; do
@@ -384,7 +386,7 @@ produce_topic() {
     say "produced in ${PRODUCE_SECONDS}s"
 }
 [[ $ONLY == all ]] && produce_topic "$DBZ_TOPIC" "$DATA_DBZ"
-produce_topic "$TOPIC" "$DATA_KV"
+[[ $ONLY == latency ]] || produce_topic "$TOPIC" "$DATA_KV"
 
 if [[ $ONLY == all ]]; then
 # ---------------------------------------------------------------- write limit
@@ -508,6 +510,7 @@ drain_runs() {
     done
 }
 
+if [[ $ONLY != latency ]]; then
 drain_notes=()
 # The JSON topic has been read whole by kcat and the read path by now (with
 # --only drain, read it once here); read the Debezium topic once too, so that
@@ -544,6 +547,7 @@ if [[ $ONLY == drain ]]; then
     cp "$REPORT" "$BENCH_DIR/latest-drain.md"
     exit 0
 fi
+fi # $ONLY != latency
 
 # ---------------------------------------------------------------- latency
 
@@ -587,6 +591,22 @@ read -r LAT_P50 LAT_P99 LAT_MAX < <(
 latency_note=""
 disturbed "$log" && latency_note="(the service logged warnings during this run: $(grep -E -m1 '\[(WARN|ERROR)\]' "$log" | cut -c1-160))"
 say "latency: p50 ${LAT_P50} ms, p99 ${LAT_P99} ms, max ${LAT_MAX} ms"
+if [[ $ONLY == latency ]]; then
+    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
+    {
+        echo "## kafka2mysql latency ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only latency)"
+        echo
+        echo "$LATENCY_RATE records/s for ${LATENCY_SECONDS}s, $PARTITIONS partitions; kafka2mysql $GIT_REV."
+        echo
+        echo "| latency, produce to insert | p50 | p99 | max |"
+        echo "| --- | ---: | ---: | ---: |"
+        echo "| kafka2mysql (peak RSS $((latency_rss / 1024)) MiB) | ${LAT_P50} ms | ${LAT_P99} ms | ${LAT_MAX} ms |"
+        [[ -z $latency_note ]] || echo "Note: $latency_note"
+    } | tee "$REPORT"
+    cp "$REPORT" "$BENCH_DIR/latest-latency.md"
+    exit 0
+fi
 
 # ---------------------------------------------------------------- report
 
