@@ -966,6 +966,13 @@ run_locked() {
     lock=$(ports_lock)
     flock -n -o "$lock" true \
         || log "${1##*/}: another test, demo or bench run uses these ports; waiting for it to end"
+    # The command sees KAFKA_VERSION as its caller set it (this script
+    # clears it above until it picks a broker).
+    if [[ -n $REQUESTED_KAFKA_VERSION ]]; then
+        export KAFKA_VERSION=$REQUESTED_KAFKA_VERSION
+    else
+        unset KAFKA_VERSION
+    fi
     K2M_PORTS_LOCKED=1 exec flock -o -w 3600 "$lock" "$@"
 }
 
