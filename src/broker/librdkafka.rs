@@ -429,8 +429,8 @@ struct Reader {
     handed: usize,
     /// Rotation: the last thing handed out was the end of the log.
     at_end: bool,
-    /// Rotation: since when the coordinator has not asked for the partition.
-    unrequested_since: Option<Instant>,
+    /// Rotation: when the coordinator last asked for the partition.
+    last_asked: Instant,
     /// Rotation: since when the partition gathers records to hand out.
     gathering_since: Option<Instant>,
 }
@@ -695,7 +695,7 @@ impl Librdkafka {
                 must_seek: false,
                 handed: 0,
                 at_end: false,
-                unrequested_since: None,
+                last_asked: Instant::now(),
                 gathering_since: None,
             },
         );
@@ -795,13 +795,12 @@ impl Librdkafka {
                 continue;
             };
             if asked(p) {
-                reader.unrequested_since = None;
+                reader.last_asked = now;
             }
-            let idle = *reader.unrequested_since.get_or_insert(now);
             let drained = reader.carry.is_empty() && !self.ready.contains(&p);
             if (drained && (reader.at_end || reader.handed >= rotation.quantum))
                 || reader.handed >= 2 * rotation.quantum
-                || now.duration_since(idle) >= IDLE_IN_WINDOW
+                || now.duration_since(reader.last_asked) >= IDLE_IN_WINDOW
             {
                 leaving.push(p);
             }
@@ -857,7 +856,7 @@ impl Librdkafka {
             reader.must_seek = false;
             reader.handed = 0;
             reader.at_end = false;
-            reader.unrequested_since = None;
+            reader.last_asked = Instant::now();
             rotation.active.insert(r.partition);
             rotation.last = r.partition;
             self.ready.insert(r.partition);
@@ -901,29 +900,17 @@ impl Librdkafka {
             .get_mut(&request.partition)
             .filter(|_| !out_of_window)
         else {
-            return FetchOutcome::Records {
-                records: Vec::new(),
-                next_offset: request.offset,
-                high_watermark: None,
-            };
+            return FetchOutcome::nothing(request.offset);
         };
         if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
-            return FetchOutcome::Records {
-                records: Vec::new(),
-                next_offset: reader.position,
-                high_watermark: None,
-            };
+            return FetchOutcome::nothing(reader.position);
         }
         if let Some(rotation) = &self.rotation {
             if !gathered(reader, max_bytes.min(rotation.gather)) {
                 if reader.carry.is_empty() {
                     self.ready.remove(&request.partition);
                 }
-                return FetchOutcome::Records {
-                    records: Vec::new(),
-                    next_offset: reader.position,
-                    high_watermark: None,
-                };
+                return FetchOutcome::nothing(reader.position);
             }
         }
         let mut records = Vec::new();

@@ -80,6 +80,15 @@ pub enum FetchOutcome {
 }
 
 impl FetchOutcome {
+    /// No record now; the partition's position stays `next_offset`.
+    pub fn nothing(next_offset: i64) -> FetchOutcome {
+        FetchOutcome::Records {
+            records: Vec::new(),
+            next_offset,
+            high_watermark: None,
+        }
+    }
+
     pub fn out_of_range() -> FetchOutcome {
         FetchOutcome::Failed(Error::OffsetOutOfRange)
     }
