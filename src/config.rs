@@ -400,7 +400,7 @@ fn default_delete_on_tombstone() -> bool {
 }
 
 fn default_max_connections() -> usize {
-    16
+    8
 }
 
 fn default_dead_letter_table() -> String {

@@ -447,9 +447,27 @@ struct Reader {
 /// took from librdkafka, and the batch call counts an end of partition as
 /// taken: see `PartitionQueue::take`). A partition enters at its first
 /// fetch by being assigned.
+///
+/// Without a backlog the window costs latency and saves nothing: a record
+/// waits for its partition's turn. Once as many partitions in a row as are
+/// asked for have left the window at their log end, each handed less than
+/// a fetch in its turn, the window opens: every partition is read at once,
+/// and records are handed out as they come, without gathering. It closes
+/// again, on the partitions with records waiting, as soon as one has been
+/// handed `quantum` without its queue running dry, or holds records its
+/// worker has not asked for within `IDLE_IN_WINDOW`. While it is open, a
+/// burst queues at most one fetch response (`fetch.max.bytes`: the window's
+/// fetches) before it closes.
 struct Rotation {
     window: usize,
     quantum: usize,
+    /// A turn that hands out less than this and ends at the log end is
+    /// calm: a fetch.
+    calm_below: usize,
+    /// Calm turns in a row.
+    calm: usize,
+    /// Every partition is read at once (no backlog).
+    open: bool,
     /// What a partition gathers before it hands records out, unless it
     /// reached the log end or `GATHER_WAIT` passed: a write's worth.
     gather: usize,
@@ -575,6 +593,22 @@ impl Librdkafka {
                 client.set(name, path.to_string_lossy());
             }
         }
+        if budget.rotates && !k.properties.contains_key("fetch.max.bytes") {
+            // The window's fetches: what one response may bring while the
+            // window is open (see `Rotation`). librdkafka refuses less than
+            // `message.max.bytes`.
+            let message_max_bytes = k
+                .properties
+                .get("message.max.bytes")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1_000_000);
+            client.set(
+                "fetch.max.bytes",
+                (budget.window * budget.fetch_bytes)
+                    .max(message_max_bytes)
+                    .to_string(),
+            );
+        }
         client.set_log_level(RDKafkaLogLevel::Warning);
         if role != Role::Probe {
             client.set("group.id", &k.group);
@@ -605,6 +639,9 @@ impl Librdkafka {
             rotation: (budget.rotates && role == Role::Static).then(|| Rotation {
                 window: budget.window,
                 quantum: budget.partition_cap().max(2 * budget.fetch_bytes),
+                calm_below: budget.fetch_bytes,
+                calm: 0,
+                open: false,
                 gather: budget.client_queue_kbytes * 1024,
                 active: BTreeSet::new(),
                 last: -1,
@@ -789,6 +826,9 @@ impl Librdkafka {
         let now = Instant::now();
         let asked = |p: i32| requests.binary_search_by_key(&p, |r| r.partition).is_ok();
         let mut leaving = Vec::new();
+        // Open window: partitions with a backlog, and with records waiting.
+        let mut backlog = Vec::new();
+        let mut waiting = Vec::new();
         for &p in &rotation.active {
             let Some(reader) = self.readers.get_mut(&p) else {
                 leaving.push(p);
@@ -798,12 +838,54 @@ impl Librdkafka {
                 reader.last_asked = now;
             }
             let drained = reader.carry.is_empty() && !self.ready.contains(&p);
+            let idle = now.duration_since(reader.last_asked) >= IDLE_IN_WINDOW;
+            if rotation.open {
+                if reader.handed >= rotation.quantum || (idle && !drained) {
+                    backlog.push(p);
+                } else if drained {
+                    reader.handed = 0;
+                } else {
+                    waiting.push(p);
+                }
+                continue;
+            }
             if (drained && (reader.at_end || reader.handed >= rotation.quantum))
                 || reader.handed >= 2 * rotation.quantum
-                || now.duration_since(reader.last_asked) >= IDLE_IN_WINDOW
+                || idle
             {
                 leaving.push(p);
+                let calm = drained && reader.at_end && reader.handed < rotation.calm_below;
+                rotation.calm = if calm && !idle { rotation.calm + 1 } else { 0 };
             }
+        }
+        if rotation.open && !backlog.is_empty() {
+            // The window closes on the partitions with records waiting,
+            // those with a backlog first.
+            debug!(
+                "kafka: partitions {backlog:?} have a backlog: {} partitions are read at a time again",
+                rotation.window
+            );
+            let kept: BTreeSet<i32> = backlog
+                .iter()
+                .chain(&waiting)
+                .copied()
+                .take(rotation.window)
+                .collect();
+            leaving.extend(rotation.active.iter().filter(|p| !kept.contains(p)));
+            leaving.sort_unstable();
+            leaving.dedup();
+            for p in &kept {
+                if let Some(reader) = self.readers.get_mut(p) {
+                    reader.handed = 0;
+                }
+            }
+            rotation.open = false;
+            rotation.calm = 0;
+            rotation.last = kept.last().copied().unwrap_or(rotation.last);
+        } else if !rotation.open && rotation.calm >= requests.len().max(rotation.window) {
+            rotation.open = true;
+            rotation.calm = 0;
+            debug!("kafka: no partition has a backlog: every partition is read at once");
         }
         if !leaving.is_empty() {
             debug!("kafka: partitions {leaving:?} leave the window");
@@ -823,7 +905,11 @@ impl Librdkafka {
                 }
             }
         }
-        let room = rotation.window.saturating_sub(rotation.active.len());
+        let room = if rotation.open {
+            usize::MAX
+        } else {
+            rotation.window.saturating_sub(rotation.active.len())
+        };
         if room == 0 {
             return Ok(());
         }
@@ -836,18 +922,14 @@ impl Librdkafka {
             .copied()
             .collect();
         let mut assign = TopicPartitionList::new();
+        let mut seek = TopicPartitionList::new();
         let mut resume = Vec::new();
         for r in &entering {
             if !self.readers.contains_key(&r.partition) {
                 self.open_reader(r.partition, r.offset)?;
                 assign.add_partition_offset(&self.topic, r.partition, Offset::Offset(r.offset))?;
             } else {
-                self.consumer.seek(
-                    &self.topic,
-                    r.partition,
-                    Offset::Offset(r.offset),
-                    REQUEST_TIMEOUT,
-                )?;
+                seek.add_partition_offset(&self.topic, r.partition, Offset::Offset(r.offset))?;
                 resume.push(r.partition);
             }
             let reader = self.readers.get_mut(&r.partition).expect("opened");
@@ -869,6 +951,15 @@ impl Librdkafka {
         }
         if assign.count() > 0 {
             self.consumer.incremental_assign(&assign)?;
+        }
+        if seek.count() > 0 {
+            for sought in self
+                .consumer
+                .seek_partitions(seek, REQUEST_TIMEOUT)?
+                .elements()
+            {
+                sought.error()?;
+            }
         }
         if !resume.is_empty() {
             self.consumer
@@ -905,7 +996,7 @@ impl Librdkafka {
         if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
             return FetchOutcome::nothing(reader.position);
         }
-        if let Some(rotation) = &self.rotation {
+        if let Some(rotation) = self.rotation.as_ref().filter(|r| !r.open) {
             if !gathered(reader, max_bytes.min(rotation.gather)) {
                 if reader.carry.is_empty() {
                     self.ready.remove(&request.partition);
@@ -1443,9 +1534,18 @@ impl Broker for Librdkafka {
     }
 
     fn reading(&self, partition: i32) -> bool {
-        self.rotation
-            .as_ref()
-            .is_none_or(|r| r.active.contains(&partition))
+        match &self.rotation {
+            None => true,
+            // Every partition is read: those with records are lent.
+            Some(rotation) if rotation.open => {
+                self.ready.contains(&partition)
+                    || self
+                        .readers
+                        .get(&partition)
+                        .is_some_and(|r| !r.carry.is_empty())
+            }
+            Some(rotation) => rotation.active.contains(&partition),
+        }
     }
 
     fn rebalance(&mut self) -> Option<Rebalance> {

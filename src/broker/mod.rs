@@ -204,8 +204,9 @@ pub trait Broker: Send {
 
     /// Whether the client reads `partition` now: false for a partition out
     /// of the window of a client that reads many partitions in turn
-    /// (`budget.rs`). The coordinator lends such a partition nothing from
-    /// the memory budget's pool.
+    /// (`budget.rs`), and while that window is open to every partition, for
+    /// a partition with no records queued. The coordinator lends such a
+    /// partition nothing from the memory budget's pool.
     fn reading(&self, _partition: i32) -> bool {
         true
     }

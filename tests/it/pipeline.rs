@@ -601,6 +601,97 @@ fn sixteen_partitions_share_the_connections_mysql_max_connections_allows() {
     root_sql(&format!("DROP USER '{user}'@'127.0.0.1'"));
 }
 
+/// Produces `count` orders into each of `partitions` partitions, each with
+/// a `pad` field of `pad_bytes` bytes (no column: ignored) to make it larger.
+fn produce_padded_orders(topic: &str, partitions: i32, count: i64, pad_bytes: usize) {
+    let pad = "p".repeat(pad_bytes);
+    for p in 0..partitions {
+        let records: Vec<serde_json::Value> = orders(p, 0, count)
+            .into_iter()
+            .map(|mut order| {
+                order["pad"] = json!(pad);
+                order
+            })
+            .collect();
+        produce_json(topic, p, &records);
+    }
+}
+
+/// Many partitions read in turn (librdkafka): the window opens while no
+/// partition has a backlog, closes when a burst comes into every partition
+/// at once, and opens again once the burst is written; every record lands
+/// once and the group's offsets reach the log end. The kafka crate's client
+/// has no window and reads them all the same.
+#[test]
+fn a_burst_closes_the_open_window_and_every_record_lands() {
+    const PARTITIONS: i32 = 40;
+    const PER_PARTITION: i64 = 2_000;
+    let s = Setup::new(
+        "pipeline_burst",
+        PARTITIONS,
+        ORDERS,
+        "[kafka]\nfetch_window = 4\n[mysql]\nmax_connections = 2\n\
+         [worker]\nmax_buffered_bytes = 4194304",
+    );
+    let mut service = s.start();
+    let librdkafka = matches!(k2m_client().as_deref(), None | Some("librdkafka"));
+    const OPENED: &str =
+        "] (main) kafka: no partition has a backlog: every partition is read at once";
+    const CLOSED: &str = "have a backlog: 4 partitions are read at a time again";
+    let opened = |log: &str| log.matches(OPENED).count();
+    if librdkafka {
+        wait_until(
+            "the window open",
+            Duration::from_secs(60),
+            || match opened(&service.log_text()) {
+                0 => Err("not opened".to_string()),
+                _ => Ok(()),
+            },
+        );
+    }
+    // 80,000 records of about 600 bytes (`pad` is no column: ignored),
+    // 1.2 MB a partition, at once: more than a partition is handed in its
+    // turn with a 4 MiB budget, so its queue does not run dry.
+    produce_padded_orders(&s.topic, PARTITIONS, PER_PARTITION, 500);
+    let total = PARTITIONS as i64 * PER_PARTITION;
+    s.wait_rows(total, Duration::from_secs(120));
+    s.wait_committed_at_log_end(Duration::from_secs(30));
+    if librdkafka {
+        wait_until(
+            "the window open again",
+            Duration::from_secs(60),
+            || match opened(&service.log_text()) {
+                0 | 1 => Err("not opened again".to_string()),
+                _ => Ok(()),
+            },
+        );
+    }
+    sigterm_clean(&mut service);
+    let log = service.log_text();
+    if librdkafka {
+        let first_open = log.find(OPENED).expect("opened");
+        let closed = log
+            .find(CLOSED)
+            .unwrap_or_else(|| panic!("the window never closed:\n{log}"));
+        let reopened = log.rfind(OPENED).expect("opened again");
+        assert!(first_open < closed && closed < reopened, "{log}");
+    } else {
+        assert!(!log.contains(OPENED) && !log.contains(CLOSED), "{log}");
+    }
+    let expected: i64 = (0..PARTITIONS as i64)
+        .map(|p| (0..PER_PARTITION).map(|i| p * 1_000_000 + i).sum::<i64>())
+        .sum();
+    assert_eq!(
+        query_count(&format!("SELECT SUM(id) FROM `{}`", s.table)),
+        expected,
+        "the sum of the ids: every record once"
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(*) FROM `{}`", s.dead_letters)),
+        0
+    );
+}
+
 /// A topic of 400 partitions, read by one process with `max_connections = 8`
 /// as a user the server allows 20 connections, while six times the memory
 /// budget is produced into it: every record lands, the workers never hold
@@ -639,17 +730,7 @@ fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget()
     std::thread::sleep(Duration::from_secs(1));
     let idle_kib = proc_status_kib(service.pid(), "VmHWM");
     // About 480 bytes a record (`pad` is no column: ignored), 48 MB in all.
-    let pad = "p".repeat(400);
-    for p in 0..PARTITIONS {
-        let records: Vec<serde_json::Value> = orders(p, 0, PER_PARTITION)
-            .into_iter()
-            .map(|mut order| {
-                order["pad"] = json!(pad);
-                order
-            })
-            .collect();
-        produce_json(&s.topic, p, &records);
-    }
+    produce_padded_orders(&s.topic, PARTITIONS, PER_PARTITION, 400);
     let total = PARTITIONS as i64 * PER_PARTITION;
     let connections =
         format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'");
@@ -671,14 +752,20 @@ fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget()
         !log.contains("max_user_connections"),
         "a connection was refused:\n{log}"
     );
-    // librdkafka read the partitions in turn, 16 at a time (twice the
-    // connections), with fetches sized for 16; the kafka crate's client
-    // reads them all at once.
+    // librdkafka reads the partitions in turn, 16 at a time (twice the
+    // connections), with fetches sized for 16, and reads them all at once
+    // once none has a backlog (the topic is empty at the start); the kafka
+    // crate's client reads them all at once from the start.
     let in_turn = log.contains("400 partitions (16 at a time, in turn: kafka.fetch_window)");
     let moved = log.contains("] (main) kafka: partitions [") && log.contains("] leave the window");
+    let opened =
+        log.contains("] (main) kafka: no partition has a backlog: every partition is read at once");
     match k2m_client().as_deref() {
-        None | Some("librdkafka") => assert!(in_turn && moved, "the window never moved:\n{log}"),
-        Some(_) => assert!(!in_turn && !moved, "{log}"),
+        None | Some("librdkafka") => assert!(
+            in_turn && moved && opened,
+            "the window never moved or never opened:\n{log}"
+        ),
+        Some(_) => assert!(!in_turn && !moved && !opened, "{log}"),
     }
     assert!(
         (1..=8).contains(&most),
