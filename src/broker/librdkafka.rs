@@ -259,6 +259,12 @@ impl PartitionQueue {
         })
     }
 
+    /// Messages (and events) queued now.
+    fn len(&self) -> usize {
+        // SAFETY: a live queue.
+        unsafe { rdsys::rd_kafka_queue_length(self.queue) }
+    }
+
     /// Takes what is queued now (at most `CONSUME_BATCH` messages), without
     /// waiting.
     ///
@@ -453,11 +459,13 @@ struct Reader {
 /// asked for have left the window at their log end, each handed less than
 /// a fetch in its turn, the window opens: every partition is read at once,
 /// and records are handed out as they come, without gathering. It closes
-/// again, on the partitions with records waiting, as soon as one has been
-/// handed `quantum` without its queue running dry, or holds records its
-/// worker has not asked for within `IDLE_IN_WINDOW`. While it is open, a
-/// burst queues at most one fetch response (`fetch.max.bytes`: the window's
-/// fetches) before it closes.
+/// again, on the partitions with records waiting, as soon as the records
+/// queued in librdkafka come to more than the window's share of the budget
+/// (counted in messages, at the size of those handed out so far), or one
+/// partition has been handed `quantum` without its queue running dry, or
+/// holds records its worker has not asked for within `IDLE_IN_WINDOW`.
+/// While it is open, a response brings at most the window's fetches
+/// (`fetch.max.bytes`).
 struct Rotation {
     window: usize,
     quantum: usize,
@@ -468,6 +476,13 @@ struct Rotation {
     calm: usize,
     /// Every partition is read at once (no backlog).
     open: bool,
+    /// The window's share of the budget: the most bytes librdkafka queues
+    /// for it (`gather` for each partition).
+    share: usize,
+    /// Records and bytes handed out: the size of a record, to count what
+    /// librdkafka queues from its message counts.
+    handed_records: usize,
+    handed_bytes: usize,
     /// What a partition gathers before it hands records out, unless it
     /// reached the log end or `GATHER_WAIT` passed: a write's worth.
     gather: usize,
@@ -642,6 +657,9 @@ impl Librdkafka {
                 calm_below: budget.fetch_bytes,
                 calm: 0,
                 open: false,
+                share: budget.window * budget.client_queue_kbytes * 1024,
+                handed_records: 0,
+                handed_bytes: 0,
                 gather: budget.client_queue_kbytes * 1024,
                 active: BTreeSet::new(),
                 last: -1,
@@ -826,9 +844,11 @@ impl Librdkafka {
         let now = Instant::now();
         let asked = |p: i32| requests.binary_search_by_key(&p, |r| r.partition).is_ok();
         let mut leaving = Vec::new();
-        // Open window: partitions with a backlog, and with records waiting.
+        // Open window: partitions with a backlog, and with records waiting
+        // (with how many messages librdkafka queues for them).
         let mut backlog = Vec::new();
         let mut waiting = Vec::new();
+        let mut queued = 0;
         for &p in &rotation.active {
             let Some(reader) = self.readers.get_mut(&p) else {
                 leaving.push(p);
@@ -840,6 +860,9 @@ impl Librdkafka {
             let drained = reader.carry.is_empty() && !self.ready.contains(&p);
             let idle = now.duration_since(reader.last_asked) >= IDLE_IN_WINDOW;
             if rotation.open {
+                if !drained {
+                    queued += reader.carry.len() + reader.queue.len();
+                }
                 if reader.handed >= rotation.quantum || (idle && !drained) {
                     backlog.push(p);
                 } else if drained {
@@ -857,6 +880,20 @@ impl Librdkafka {
                 let calm = drained && reader.at_end && reader.handed < rotation.calm_below;
                 rotation.calm = if calm && !idle { rotation.calm + 1 } else { 0 };
             }
+        }
+        // Until records were handed out, a record is taken for a kilobyte.
+        let record_bytes = match rotation.handed_records {
+            0 => 1024,
+            n => rotation.handed_bytes / n,
+        };
+        if rotation.open && queued * record_bytes > rotation.share {
+            debug!(
+                "kafka: about {} bytes queued for {} partitions, more than the window's {}",
+                queued * record_bytes,
+                waiting.len() + backlog.len(),
+                rotation.share
+            );
+            backlog.append(&mut waiting);
         }
         if rotation.open && !backlog.is_empty() {
             // The window closes on the partitions with records waiting,
@@ -1065,6 +1102,10 @@ impl Librdkafka {
         }
         reader.handed += bytes;
         reader.position = next;
+        if let Some(rotation) = &mut self.rotation {
+            rotation.handed_records += records.len();
+            rotation.handed_bytes += bytes;
+        }
         let high_watermark = self.cached_high_watermark(request.partition);
         FetchOutcome::Records {
             records,
