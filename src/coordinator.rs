@@ -1869,6 +1869,49 @@ mod tests {
         assert_eq!(broker.committed(), [(0, 40), (1, 20)].into());
     }
 
+    /// A partition the client does not read now (out of librdkafka's
+    /// window) is asked for only while its worker holds nothing: its blocked
+    /// worker gets one batch, not a full queue, and the partition is asked
+    /// for again once that batch is written. A blocked partition the client
+    /// reads fills its worker's queue as before; partition 2 keeps the
+    /// coordinator fetching.
+    #[test]
+    fn a_partition_the_client_does_not_read_is_asked_for_only_when_its_worker_is_empty() {
+        let broker = FakeBroker::new(2);
+        broker.log(0, 0, 40);
+        broker.log(1, 0, 40);
+        broker.log(2, 0, 10);
+        broker.set_reading(0, false);
+        let sink = TableSink::failing_past(0, 0);
+        sink.table().failing_past.insert(1, 0);
+        let config = config(|c| c.commit.interval = Duration::from_millis(20));
+        let queue_batches = config.worker.queue_batches;
+        let starts = [(0, 0), (1, 0), (2, 0)];
+        let mut pipeline = start(config, &broker, &sink, &starts);
+
+        eventually("partition 1 fetched queue_batches + 1 times", || {
+            let fetched = broker.fetches_of(1);
+            (fetched.len() == queue_batches + 1, fetched)
+        });
+        pipeline.until_retrying(0);
+        pipeline.until_retrying(1);
+        broker.append(2, 10);
+        pipeline.until_applied(&[(2, 20)]);
+        pipeline.a_few_turns();
+        assert_eq!(broker.fetches_of(0), vec![0], "out of the window");
+        assert_eq!(broker.fetches_of(1), vec![0, 2, 4], "in the window");
+
+        // Written: partition 0 is asked for again, one batch at a time.
+        sink.script(|t| {
+            t.failing_past.clear();
+        });
+        pipeline.until_applied(&[(0, 40), (1, 40), (2, 20)]);
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
+        assert_eq!(rows(&sink, 0), (0..40).collect::<Vec<_>>());
+        assert_eq!(rows(&sink, 1), (0..40).collect::<Vec<_>>());
+    }
+
     /// Group assignment: an assigned partition gets a worker at the group's
     /// committed offset and is assigned to the client there; a revoked one
     /// is fetched no more, its applied offset is committed before the

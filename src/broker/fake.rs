@@ -9,7 +9,7 @@
 //! `Box<dyn Broker>`), the test keeps another to append records, script
 //! failures and read what happened.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,9 @@ struct State {
     commit_answers_held: bool,
     /// A commit sent and not answered yet.
     commit_in_flight: bool,
+    /// Partitions the client does not read now (`Broker::reading`), as
+    /// out of librdkafka's window.
+    not_reading: BTreeSet<i32>,
 }
 
 #[derive(Clone, Default)]
@@ -113,6 +116,15 @@ impl FakeBroker {
         let log = state.logs.entry(partition).or_default();
         let end = log.end();
         log.records.extend((end..end + count).map(record));
+    }
+
+    /// Whether the client reads `partition` now (`Broker::reading`).
+    pub fn set_reading(&self, partition: i32, reading: bool) {
+        let mut state = self.state();
+        match reading {
+            true => state.not_reading.remove(&partition),
+            false => state.not_reading.insert(partition),
+        };
     }
 
     /// The next `times` fetches of `partition` answer `Retry`.
@@ -288,6 +300,10 @@ impl Broker for FakeBroker {
 
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
         Ok(Some("fake-topic-id".into()))
+    }
+
+    fn reading(&self, partition: i32) -> bool {
+        !self.state().not_reading.contains(&partition)
     }
 
     fn rebalance(&mut self) -> Option<Rebalance> {
