@@ -265,6 +265,32 @@ impl PartitionQueue {
         unsafe { rdsys::rd_kafka_queue_length(self.queue) }
     }
 
+    /// Destroys what is queued now without copying it out (static
+    /// assignment: the batch call, as `take`).
+    fn discard(&mut self) {
+        let mut messages: [*mut rdsys::rd_kafka_message_t; CONSUME_BATCH] =
+            [std::ptr::null_mut(); CONSUME_BATCH];
+        loop {
+            // SAFETY: the array has room for CONSUME_BATCH pointers.
+            let n = unsafe {
+                rdsys::rd_kafka_consume_batch_queue(
+                    self.queue,
+                    0,
+                    messages.as_mut_ptr(),
+                    CONSUME_BATCH,
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            for &message in &messages[..n as usize] {
+                // SAFETY: librdkafka returned `n` valid messages, each
+                // destroyed once.
+                unsafe { rdsys::rd_kafka_message_destroy(message) };
+            }
+        }
+    }
+
     /// Takes what is queued now (at most `CONSUME_BATCH` messages), without
     /// waiting.
     ///
@@ -928,7 +954,6 @@ impl Librdkafka {
             debug!("kafka: partitions {leaving:?} leave the window");
             self.consumer
                 .pause(&self.partition_list(&leaving, Offset::Invalid)?)?;
-            let mut dropped = VecDeque::new();
             for p in &leaving {
                 rotation.active.remove(p);
                 self.ready.remove(p);
@@ -936,9 +961,7 @@ impl Librdkafka {
                     reader.carry.clear();
                     // What librdkafka queued goes now, not when the
                     // partition is back (it keeps the responses it came in).
-                    while reader.queue.take(&mut dropped) > 0 {
-                        dropped.clear();
-                    }
+                    reader.queue.discard();
                 }
             }
         }
