@@ -341,32 +341,31 @@ impl PartitionQueue {
 
 /// Rotation: takes the partition's queue into its carry until it holds
 /// `target` bytes; false while it holds fewer, has not reached the log end
-/// or an error, and has gathered for less than `GATHER_WAIT`.
+/// or an error, and has gathered for less than `GATHER_WAIT`. What the
+/// carry holds is counted once, as it comes (`Gathering`).
 fn gathered(reader: &mut Reader, target: usize) -> bool {
-    let size = |items: &VecDeque<Item>, from: usize| -> (usize, bool) {
-        items
-            .range(from..)
-            .fold((0, false), |(bytes, done), item| match item {
-                Item::Record(r) => (bytes + r.size(), done),
-                _ => (bytes, true),
-            })
-    };
-    let (mut bytes, mut done) = size(&reader.carry, 0);
-    while bytes < target && !done {
-        let before = reader.carry.len();
+    let gathering = reader.gathering.get_or_insert_with(Gathering::default);
+    loop {
+        for item in reader.carry.range(gathering.counted..) {
+            match item {
+                Item::Record(r) => gathering.bytes += r.size(),
+                Item::End(_) | Item::Error { .. } => gathering.done = true,
+            }
+        }
+        gathering.counted = reader.carry.len();
+        if gathering.bytes >= target || gathering.done {
+            break;
+        }
         if reader.queue.take(&mut reader.carry) == 0 {
             let now = Instant::now();
-            let since = *reader.gathering_since.get_or_insert(now);
+            let since = *gathering.since.get_or_insert(now);
             if now.duration_since(since) < GATHER_WAIT {
                 return false;
             }
             break;
         }
-        let (more, end) = size(&reader.carry, before);
-        bytes += more;
-        done |= end;
     }
-    reader.gathering_since = None;
+    reader.gathering = None;
     true
 }
 
@@ -463,8 +462,29 @@ struct Reader {
     at_end: bool,
     /// Rotation: when the coordinator last asked for the partition.
     last_asked: Instant,
-    /// Rotation: since when the partition gathers records to hand out.
-    gathering_since: Option<Instant>,
+    /// Rotation: the partition gathers records to hand out (`gathered`).
+    gathering: Option<Gathering>,
+}
+
+/// What a partition's carry holds while it gathers: nothing is taken from
+/// the carry meanwhile, so only what came since is counted each turn.
+#[derive(Default)]
+struct Gathering {
+    /// Since when its queue was first found empty.
+    since: Option<Instant>,
+    /// The items of the carry counted, their records' bytes, and whether
+    /// an end of the log or an error is among them.
+    counted: usize,
+    bytes: usize,
+    done: bool,
+}
+
+impl Reader {
+    /// Drops what was taken from the queue and not handed out.
+    fn clear_carry(&mut self) {
+        self.carry.clear();
+        self.gathering = None;
+    }
 }
 
 /// Many partitions, static assignment (`budget.rs`): librdkafka fetches
@@ -777,7 +797,7 @@ impl Librdkafka {
                 handed: 0,
                 at_end: false,
                 last_asked: Instant::now(),
-                gathering_since: None,
+                gathering: None,
             },
         );
         Ok(())
@@ -793,7 +813,7 @@ impl Librdkafka {
                     if let Some(reader) = self.readers.get_mut(&r.partition) {
                         if reader.position != r.offset {
                             reader.position = r.offset;
-                            reader.carry.clear();
+                            reader.clear_carry();
                         }
                     }
                     continue;
@@ -839,7 +859,7 @@ impl Librdkafka {
                         Err(e) => return Err(e.into()),
                     }
                     reader.position = r.offset;
-                    reader.carry.clear();
+                    reader.clear_carry();
                     reader.must_seek = false;
                     self.ready.insert(r.partition);
                 }
@@ -876,6 +896,7 @@ impl Librdkafka {
         let mut waiting = Vec::new();
         let mut queued = 0;
         for &p in &rotation.active {
+            let drained = !self.has_records(p);
             let Some(reader) = self.readers.get_mut(&p) else {
                 leaving.push(p);
                 continue;
@@ -883,7 +904,6 @@ impl Librdkafka {
             if asked(p) {
                 reader.last_asked = now;
             }
-            let drained = reader.carry.is_empty() && !self.ready.contains(&p);
             let idle = now.duration_since(reader.last_asked) >= IDLE_IN_WINDOW;
             if rotation.open {
                 if !drained {
@@ -958,7 +978,7 @@ impl Librdkafka {
                 rotation.active.remove(p);
                 self.ready.remove(p);
                 if let Some(reader) = self.readers.get_mut(p) {
-                    reader.carry.clear();
+                    reader.clear_carry();
                     // What librdkafka queued goes now, not when the
                     // partition is back (it keeps the responses it came in).
                     reader.queue.discard();
@@ -994,7 +1014,7 @@ impl Librdkafka {
             }
             let reader = self.readers.get_mut(&r.partition).expect("opened");
             reader.position = r.offset;
-            reader.carry.clear();
+            reader.clear_carry();
             reader.must_seek = false;
             reader.handed = 0;
             reader.at_end = false;
@@ -1028,6 +1048,16 @@ impl Librdkafka {
         Ok(())
     }
 
+    /// Whether records of `partition` may be waiting: taken from its queue
+    /// and not handed out, or its queue woken since it was last found empty.
+    fn has_records(&self, partition: i32) -> bool {
+        self.ready.contains(&partition)
+            || self
+                .readers
+                .get(&partition)
+                .is_some_and(|r| !r.carry.is_empty())
+    }
+
     /// `take` for each request, in the order of the requests.
     fn take_all(&mut self, requests: &[FetchRequest]) -> Vec<PartitionFetch> {
         requests
@@ -1046,6 +1076,7 @@ impl Librdkafka {
             .rotation
             .as_ref()
             .is_some_and(|r| !r.active.contains(&request.partition));
+        let has_records = self.has_records(request.partition);
         let Some(reader) = self
             .readers
             .get_mut(&request.partition)
@@ -1053,7 +1084,7 @@ impl Librdkafka {
         else {
             return FetchOutcome::nothing(request.offset);
         };
-        if reader.carry.is_empty() && !self.ready.contains(&request.partition) {
+        if !has_records {
             return FetchOutcome::nothing(reader.position);
         }
         if let Some(rotation) = self.rotation.as_ref().filter(|r| !r.open) {
@@ -1064,6 +1095,8 @@ impl Librdkafka {
                 return FetchOutcome::nothing(reader.position);
             }
         }
+        // The carry is handed out from here on: a count of it would be stale.
+        reader.gathering = None;
         let mut records = Vec::new();
         let mut bytes = 0;
         let mut next = reader.position;
@@ -1104,7 +1137,7 @@ impl Librdkafka {
                             RDKafkaErrorCode::OffsetOutOfRange
                             | RDKafkaErrorCode::AutoOffsetReset => {
                                 reader.must_seek = true;
-                                reader.carry.clear();
+                                reader.clear_carry();
                                 FetchOutcome::out_of_range()
                             }
                             _ => FetchOutcome::fetch_failed(text),
@@ -1601,13 +1634,7 @@ impl Broker for Librdkafka {
         match &self.rotation {
             None => true,
             // Every partition is read: those with records are lent.
-            Some(rotation) if rotation.open => {
-                self.ready.contains(&partition)
-                    || self
-                        .readers
-                        .get(&partition)
-                        .is_some_and(|r| !r.carry.is_empty())
-            }
+            Some(rotation) if rotation.open => self.has_records(partition),
             Some(rotation) => rotation.active.contains(&partition),
         }
     }
