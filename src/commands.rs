@@ -13,7 +13,8 @@ use serde::Serialize;
 use crate::broker::{self, Broker, GroupMember, GroupView};
 use crate::config::{Assignment, Config, Delivery};
 use crate::error::{is_no_such_table, Error, Exit, Policy};
-use crate::mysql::{connect, tables};
+use crate::mysql::connect;
+use crate::mysql::tables::{self, OffsetRow};
 use crate::offsets::{select_partitions, stored_position};
 use crate::run_files::{lock_run_files, LockError, Paths, PidLock};
 use crate::status::ServiceStatus;
@@ -498,6 +499,7 @@ fn read_offsets(
     let (earliest, latest) = (bounds.earliest, bounds.latest);
     let committed = broker.committed_offsets()?;
     let stale = broker.stale_commits();
+    let topic_id = broker.topic_id().ok().flatten();
     let in_table = match (config.mysql.delivery, conn) {
         (Delivery::ExactlyOnce, Some(conn)) => {
             tables::create_offset_table(conn, &config.mysql.offset_table)?;
@@ -510,10 +512,12 @@ fn read_offsets(
         .chain(in_table.keys())
         .map(|&p| {
             let group = committed.get(&p).copied().flatten();
-            let table = in_table.get(&p).copied();
+            let row = in_table.get(&p);
+            let table = row.and_then(|row| row.position_in(topic_id.as_deref()));
+            let stale = stale.contains(&p) && row.is_none_or(OffsetRow::names_no_topic);
             (
                 p,
-                stored_position(config.mysql.delivery, group, table, stale.contains(&p)).0,
+                stored_position(config.mysql.delivery, group, table, stale).0,
             )
         })
         .collect();
@@ -694,8 +698,9 @@ fn reset(config: &Config, to: ResetTarget, only: Option<i32>) -> Result<(), Erro
         new.push((p, offset));
     }
     if let Some(c) = conn.as_mut() {
+        let topic_id = broker.topic_id().ok().flatten();
         for &(p, o) in &new {
-            tables::store_offset(c, config, p, o)?;
+            tables::store_offset(c, config, p, o, topic_id.as_deref())?;
         }
     }
     broker.commit(&new)?;

@@ -54,13 +54,15 @@ use crate::record::Record;
 use crate::reporter::{PartitionView, Reporter};
 use crate::retry::{human, Backoff, Decision, Outage, RetryState};
 use crate::status::{unix_seconds, ServiceStatus, Stats};
-use crate::worker::{Batch, Flow, Stall, WorkerEvent, WorkerHandle};
+use crate::worker::{Batch, Flow, NewTopic, Stall, WorkerEvent, WorkerHandle};
 
 /// The longest the loop waits when nothing can be fetched.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How often the coordinator asks whether the topic was deleted and created
 /// again under the same name.
 const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How often while the topic is missing (nothing is fetched meanwhile).
+const TOPIC_CHECK_INTERVAL_MISSING: Duration = Duration::from_secs(1);
 /// How long a commit's answer may take before the commit counts as failed.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Kafka-side retries are cheap; they back off no longer than this.
@@ -400,6 +402,12 @@ impl<'a> Coordinator<'a> {
     /// queue stops its partition only). The room given is counted as taken
     /// until the next turn, so that one turn cannot lend the pool twice.
     fn fetchable(&mut self, now: Instant) -> Vec<FetchRequest> {
+        // A topic that is gone may come back as another: nothing is read
+        // until `check_topic` has seen which, or the old positions would
+        // be read in the new log.
+        if self.topic_missing {
+            return Vec::new();
+        }
         let budget = self.budget;
         let held = |p: &i32| {
             self.workers.get(p).map_or(0, |w| {
@@ -582,6 +590,7 @@ impl<'a> Coordinator<'a> {
                     Batch {
                         records,
                         reset_to: Some(next_offset),
+                        new_topic: None,
                     },
                 );
             }
@@ -596,6 +605,7 @@ impl<'a> Coordinator<'a> {
             Batch {
                 records,
                 reset_to: None,
+                new_topic: None,
             },
         );
     }
@@ -669,6 +679,7 @@ impl<'a> Coordinator<'a> {
                     Batch {
                         records: Vec::new(),
                         reset_to: Some(new_offset),
+                        new_topic: None,
                     },
                 );
             }
@@ -691,9 +702,10 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Notices a topic deleted and created again under the same name: a new
-    /// topic id, or a topic that was missing and is back. The new topic is a
-    /// new log: every partition starts over as `offset_reset` says, whatever
-    /// position the old one had reached.
+    /// topic id, or, where no id is known, a topic that was missing and is
+    /// back (one that comes back with its id was only missing from an
+    /// answer). The new topic is a new log: every partition starts over as
+    /// `offset_reset` says, whatever position the old one had reached.
     fn check_topic(&mut self) {
         let Some(broker) = self.broker.as_mut() else {
             return;
@@ -701,22 +713,23 @@ impl<'a> Coordinator<'a> {
         let topic = self.config.kafka.topic.clone();
         let recreated = match broker.topic_id() {
             Ok(id) => {
-                let changed = match (&self.topic_id, &id) {
-                    (Some(old), Some(new)) => old != new,
-                    _ => false,
-                };
                 let back = self.topic_missing;
-                if id.is_some() {
+                // Ids tell; without them, a topic that was gone and is back
+                // is taken for a new one.
+                let recreated = match (&self.topic_id, &id) {
+                    (Some(old), Some(new)) => old != new,
+                    _ => back,
+                };
+                // A topic that is back may be another: its id, or none
+                // known, is the one to compare with from now on.
+                if id.is_some() || back {
                     self.topic_id = id;
                 }
                 self.topic_missing = false;
-                changed || back
+                recreated
             }
             Err(Error::NoSuchTopic(_)) => {
-                if !self.topic_missing {
-                    warn!("topic {topic} no longer exists; waiting for it to come back (nothing is skipped meanwhile)");
-                }
-                self.topic_missing = true;
+                self.topic_gone();
                 false
             }
             Err(e) => {
@@ -727,6 +740,18 @@ impl<'a> Coordinator<'a> {
         if recreated {
             self.topic_recreated();
         }
+    }
+
+    /// The topic is missing: nothing is fetched until `check_topic` finds
+    /// it again, and then it is a new log.
+    fn topic_gone(&mut self) {
+        if !self.topic_missing {
+            warn!(
+                "topic {} no longer exists; nothing is read until it comes back (nothing is skipped meanwhile)",
+                self.config.kafka.topic
+            );
+        }
+        self.topic_missing = true;
     }
 
     fn topic_recreated(&mut self) {
@@ -808,6 +833,9 @@ impl<'a> Coordinator<'a> {
                 Batch {
                     records: Vec::new(),
                     reset_to: Some(offset),
+                    new_topic: Some(NewTopic {
+                        id: self.topic_id.clone(),
+                    }),
                 },
             );
         }
@@ -865,7 +893,7 @@ impl<'a> Coordinator<'a> {
             }
             Err(e) => {
                 if matches!(e, Error::NoSuchTopic(_)) {
-                    self.topic_missing = true;
+                    self.topic_gone();
                 }
                 self.broker_failed("connect failed", &e);
                 false
@@ -1182,9 +1210,12 @@ impl<'a> Coordinator<'a> {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        if now.duration_since(self.last_topic_check) >= TOPIC_CHECK_INTERVAL
-            && self.broker.is_some()
-        {
+        let interval = if self.topic_missing {
+            TOPIC_CHECK_INTERVAL_MISSING
+        } else {
+            TOPIC_CHECK_INTERVAL
+        };
+        if now.duration_since(self.last_topic_check) >= interval && self.broker.is_some() {
             self.last_topic_check = now;
             self.check_topic();
         }
@@ -1323,7 +1354,7 @@ fn retry_wait(decision: Decision) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::fake::FakeBroker;
+    use crate::broker::fake::{FakeBroker, TopicState};
     use crate::config::Assignment;
     use crate::config::UnknownFields;
     use crate::mysql::sink::{Sink, WriteSet};
@@ -2137,6 +2168,52 @@ mod tests {
         assert_eq!(broker.committed(), [(0, 5), (1, 30)].into());
         assert!(broker.commits().len() > 1);
         assert_commits_follow_writes(&broker, &sink, &starts);
+    }
+
+    /// Waits until the coordinator has stopped fetching (no fetch for
+    /// 300 ms).
+    fn until_fetches_stop(broker: &FakeBroker) {
+        eventually("the fetches stopped", || {
+            let before = broker.fetch_calls();
+            std::thread::sleep(Duration::from_millis(300));
+            let after = broker.fetch_calls();
+            (after == before, after - before)
+        });
+    }
+
+    #[test]
+    fn a_topic_that_is_gone_is_not_read_and_one_back_with_its_id_is_the_same_log() {
+        let broker = FakeBroker::new(5);
+        broker.log(0, 0, 10);
+        let sink = TableSink::default();
+        let mut pipeline = start(config(|_| {}), &broker, &sink, &[(0, 0)]);
+        pipeline.until_applied(&[(0, 10)]);
+
+        // Gone: nothing is read, whatever the log holds.
+        broker.set_topic(TopicState::Missing);
+        until_fetches_stop(&broker);
+        broker.append(0, 10);
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert_eq!(sink.table().applied(0), Some(10));
+
+        // Back with the same id: read on from 10, no reset.
+        let asked = broker.fetches_of(0).len();
+        broker.set_topic(TopicState::Id("fake-topic-id".into()));
+        pipeline.until_applied(&[(0, 20)]);
+        let since = broker.fetches_of(0).split_off(asked);
+        assert!(since.iter().all(|&o| o >= 10), "fetched since: {since:?}");
+
+        // Gone and back with another id: a new log, read from its start.
+        broker.set_topic(TopicState::Missing);
+        until_fetches_stop(&broker);
+        let asked = broker.fetches_of(0).len();
+        broker.set_topic(TopicState::Id("another-topic-id".into()));
+        eventually("partition 0 fetched from 0 again", || {
+            let since = broker.fetches_of(0).split_off(asked);
+            (since.contains(&0), since)
+        });
+        let (ending, _) = pipeline.stop();
+        assert_eq!(ending, Ending::Clean);
     }
 
     #[test]

@@ -25,9 +25,10 @@ use crate::config::{Assignment, Config, Delivery};
 use crate::coordinator::{Coordinator, CoordinatorParts, Ending, PartitionStarter, Started};
 use crate::error::{Class, Error, Exit, Policy};
 use crate::metadata;
+use crate::mysql::connect;
 use crate::mysql::pool::ConnectionPool;
 use crate::mysql::sink::{MysqlSink, Sink};
-use crate::mysql::{connect, tables};
+use crate::mysql::tables::{self, OffsetRow};
 use crate::offsets::{
     refused_rewind_message, select_partitions, start_position, stored_position, Rewind, StartReason,
 };
@@ -211,20 +212,25 @@ fn pipeline(
     );
 
     let mut broker = broker;
-    let Some(starts) = until_ready("kafka offsets", config, policy, &shutdown, || {
-        start_positions(config, broker.as_mut(), &partitions, &stored_in_mysql)
+    let Some((starts, topic_id)) = until_ready("kafka offsets", config, policy, &shutdown, || {
+        let topic_id = broker.topic_id().ok().flatten();
+        let starts = start_positions(
+            config,
+            broker.as_mut(),
+            &partitions,
+            &stored_in_mysql,
+            topic_id.as_deref(),
+        )?;
+        Ok((starts, topic_id))
     })?
     else {
         return Ok(None);
     };
     if config.mysql.delivery == Delivery::ExactlyOnce && !group {
-        let claims = starts
-            .iter()
-            .map(|(&p, &(start, _))| (p, (stored_in_mysql.get(&p).copied(), start)))
-            .collect();
+        let claims = claims(&starts, &stored_in_mysql);
         let claimed = until_ready("mysql offset table", config, policy, &shutdown, || {
             let mut conn = connect(&config.mysql_opts())?;
-            tables::claim_offsets(&mut conn, config, &claims)
+            tables::claim_offsets(&mut conn, config, &claims, topic_id.as_deref())
         })?;
         if claimed.is_none() {
             return Ok(None);
@@ -324,13 +330,11 @@ impl PartitionStarter for Starter<'_> {
             Some(conn) => tables::stored_offsets(conn, config)?,
             None => BTreeMap::new(),
         };
-        let starts = start_positions(config, broker, partitions, &stored)?;
+        let topic_id = broker.topic_id().ok().flatten();
+        let starts = start_positions(config, broker, partitions, &stored, topic_id.as_deref())?;
         if let Some(conn) = conn.as_mut() {
-            let claims = starts
-                .iter()
-                .map(|(&p, &(start, _))| (p, (stored.get(&p).copied(), start)))
-                .collect();
-            tables::claim_offsets(conn, config, &claims)?;
+            let claims = claims(&starts, &stored);
+            tables::claim_offsets(conn, config, &claims, topic_id.as_deref())?;
         }
         let mut started = Vec::with_capacity(starts.len());
         for (&partition, &(start, committed)) in &starts {
@@ -347,13 +351,30 @@ impl PartitionStarter for Starter<'_> {
     }
 }
 
+/// Exactly-once: each partition's offset row as read (`None`: no row) and
+/// the start to move it to (`mysql::tables::claim_offsets`).
+fn claims(
+    starts: &Starts,
+    stored_in_mysql: &BTreeMap<i32, OffsetRow>,
+) -> BTreeMap<i32, (Option<i64>, i64)> {
+    starts
+        .iter()
+        .map(|(&p, &(start, _))| {
+            let read = stored_in_mysql.get(&p).map(|row| row.next_offset);
+            (p, (read, start))
+        })
+        .collect()
+}
+
 /// Chooses each partition's start (docs/architecture.md, "Offsets") and logs it with its
-/// reason.
+/// reason. A position stored for a topic of the same name that was deleted
+/// since (its id is not `topic_id`) is no position in this one.
 fn start_positions(
     config: &Config,
     broker: &mut dyn Broker,
     partitions: &[i32],
-    stored_in_mysql: &BTreeMap<i32, i64>,
+    stored_in_mysql: &BTreeMap<i32, OffsetRow>,
+    topic_id: Option<&str>,
 ) -> Result<Starts, Error> {
     let bounds = broker.log_bounds()?;
     let (earliest, latest) = (bounds.earliest, bounds.latest);
@@ -367,9 +388,20 @@ fn start_positions(
             )));
         };
         let group = committed.get(&p).copied().flatten();
-        let in_table = stored_in_mysql.get(&p).copied();
-        let (stored, source) =
-            stored_position(config.mysql.delivery, group, in_table, stale.contains(&p));
+        let row = stored_in_mysql.get(&p);
+        if let Some(row) = row.filter(|row| row.is_of_another_topic(topic_id)) {
+            warn!(
+                "topic {} partition {p}: the offset table's position {} belongs to a topic of the same name \
+                 that was deleted (topic id {}, now {}); it is not used",
+                config.kafka.topic,
+                row.next_offset,
+                row.topic_id.as_deref().unwrap_or_default(),
+                topic_id.unwrap_or_default()
+            );
+        }
+        let in_table = row.and_then(|row| row.position_in(topic_id));
+        let stale = stale.contains(&p) && row.is_none_or(OffsetRow::names_no_topic);
+        let (stored, source) = stored_position(config.mysql.delivery, group, in_table, stale);
         let rewind = Rewind::from_config(config);
         match start_position(stored, e, l, config.kafka.offset_reset, rewind) {
             Ok((start, reason)) => {

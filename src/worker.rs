@@ -55,6 +55,17 @@ pub struct Batch {
     /// OffsetOutOfRange): the worker's next offset becomes this value, and
     /// with no records the new position alone is stored and reported.
     pub reset_to: Option<i64>,
+    /// With `reset_to`, once the topic was deleted and created again: the
+    /// new topic, whose id exactly-once stores with the partition's
+    /// position from then on (`Sink::set_topic_id`).
+    pub new_topic: Option<NewTopic>,
+}
+
+/// A topic deleted and created again under the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Its id, where the client can tell it.
+    pub id: Option<String>,
 }
 
 impl Batch {
@@ -387,6 +398,9 @@ impl Worker {
     fn apply_batch(&mut self, batch: Batch) -> Result<(), ()> {
         if let Some(offset) = batch.reset_to {
             self.flush_held()?;
+            if let Some(topic) = &batch.new_topic {
+                self.sink.set_topic_id(topic.id.as_deref());
+            }
             self.next_offset = offset;
             if batch.records.is_empty() {
                 let write = WriteSet {
@@ -1157,6 +1171,7 @@ mod tests {
         Batch {
             records,
             reset_to: None,
+            new_topic: None,
         }
     }
 
@@ -1243,6 +1258,7 @@ mod tests {
         h.send_batch(Batch {
             records: vec![good(10)],
             reset_to: Some(10),
+            new_topic: None,
         });
         let events = h.until_applied(11);
         let applied = applied_reports(&events);
@@ -1268,6 +1284,7 @@ mod tests {
         h.send_batch(Batch {
             records: Vec::new(),
             reset_to: Some(10),
+            new_topic: None,
         });
         h.send(vec![good(10)]);
         h.send(vec![good(11)]);
@@ -1437,6 +1454,7 @@ mod tests {
             .send(Batch {
                 records: vec![],
                 reset_to: Some(100),
+                new_topic: None,
             })
             .unwrap();
         h.until_applied(100);

@@ -74,6 +74,21 @@ struct State {
     /// Partitions the client does not read now (`Broker::reading`), as
     /// out of librdkafka's window.
     not_reading: BTreeSet<i32>,
+    /// What `topic_id` answers: the topic's id, or that it does not exist.
+    topic: TopicState,
+}
+
+/// The topic as `Broker::topic_id` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicState {
+    Id(String),
+    Missing,
+}
+
+impl Default for TopicState {
+    fn default() -> TopicState {
+        TopicState::Id("fake-topic-id".into())
+    }
 }
 
 #[derive(Clone, Default)]
@@ -125,6 +140,11 @@ impl FakeBroker {
             true => state.not_reading.remove(&partition),
             false => state.not_reading.insert(partition),
         };
+    }
+
+    /// What `Broker::topic_id` answers from now on.
+    pub fn set_topic(&self, topic: TopicState) {
+        self.state().topic = topic;
     }
 
     /// The next `times` fetches of `partition` answer `Retry`.
@@ -299,7 +319,10 @@ impl Broker for FakeBroker {
     }
 
     fn topic_id(&mut self) -> Result<Option<String>, Error> {
-        Ok(Some("fake-topic-id".into()))
+        match &self.state().topic {
+            TopicState::Id(id) => Ok(Some(id.clone())),
+            TopicState::Missing => Err(Error::NoSuchTopic("fake".into())),
+        }
     }
 
     fn reading(&self, partition: i32) -> bool {

@@ -109,6 +109,11 @@ pub trait Sink: Send {
     fn stale_records(&mut self) -> u64 {
         0
     }
+
+    /// The topic was deleted and created again: the positions written from
+    /// now on are in the topic of this id (`None`: not known). Exactly-once
+    /// stores it with them (`mysql::tables::OffsetRow`).
+    fn set_topic_id(&mut self, _topic_id: Option<&str>) {}
 }
 
 /// The session variable that the guarded upsert counts stale records in
@@ -152,6 +157,12 @@ pub struct MysqlSink {
     dead_letter_sql: String,
     dead_letter_delete_sql: String,
     offset_move_sql: String,
+    /// `offset_move_sql` that also sets the row's topic id.
+    offset_move_topic_sql: String,
+    /// Set once the topic was created again (`Sink::set_topic_id`): the id
+    /// each move of the offset row stores from then on. Until then the row
+    /// keeps the one claimed at start.
+    topic_id: Option<Option<String>>,
     offset_select_sql: String,
     offset_table: String,
     topic: String,
@@ -195,6 +206,12 @@ impl MysqlSink {
                  WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?",
                 quote(&config.mysql.offset_table)
             ),
+            offset_move_topic_sql: format!(
+                "UPDATE {} SET next_offset = ?, topic_id = ? \
+                 WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?",
+                quote(&config.mysql.offset_table)
+            ),
+            topic_id: None,
             offset_table: config.mysql.offset_table.clone(),
             offset_select_sql: format!(
                 "SELECT next_offset FROM {} WHERE consumer_group = ? AND topic = ? AND `partition` = ?",
@@ -288,16 +305,19 @@ impl MysqlSink {
         if exactly_once {
             // The fence comes first: it locks the offset row, so a second
             // writer waits here and finds the row moved, before it writes a row.
-            tx.exec_drop(
-                &self.offset_move_sql,
-                (
-                    write.next_offset,
-                    &self.group,
-                    &self.topic,
-                    write.partition,
-                    write.previous_offset,
-                ),
-            )?;
+            let (group, topic) = (&self.group, &self.topic);
+            let (partition, next, previous) =
+                (write.partition, write.next_offset, write.previous_offset);
+            match &self.topic_id {
+                None => tx.exec_drop(
+                    &self.offset_move_sql,
+                    (next, group, topic, partition, previous),
+                )?,
+                Some(id) => tx.exec_drop(
+                    &self.offset_move_topic_sql,
+                    (next, id, group, topic, partition, previous),
+                )?,
+            }
             // A row set to the value it has counts as not changed.
             if tx.affected_rows() == 0 {
                 let found: Option<i64> = tx.exec_first(
@@ -817,6 +837,10 @@ impl Sink for MysqlSink {
         }
         self.conn = None;
         result
+    }
+
+    fn set_topic_id(&mut self, topic_id: Option<&str>) {
+        self.topic_id = Some(topic_id.map(str::to_owned));
     }
 
     fn stale_records(&mut self) -> u64 {

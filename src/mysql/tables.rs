@@ -76,31 +76,37 @@ pub fn create_dead_letter_table(conn: &mut Conn, config: &Config) -> Result<(), 
         )",
         quote(&config.mysql.dead_letter_table)
     ))?;
-    add_record_timestamp(conn, &config.mysql.dead_letter_table)
+    add_column(
+        conn,
+        &config.mysql.dead_letter_table,
+        "record_timestamp",
+        "BIGINT NULL AFTER record_value",
+    )
 }
 
-/// Dead-letter tables created before they kept the record's timestamp get
-/// the column (nullable: their rows have none). Two processes adding it at
-/// once is fine: the second finds it there (1060).
-fn add_record_timestamp(conn: &mut Conn, dead_letter_table: &str) -> Result<(), Error> {
+/// Adds `column` (of `definition`) to a table made before it existed.
+fn add_column(conn: &mut Conn, table: &str, column: &str, definition: &str) -> Result<(), Error> {
     let found: Option<u8> = conn.exec_first(
         "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-         AND TABLE_NAME = ? AND COLUMN_NAME = 'record_timestamp'",
-        (dead_letter_table,),
+         AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+        (table, column),
     )?;
     if found.is_some() {
         return Ok(());
     }
     let added = conn.query_drop(format!(
-        "ALTER TABLE {} ADD COLUMN record_timestamp BIGINT NULL AFTER record_value",
-        quote(dead_letter_table)
+        "ALTER TABLE {} ADD COLUMN {column} {definition}",
+        quote(table)
     ));
     match added.map_err(Error::from) {
+        // Added meanwhile by another process.
         Err(e) if e.mysql_code() == Some(1060) => Ok(()),
         other => other,
     }
 }
 
+/// Creates the offset table when missing, and gives an older one the column
+/// of the topic id.
 pub fn create_offset_table(conn: &mut Conn, offset_table: &str) -> Result<(), Error> {
     conn.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {} (
@@ -108,24 +114,63 @@ pub fn create_offset_table(conn: &mut Conn, offset_table: &str) -> Result<(), Er
             topic VARCHAR(249) CHARACTER SET ascii NOT NULL,
             `partition` INT NOT NULL,
             next_offset BIGINT NOT NULL,
+            topic_id VARCHAR(64) CHARACTER SET ascii NULL,
             updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
             PRIMARY KEY (consumer_group, topic, `partition`)
         )",
         quote(offset_table)
     ))?;
-    Ok(())
+    add_column(
+        conn,
+        offset_table,
+        "topic_id",
+        "VARCHAR(64) CHARACTER SET ascii NULL AFTER next_offset",
+    )
+}
+
+/// A partition's row in the offset table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetRow {
+    pub next_offset: i64,
+    /// The id of the topic `next_offset` is a position in, where it was
+    /// known when the row was written (none in rows older than the column):
+    /// a topic deleted and created again under the same name has another.
+    pub topic_id: Option<String>,
+}
+
+impl OffsetRow {
+    /// Whether the row's position belongs to another topic of the same
+    /// name than the one whose id is `topic_id` (unknown ids never differ).
+    pub fn is_of_another_topic(&self, topic_id: Option<&str>) -> bool {
+        matches!((self.topic_id.as_deref(), topic_id), (Some(row), Some(now)) if row != now)
+    }
+
+    /// Whether the row does not say which topic it is of (written before
+    /// the column was): a group commit of an earlier topic then makes it
+    /// stale too (`offsets::stored_position`).
+    pub fn names_no_topic(&self) -> bool {
+        self.topic_id.is_none()
+    }
+
+    /// The row's position in the topic of id `topic_id`: none when it is
+    /// of another.
+    pub fn position_in(&self, topic_id: Option<&str>) -> Option<i64> {
+        (!self.is_of_another_topic(topic_id)).then_some(self.next_offset)
+    }
 }
 
 /// Exactly-once, at start: makes each partition's row in the offset table
 /// hold its start offset, moving it only from the value read when the start
-/// was chosen (`read`; `None` when there was no row). The workers' fenced
-/// writes go on from there. A row that another process inserted or moved in
-/// between means two processes on one partition: a setup error. Safe to
-/// repeat after a lost connection (a row already at its start is left alone).
+/// was chosen (`read`; `None` when there was no row), and the id of the
+/// topic it is in (`topic_id`, where known). The workers' fenced writes go on
+/// from there. A row that another process inserted or moved in between
+/// means two processes on one partition: a setup error. Safe to repeat after
+/// a lost connection (a row already at its start is left there).
 pub fn claim_offsets(
     conn: &mut Conn,
     config: &Config,
     claims: &BTreeMap<i32, (Option<i64>, i64)>,
+    topic_id: Option<&str>,
 ) -> Result<(), Error> {
     let table = quote(&config.mysql.offset_table);
     let (group, topic) = (&config.kafka.group, &config.kafka.topic);
@@ -139,26 +184,27 @@ pub fn claim_offsets(
             (group, topic, partition),
         )?;
         let claimed = match now {
-            Some(now) if now == start => true,
-            Some(now) if Some(now) == read => {
+            Some(now) if now == start || Some(now) == read => {
                 tx.exec_drop(
                     format!(
-                        "UPDATE {table} SET next_offset = ? \
+                        "UPDATE {table} SET next_offset = ?, topic_id = ? \
                          WHERE consumer_group = ? AND topic = ? AND `partition` = ? AND next_offset = ?"
                     ),
-                    (start, group, topic, partition, now),
+                    (start, topic_id, group, topic, partition, now),
                 )?;
-                tx.affected_rows() == 1
+                // The row is locked: it is at `now`, and a row set to what
+                // it holds counts as not changed.
+                true
             }
             Some(_) => false,
             None => {
                 // Two processes inserting the first row: one of them gets it.
                 tx.exec_drop(
                     format!(
-                        "INSERT IGNORE INTO {table} (consumer_group, topic, `partition`, next_offset) \
-                         VALUES (?, ?, ?, ?)"
+                        "INSERT IGNORE INTO {table} (consumer_group, topic, `partition`, next_offset, topic_id) \
+                         VALUES (?, ?, ?, ?, ?)"
                     ),
-                    (group, topic, partition, start),
+                    (group, topic, partition, start, topic_id),
                 )?;
                 tx.affected_rows() == 1
             }
@@ -189,45 +235,54 @@ pub(super) fn offset_text(offset: Option<i64>) -> String {
     offset.map_or_else(|| "no row".to_string(), |o| o.to_string())
 }
 
-/// The next offsets stored in the offset table for this group and topic.
-pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, i64>, Error> {
-    let rows: Vec<(i32, i64)> = conn.exec(
+/// The rows of the offset table for this group and topic.
+pub fn stored_offsets(conn: &mut Conn, config: &Config) -> Result<BTreeMap<i32, OffsetRow>, Error> {
+    let rows: Vec<(i32, i64, Option<String>)> = conn.exec(
         format!(
-            "SELECT `partition`, next_offset FROM {} WHERE consumer_group = ? AND topic = ?",
+            "SELECT `partition`, next_offset, topic_id FROM {} WHERE consumer_group = ? AND topic = ?",
             quote(&config.mysql.offset_table)
         ),
         (&config.kafka.group, &config.kafka.topic),
     )?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(partition, next_offset, topic_id)| {
+            (
+                partition,
+                OffsetRow {
+                    next_offset,
+                    topic_id,
+                },
+            )
+        })
+        .collect())
 }
 
-/// Sets the stored next offset of one partition whatever it was
-/// (reset-offsets, while the service is stopped).
+/// Sets the stored next offset of one partition whatever it was, a position
+/// in the topic of id `topic_id` (reset-offsets, while the service is
+/// stopped).
 pub fn store_offset(
     conn: &mut impl Queryable,
     config: &Config,
     partition: i32,
     next_offset: i64,
+    topic_id: Option<&str>,
 ) -> Result<(), Error> {
     conn.exec_drop(
-        offset_upsert_sql(&config.mysql.offset_table),
+        format!(
+            "INSERT INTO {} (consumer_group, topic, `partition`, next_offset, topic_id) VALUES (?, ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), topic_id = VALUES(topic_id)",
+            quote(&config.mysql.offset_table)
+        ),
         (
             &config.kafka.group,
             &config.kafka.topic,
             partition,
             next_offset,
+            topic_id,
         ),
     )?;
     Ok(())
-}
-
-/// Sets one partition's next offset in the offset table.
-fn offset_upsert_sql(offset_table: &str) -> String {
-    format!(
-        "INSERT INTO {} (consumer_group, topic, `partition`, next_offset) VALUES (?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset)",
-        quote(offset_table)
-    )
 }
 
 /// Dead letters per partition for this topic (for `status`).

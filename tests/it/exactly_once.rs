@@ -569,3 +569,104 @@ fn records_deleted_under_a_running_exactly_once_partition_halt_it() {
     s.wait_rows(applied + 20, Duration::from_secs(60));
     sigterm_clean(&mut service);
 }
+
+/// The offset table's row of partition 0: its next offset and topic id.
+fn offset_row(s: &Setup) -> (i64, Option<String>) {
+    let rows = query_rows(&format!(
+        "SELECT next_offset, topic_id FROM kafka2mysql_offsets \
+         WHERE consumer_group = '{}' AND topic = '{}' AND `partition` = 0",
+        s.group, s.topic
+    ));
+    let row = &rows[0];
+    (row[0].as_ref().unwrap().parse().unwrap(), row[1].clone())
+}
+
+#[test]
+fn a_topic_deleted_and_created_again_is_a_new_log_in_exactly_once_mode_too() {
+    let s = Setup::new("eo_recreate", 1, EVENTS, EXACTLY_ONCE);
+    produce_json(&s.topic, 0, &events(0, 0, 100));
+    let mut service = s.start();
+    s.wait_rows(100, Duration::from_secs(60));
+    let (offset, first_id) = offset_row(&s);
+    assert_eq!(offset, 100);
+    assert!(first_id.is_some(), "the row names the topic's id");
+
+    // While it runs: the new log (300 records) is read from its start, once
+    // the service has seen the topic gone (it reads nothing then). A topic
+    // created again before it looked is the limit in README.md, "Limits":
+    // librdkafka reads the new log from the old positions until then.
+    delete_topic(&s.topic);
+    wait_until(
+        "the service sees the topic gone",
+        Duration::from_secs(30),
+        || match service
+            .log_text()
+            .contains("no longer exists; nothing is read")
+        {
+            true => Ok(()),
+            false => Err("not yet".to_string()),
+        },
+    );
+    create_topic(&s.topic, 1);
+    produce_json(&s.topic, 0, &events(0, 1_000, 300));
+    s.wait_rows(400, Duration::from_secs(90));
+    wait_until(
+        "the offset row at the new log's end",
+        Duration::from_secs(30),
+        || match offset_row(&s) {
+            (300, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    sigterm_clean(&mut service);
+    let (_, second_id) = offset_row(&s);
+    assert!(
+        second_id.is_some() && second_id != first_id,
+        "the reset stored the new topic's id: {first_id:?} then {second_id:?}"
+    );
+
+    // A restart resumes the same topic from the row: nothing again.
+    produce_json(&s.topic, 0, &events(0, 1_300, 10));
+    let mut service = s.start();
+    s.wait_rows(410, Duration::from_secs(60));
+    sigterm_clean(&mut service);
+    assert!(
+        service.log_text().contains(
+            "partition 0: starting at offset 300 (stored offset; stored 300 in offset table"
+        ),
+        "{}",
+        service.log_text()
+    );
+
+    // While it is stopped: the row's 310 lies inside the newer log of 500,
+    // and belongs to the topic before.
+    delete_topic(&s.topic);
+    create_topic(&s.topic, 1);
+    produce_json(&s.topic, 0, &events(0, 5_000, 500));
+    let mut service = s.start();
+    s.wait_rows(910, Duration::from_secs(90));
+    sigterm_clean(&mut service);
+    assert_eq!(
+        s.count("WHERE id >= 5000 AND id < 5500"),
+        500,
+        "every record of the newest topic"
+    );
+    assert_eq!(
+        query_count(&format!("SELECT COUNT(DISTINCT id) FROM `{}`", s.table)),
+        910,
+        "none twice"
+    );
+    let log = service.log_text();
+    assert!(
+        log.contains(
+            "the offset table's position 310 belongs to a topic of the same name that was deleted"
+        ),
+        "a warning names the old position:\n{log}"
+    );
+    assert!(
+        log.contains("partition 0: starting at offset 0 ("),
+        "the newest topic is read from its start:\n{log}"
+    );
+    assert_eq!(offset_row(&s).0, 500);
+    s.assert_committed_at_log_end();
+}
