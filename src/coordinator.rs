@@ -766,8 +766,10 @@ impl<'a> Coordinator<'a> {
                 warn!(
                     "topic {topic} was created again, and its log bounds cannot be read yet: {e}"
                 );
-                // Checked again at the next turn.
+                // Checked again at the next turn, as a topic that is back
+                // and not known yet (its id is the one just seen).
                 self.topic_missing = true;
+                self.topic_id = None;
                 return;
             }
         };
