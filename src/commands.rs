@@ -14,7 +14,7 @@ use crate::broker::{self, Broker, GroupMember, GroupView};
 use crate::config::{Assignment, Config, Delivery};
 use crate::error::{is_no_such_table, Error, Exit, Policy};
 use crate::mysql::connect;
-use crate::mysql::tables::{self, OffsetRow};
+use crate::mysql::tables;
 use crate::offsets::{select_partitions, stored_position};
 use crate::run_files::{lock_run_files, LockError, Paths, PidLock};
 use crate::status::ServiceStatus;
@@ -512,9 +512,8 @@ fn read_offsets(
         .chain(in_table.keys())
         .map(|&p| {
             let group = committed.get(&p).copied().flatten();
-            let row = in_table.get(&p);
-            let table = row.and_then(|row| row.position_in(topic_id.as_deref()));
-            let stale = stale.contains(&p) && row.is_none_or(OffsetRow::names_no_topic);
+            let (table, stale) =
+                tables::table_position(in_table.get(&p), topic_id.as_deref(), stale.contains(&p));
             (
                 p,
                 stored_position(config.mysql.delivery, group, table, stale).0,

@@ -117,9 +117,8 @@ pub fn exactly_once_stored(table: Option<i64>, group: Option<i64>) -> (Option<i6
 /// found (for the start's log line): the Kafka group's (`group`) or, in
 /// exactly-once mode, the further along of it and the offset table's
 /// (`in_table`), unless the group's commit belongs to an earlier topic of the
-/// same name (`stale`), which makes a table's row that does not name its
-/// topic stale too (the caller says so; a row that names another topic
-/// is no `in_table` at all).
+/// same name (`stale`), which makes the table's row stale too
+/// (`mysql::tables::table_position` says when).
 pub fn stored_position(
     delivery: Delivery,
     group: Option<i64>,

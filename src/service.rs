@@ -399,8 +399,7 @@ fn start_positions(
                 topic_id.unwrap_or_default()
             );
         }
-        let in_table = row.and_then(|row| row.position_in(topic_id));
-        let stale = stale.contains(&p) && row.is_none_or(OffsetRow::names_no_topic);
+        let (in_table, stale) = tables::table_position(row, topic_id, stale.contains(&p));
         let (stored, source) = stored_position(config.mysql.delivery, group, in_table, stale);
         let rewind = Rewind::from_config(config);
         match start_position(stored, e, l, config.kafka.offset_reset, rewind) {

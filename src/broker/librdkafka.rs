@@ -268,27 +268,28 @@ impl PartitionQueue {
     /// Destroys what is queued now without copying it out (static
     /// assignment: the batch call, as `take`).
     fn discard(&mut self) {
+        while self.consume_batch(|_| {}) > 0 {}
+    }
+
+    /// Takes up to `CONSUME_BATCH` messages queued now in one call, hands
+    /// each to `each`, and destroys it; how many there were.
+    fn consume_batch(&mut self, mut each: impl FnMut(&rdsys::rd_kafka_message_t)) -> usize {
         let mut messages: [*mut rdsys::rd_kafka_message_t; CONSUME_BATCH] =
             [std::ptr::null_mut(); CONSUME_BATCH];
-        loop {
-            // SAFETY: the array has room for CONSUME_BATCH pointers.
-            let n = unsafe {
-                rdsys::rd_kafka_consume_batch_queue(
-                    self.queue,
-                    0,
-                    messages.as_mut_ptr(),
-                    CONSUME_BATCH,
-                )
-            };
-            if n <= 0 {
-                return;
-            }
-            for &message in &messages[..n as usize] {
-                // SAFETY: librdkafka returned `n` valid messages, each
-                // destroyed once.
-                unsafe { rdsys::rd_kafka_message_destroy(message) };
+        // SAFETY: the array has room for CONSUME_BATCH pointers.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, messages.as_mut_ptr(), CONSUME_BATCH)
+        };
+        let n = n.max(0) as usize;
+        for &message in &messages[..n] {
+            // SAFETY: librdkafka returned `n` valid messages, each destroyed
+            // once, right after `each` has seen it.
+            unsafe {
+                each(&*message);
+                rdsys::rd_kafka_message_destroy(message);
             }
         }
+        n
     }
 
     /// Takes what is queued now (at most `CONSUME_BATCH` messages), without
@@ -320,22 +321,9 @@ impl PartitionQueue {
             }
             return n;
         }
-        let mut messages: [*mut rdsys::rd_kafka_message_t; CONSUME_BATCH] =
-            [std::ptr::null_mut(); CONSUME_BATCH];
-        // SAFETY: the array has room for CONSUME_BATCH pointers.
-        let n = unsafe {
-            rdsys::rd_kafka_consume_batch_queue(self.queue, 0, messages.as_mut_ptr(), CONSUME_BATCH)
-        };
-        let n = n.max(0) as usize;
-        for &message in &messages[..n] {
-            // SAFETY: librdkafka returned `n` valid messages, each destroyed
-            // once, right after it is copied.
-            unsafe {
-                into.push_back(item_of(&*message, self.timestamps));
-                rdsys::rd_kafka_message_destroy(message);
-            }
-        }
-        n
+        let timestamps = self.timestamps;
+        // SAFETY: a message returned by librdkafka, not yet destroyed.
+        self.consume_batch(|message| into.push_back(unsafe { item_of(message, timestamps) }))
     }
 }
 
@@ -522,9 +510,6 @@ struct Rotation {
     calm: usize,
     /// Every partition is read at once (no backlog).
     open: bool,
-    /// The window's share of the budget: the most bytes librdkafka queues
-    /// for it (`gather` for each partition).
-    share: usize,
     /// Records and bytes handed out: the size of a record, to count what
     /// librdkafka queues from its message counts.
     handed_records: usize,
@@ -536,6 +521,14 @@ struct Rotation {
     active: BTreeSet<i32>,
     /// The partition that entered last: the next in turn enters next.
     last: i32,
+}
+
+impl Rotation {
+    /// The window's share of the budget: the most bytes librdkafka queues
+    /// for it (`gather` for each partition).
+    fn share(&self) -> usize {
+        self.window * self.gather
+    }
 }
 
 pub struct Librdkafka {
@@ -703,7 +696,6 @@ impl Librdkafka {
                 calm_below: budget.fetch_bytes,
                 calm: 0,
                 open: false,
-                share: budget.window * budget.client_queue_kbytes * 1024,
                 handed_records: 0,
                 handed_bytes: 0,
                 gather: budget.client_queue_kbytes * 1024,
@@ -932,12 +924,12 @@ impl Librdkafka {
             0 => 1024,
             n => rotation.handed_bytes / n,
         };
-        if rotation.open && queued * record_bytes > rotation.share {
+        if rotation.open && queued * record_bytes > rotation.share() {
             debug!(
                 "kafka: about {} bytes queued for {} partitions, more than the window's {}",
                 queued * record_bytes,
                 waiting.len() + backlog.len(),
-                rotation.share
+                rotation.share()
             );
             backlog.append(&mut waiting);
         }

@@ -144,19 +144,23 @@ impl OffsetRow {
     pub fn is_of_another_topic(&self, topic_id: Option<&str>) -> bool {
         matches!((self.topic_id.as_deref(), topic_id), (Some(row), Some(now)) if row != now)
     }
+}
 
-    /// Whether the row does not say which topic it is of (written before
-    /// the column was): a group commit of an earlier topic then makes it
-    /// stale too (`offsets::stored_position`).
-    pub fn names_no_topic(&self) -> bool {
-        self.topic_id.is_none()
-    }
-
-    /// The row's position in the topic of id `topic_id`: none when it is
-    /// of another.
-    pub fn position_in(&self, topic_id: Option<&str>) -> Option<i64> {
-        (!self.is_of_another_topic(topic_id)).then_some(self.next_offset)
-    }
+/// What a partition's offset row gives its start in the topic of id
+/// `topic_id`: the row's position, none when the row is of another topic;
+/// and whether the group's commit of an earlier topic (`group_stale`)
+/// makes that position stale too, as it does for a row that names no
+/// topic, written before the column was (`offsets::stored_position`).
+pub fn table_position(
+    row: Option<&OffsetRow>,
+    topic_id: Option<&str>,
+    group_stale: bool,
+) -> (Option<i64>, bool) {
+    let position = row
+        .filter(|row| !row.is_of_another_topic(topic_id))
+        .map(|row| row.next_offset);
+    let stale = group_stale && row.is_none_or(|row| row.topic_id.is_none());
+    (position, stale)
 }
 
 /// Exactly-once, at start: makes each partition's row in the offset table

@@ -323,14 +323,7 @@ fn a_second_process_on_a_partition_is_fenced_and_every_record_lands_once() {
     // offset row moved under it and exits at once: the next test.)
     let second_config = second_config(&s);
     let mut second = Service::start(&["run", "--config", second_config.to_str().unwrap()]);
-    wait_until(
-        "the second process running",
-        Duration::from_secs(60),
-        || match second.log_text().contains("running: topic") {
-            true => Ok(()),
-            false => Err(second.log_text()),
-        },
-    );
+    second.wait_for_log("running: topic", 1, Duration::from_secs(60));
     slow_inserts(&s, 0.002);
     produce_json(&s.topic, 0, &events(0, 1_000, 5_000));
     assert_every_record_once_at_log_end(&s, 6_000);
@@ -596,16 +589,10 @@ fn a_topic_deleted_and_created_again_is_a_new_log_in_exactly_once_mode_too() {
     // created again before it looked is the limit in README.md, "Limits":
     // librdkafka reads the new log from the old positions until then.
     delete_topic(&s.topic);
-    wait_until(
-        "the service sees the topic gone",
+    service.wait_for_log(
+        "no longer exists; nothing is read",
+        1,
         Duration::from_secs(30),
-        || match service
-            .log_text()
-            .contains("no longer exists; nothing is read")
-        {
-            true => Ok(()),
-            false => Err("not yet".to_string()),
-        },
     );
     create_topic(&s.topic, 1);
     produce_json(&s.topic, 0, &events(0, 1_000, 300));

@@ -601,6 +601,17 @@ fn sixteen_partitions_share_the_connections_mysql_max_connections_allows() {
     root_sql(&format!("DROP USER '{user}'@'127.0.0.1'"));
 }
 
+/// The line of a librdkafka client whose window opens (`Rotation` in
+/// `src/broker/librdkafka.rs`).
+const WINDOW_OPENED: &str =
+    "] (main) kafka: no partition has a backlog: every partition is read at once";
+
+/// Whether the client under test reads many partitions in turn
+/// (librdkafka); the kafka crate's client reads them all at once.
+fn reads_in_turn() -> bool {
+    matches!(k2m_client().as_deref(), None | Some("librdkafka"))
+}
+
 /// Produces `count` orders into each of `partitions` partitions, each with
 /// a `pad` field of `pad_bytes` bytes (no column: ignored) to make it larger.
 fn produce_padded_orders(topic: &str, partitions: i32, count: i64, pad_bytes: usize) {
@@ -634,20 +645,10 @@ fn a_burst_closes_the_open_window_and_every_record_lands() {
          [worker]\nmax_buffered_bytes = 4194304",
     );
     let mut service = s.start();
-    let librdkafka = matches!(k2m_client().as_deref(), None | Some("librdkafka"));
-    const OPENED: &str =
-        "] (main) kafka: no partition has a backlog: every partition is read at once";
+    let librdkafka = reads_in_turn();
     const CLOSED: &str = "have a backlog: 4 partitions are read at a time again";
-    let opened = |log: &str| log.matches(OPENED).count();
     if librdkafka {
-        wait_until(
-            "the window open",
-            Duration::from_secs(60),
-            || match opened(&service.log_text()) {
-                0 => Err("not opened".to_string()),
-                _ => Ok(()),
-            },
-        );
+        service.wait_for_log(WINDOW_OPENED, 1, Duration::from_secs(60));
     }
     // 80,000 records of about 600 bytes (`pad` is no column: ignored),
     // 1.2 MB a partition, at once: more than a partition is handed in its
@@ -657,26 +658,22 @@ fn a_burst_closes_the_open_window_and_every_record_lands() {
     s.wait_rows(total, Duration::from_secs(120));
     s.wait_committed_at_log_end(Duration::from_secs(30));
     if librdkafka {
-        wait_until(
-            "the window open again",
-            Duration::from_secs(60),
-            || match opened(&service.log_text()) {
-                0 | 1 => Err("not opened again".to_string()),
-                _ => Ok(()),
-            },
-        );
+        service.wait_for_log(WINDOW_OPENED, 2, Duration::from_secs(60));
     }
     sigterm_clean(&mut service);
     let log = service.log_text();
     if librdkafka {
-        let first_open = log.find(OPENED).expect("opened");
+        let first_open = log.find(WINDOW_OPENED).expect("opened");
         let closed = log
             .find(CLOSED)
             .unwrap_or_else(|| panic!("the window never closed:\n{log}"));
-        let reopened = log.rfind(OPENED).expect("opened again");
+        let reopened = log.rfind(WINDOW_OPENED).expect("opened again");
         assert!(first_open < closed && closed < reopened, "{log}");
     } else {
-        assert!(!log.contains(OPENED) && !log.contains(CLOSED), "{log}");
+        assert!(
+            !log.contains(WINDOW_OPENED) && !log.contains(CLOSED),
+            "{log}"
+        );
     }
     let expected: i64 = (0..PARTITIONS as i64)
         .map(|p| (0..PER_PARTITION).map(|i| p * 1_000_000 + i).sum::<i64>())
@@ -719,14 +716,7 @@ fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget()
         &["run", "--config", s.config_arg()],
         &[("MYSQL_PASSWORD", password)],
     );
-    wait_until(
-        "the service running",
-        Duration::from_secs(60),
-        || match service.log_text().contains("] (main) running: ") {
-            true => Ok(()),
-            false => Err("no \"running:\" line in its log".to_string()),
-        },
-    );
+    service.wait_for_log("] (main) running: ", 1, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1));
     let idle_kib = proc_status_kib(service.pid(), "VmHWM");
     // About 480 bytes a record (`pad` is no column: ignored), 48 MB in all.
@@ -745,18 +735,10 @@ fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget()
     }
     assert_eq!(rows, total, "rows after 90 s");
     s.wait_committed_at_log_end(Duration::from_secs(30));
-    const OPENED: &str =
-        "] (main) kafka: no partition has a backlog: every partition is read at once";
-    let librdkafka = matches!(k2m_client().as_deref(), None | Some("librdkafka"));
+    let librdkafka = reads_in_turn();
     if librdkafka {
         // A round of partitions at their log end after the backlog.
-        wait_until("the window open", Duration::from_secs(60), || match service
-            .log_text()
-            .contains(OPENED)
-        {
-            true => Ok(()),
-            false => Err("not opened".to_string()),
-        });
+        service.wait_for_log(WINDOW_OPENED, 1, Duration::from_secs(60));
     }
     let peak_kib = proc_status_kib(service.pid(), "VmHWM");
     sigterm_clean(&mut service);
@@ -772,7 +754,7 @@ fn four_hundred_partitions_stay_within_eight_connections_and_the_memory_budget()
     let moved = log.contains("] (main) kafka: partitions [") && log.contains("] leave the window");
     match librdkafka {
         true => assert!(in_turn && moved, "the window never moved:\n{log}"),
-        false => assert!(!in_turn && !moved && !log.contains(OPENED), "{log}"),
+        false => assert!(!in_turn && !moved && !log.contains(WINDOW_OPENED), "{log}"),
     }
     assert!(
         (1..=8).contains(&most),

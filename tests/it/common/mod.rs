@@ -1378,6 +1378,19 @@ impl Service {
         read_text(&self.log_path)
     }
 
+    /// Waits until the log holds `line` (a part of a line) `times` times or
+    /// more.
+    pub fn wait_for_log(&self, line: &str, times: usize, deadline: Duration) {
+        wait_until(
+            &format!("{line:?} {times} times in the log"),
+            deadline,
+            || match self.log_text().matches(line).count() {
+                n if n >= times => Ok(()),
+                n => Err(format!("{n} times")),
+            },
+        );
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
