@@ -22,8 +22,12 @@
 #                 20 s), each carrying its produce time in ms; p50/p99 of the
 #                 row's insert time (DEFAULT CURRENT_TIMESTAMP(6)) minus it.
 # `--only drain` measures the JSON drain alone (and reports it alone, with
-# the database connections the service held at most): the cheap way to
-# compare partition counts. `--only latency` measures the latency alone
+# the database connections the service held at most), then the database's
+# own rate for the same rows loaded in id order and in the topic's
+# partition order (partition after partition, each in offset order: how a
+# drain that reads a few partitions at a time writes them); its last line
+# is `partition_order_vs_id_order=R`: the cheap way to compare partition
+# counts. `--only latency` measures the latency alone
 # (with --partitions: how long a record waits when many partitions are
 # read in turn, kafka.fetch_window). `--buffered-bytes N` sets
 # worker.max_buffered_bytes (default: the service's own). Each throughput
@@ -346,6 +350,30 @@ say "building (cargo build --release, with examples/read_path and examples/bench
     || die "cargo build --release failed"
 [[ -x $BIN && -x $READ_PATH_BIN && -x $RECORDS_BIN ]] || die "the build did not produce $BIN and the examples"
 
+# load_runs FILE NAME: LOAD DATA LOCAL INFILE of FILE's rows into an empty
+# copy of the table, --runs times; sets load_rates and load_mysqld.
+load_runs() {
+    local file=$1 name=$2 run m0 m1 started seconds rows
+    load_rates=() load_mysqld=()
+    for run in $(seq "$RUNS"); do
+        wait_for_services
+        create_table "$LOAD_TABLE"
+        settle_database
+        m0=$(mysqld_cpu)
+        started=$(now)
+        mysql_k2m --local-infile=1 -e "LOAD DATA LOCAL INFILE '$file' INTO TABLE \`$LOAD_TABLE\`
+            FIELDS TERMINATED BY '\t' LINES TERMINATED BY '\n' ($COLUMNS_LIST)"
+        seconds=$(calc "\"%.3f\", $(now) - $started")
+        m1=$(mysqld_cpu)
+        rows=$(row_count "$LOAD_TABLE")
+        ((rows == RECORDS)) || die "LOAD DATA loaded $rows rows, expected $RECORDS"
+        load_rates+=("$(calc "\"%.0f\", $RECORDS / $seconds")")
+        load_mysqld+=("$(server_per_million "$m0" "$m1")")
+        say "$name run $run: ${seconds}s, ${load_rates[-1]} rows/s"
+    done
+    mysql_k2m -e "DROP TABLE IF EXISTS \`$LOAD_TABLE\`"
+}
+
 # ---------------------------------------------------------------- data set
 
 # One deterministic generator writes both files: key<TAB>JSON for kcat and
@@ -391,24 +419,7 @@ produce_topic() {
 if [[ $ONLY == all ]]; then
 # ---------------------------------------------------------------- write limit
 
-load_rates=() load_mysqld=()
-for run in $(seq "$RUNS"); do
-    wait_for_services
-    create_table "$LOAD_TABLE"
-    settle_database
-    m0=$(mysqld_cpu)
-    started=$(now)
-    mysql_k2m --local-infile=1 -e "LOAD DATA LOCAL INFILE '$DATA_TSV' INTO TABLE \`$LOAD_TABLE\`
-        FIELDS TERMINATED BY '\t' LINES TERMINATED BY '\n' ($COLUMNS_LIST)"
-    seconds=$(calc "\"%.3f\", $(now) - $started")
-    m1=$(mysqld_cpu)
-    rows=$(row_count "$LOAD_TABLE")
-    ((rows == RECORDS)) || die "LOAD DATA loaded $rows rows, expected $RECORDS"
-    load_rates+=("$(calc "\"%.0f\", $RECORDS / $seconds")")
-    load_mysqld+=("$(server_per_million "$m0" "$m1")")
-    say "write limit run $run: ${seconds}s, ${load_rates[-1]} rows/s"
-done
-mysql_k2m -e "DROP TABLE IF EXISTS \`$LOAD_TABLE\`"
+load_runs "$DATA_TSV" "write limit"
 
 # ---------------------------------------------------------------- read limit
 
@@ -529,6 +540,25 @@ fi
 drain_runs "$TOPIC" json drain
 
 if [[ $ONLY == drain ]]; then
+    # The database's own rate for the same rows in two orders: by id (as
+    # they were produced, and as a drain of a few partitions writes them,
+    # all partitions moving together) and partition after partition, each
+    # in offset order (as a drain writes them when it reads a window of
+    # partitions at a time and each partition's backlog in one turn). The
+    # partitions come from the topic itself (librdkafka's partitioner).
+    say "writing the rows in the topic's partition order into $WORK/by-partition.tsv"
+    kcat -C -b "$KAFKA_BROKERS" -t "$TOPIC" -o beginning -e -q -f '%p\t%k\n' 2>"$WORK/kcat.err" \
+        | sort -s -n -k1,1 | cut -f2 >"$WORK/keys-by-partition" \
+        || die "kcat -C failed: $(cat "$WORK/kcat.err")"
+    # A row's key is its id, and the id is its line in the data file.
+    awk -F'\t' 'NR == FNR { row[$1] = $0; next } { print row[$1] }' "$DATA_TSV" "$WORK/keys-by-partition" \
+        >"$WORK/by-partition.tsv"
+    rm -f "$WORK/keys-by-partition"
+    load_runs "$DATA_TSV" "write limit, id order"
+    by_id_rates=("${load_rates[@]}") by_id_mysqld=("${load_mysqld[@]}")
+    load_runs "$WORK/by-partition.tsv" "write limit, partition order"
+    by_partition_rates=("${load_rates[@]}") by_partition_mysqld=("${load_mysqld[@]}")
+    rm -f "$WORK/by-partition.tsv"
     GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
     {
@@ -543,6 +573,15 @@ if [[ $ONLY == drain ]]; then
         for note in "${drain_notes[@]}"; do
             echo "Note: $note"
         done
+        echo
+        echo "The database alone, the same rows (LOAD DATA LOCAL INFILE, 1 client):"
+        echo
+        echo "| rows in | rows/s | mysqld CPU s / 1M |"
+        echo "| --- | ---: | ---: |"
+        echo "| id order | $(median "${by_id_rates[@]}") [$(range %.0f "${by_id_rates[@]}")] | $(median "${by_id_mysqld[@]}") |"
+        echo "| partition order | $(median "${by_partition_rates[@]}") [$(range %.0f "${by_partition_rates[@]}")] | $(median "${by_partition_mysqld[@]}") |"
+        echo
+        echo "partition_order_vs_id_order=$(calc "\"%.2f\", $(median "${by_partition_rates[@]}") / $(median "${by_id_rates[@]}")")"
     } | tee "$REPORT"
     cp "$REPORT" "$BENCH_DIR/latest-drain.md"
     exit 0
