@@ -550,7 +550,7 @@ if [[ $ONLY == drain ]]; then
     kcat -C -b "$KAFKA_BROKERS" -t "$TOPIC" -o beginning -e -q -f '%p\t%k\n' 2>"$WORK/kcat.err" \
         | sort -s -n -k1,1 | cut -f2 >"$WORK/keys-by-partition" \
         || die "kcat -C failed: $(cat "$WORK/kcat.err")"
-    # A row's key is its id, and the id is its line in the data file.
+    # A record's key is its row's id, the first field of the row's line.
     awk -F'\t' 'NR == FNR { row[$1] = $0; next } { print row[$1] }' "$DATA_TSV" "$WORK/keys-by-partition" \
         >"$WORK/by-partition.tsv"
     rm -f "$WORK/keys-by-partition"
