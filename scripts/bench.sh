@@ -2,7 +2,7 @@
 # The benchmark: how fast kafka2mysql moves records, against the two
 # limits of this machine that bound it.
 #
-#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain|latency] [--buffered-bytes N] [--latency-seconds S] [--keep]
+#   scripts/bench.sh [--quick] [--runs N] [--records N] [--partitions N] [--only drain|latency|read] [--buffered-bytes N] [--latency-seconds S] [--keep]
 #
 # On one fixed data set (1,000,000 JSON records of about 200 bytes, keys
 # spread over 8 partitions, or --partitions N; --quick: 200,000) it measures
@@ -27,7 +27,8 @@
 # partition order (partition after partition, each in offset order: how a
 # drain that reads a few partitions at a time writes them); its last line
 # is `partition_order_vs_id_order=R`: the cheap way to compare partition
-# counts. `--only latency` measures the latency alone
+# counts. `--only read` measures kcat and the read path alone, in turns;
+# its last line is `read_vs_kcat=R2`. `--only latency` measures the latency alone
 # (with --partitions: how long a record waits when many partitions are
 # read in turn, kafka.fetch_window). `--buffered-bytes N` sets
 # worker.max_buffered_bytes (default: the service's own). Each throughput
@@ -106,7 +107,7 @@ while (($# > 0)); do
 done
 [[ $RUNS =~ ^[1-9][0-9]*$ && $RECORDS =~ ^[1-9][0-9]*$ && $LATENCY_SECONDS =~ ^[1-9][0-9]*$ && $PARTITIONS =~ ^[1-9][0-9]*$ ]] \
     || die "--runs, --records, --partitions and --latency-seconds take positive whole numbers"
-[[ $ONLY == all || $ONLY == drain || $ONLY == latency ]] || die "--only takes drain or latency"
+[[ $ONLY == all || $ONLY == drain || $ONLY == latency || $ONLY == read ]] || die "--only takes drain, latency or read"
 [[ -z $BUFFERED_BYTES || $BUFFERED_BYTES =~ ^[1-9][0-9]*$ ]] || die "--buffered-bytes takes a positive whole number"
 
 for tool in cargo awk; do
@@ -416,15 +417,16 @@ produce_topic() {
 [[ $ONLY == all ]] && produce_topic "$DBZ_TOPIC" "$DATA_DBZ"
 [[ $ONLY == latency ]] || produce_topic "$TOPIC" "$DATA_KV"
 
-if [[ $ONLY == all ]]; then
 # ---------------------------------------------------------------- write limit
 
-load_runs "$DATA_TSV" "write limit"
+[[ $ONLY == all ]] && load_runs "$DATA_TSV" "write limit"
 
-# ---------------------------------------------------------------- read limit
+# ---------------------------------------------------------------- read limit and read path
 
-kcat_rates=() kcat_cpu=() kcat_broker=()
-for run in $(seq "$RUNS"); do
+# kcat_run: one read of the whole topic by kcat; adds to kcat_rates, kcat_cpu
+# and kcat_broker.
+kcat_run() {
+    local b0 b1 timing seconds user system
     wait_for_services
     b0=$(broker_cpu)
     TIMEFORMAT='%R %U %S'
@@ -438,23 +440,14 @@ for run in $(seq "$RUNS"); do
     kcat_rates+=("$(calc "\"%.0f\", $RECORDS / $seconds")")
     kcat_cpu+=("$(calc "\"%.2f\", ($user + $system) * 1000000 / $RECORDS")")
     kcat_broker+=("$(server_per_million "$b0" "$b1")")
-    say "read limit run $run: ${seconds}s, ${kcat_rates[-1]} records/s"
-done
+    say "read limit run ${#kcat_rates[@]}: ${seconds}s, ${kcat_rates[-1]} records/s"
+}
 
-# Once with kcat's defaults, for the record (see the report's notes).
-wait_for_services
-timing=$({ time kcat -C -b "$KAFKA_BROKERS" -t "$TOPIC" -o beginning -e -q >/dev/null 2>"$WORK/kcat.err"; } 2>&1) \
-    || die "kcat -C failed: $(cat "$WORK/kcat.err")"
-KCAT_DEFAULT_SECONDS=${timing%% *}
-
-# ---------------------------------------------------------------- read path
-
-# Before the drain: the first reader in the old protocol also warms up the
-# broker's down-conversion code (its JIT), which the drain would pay otherwise.
-
-read_rates=() read_cpu=() read_rss=() read_broker=()
-create_table "$TABLE" # the read path reads the table's schema; it writes nothing
-for run in $(seq "$RUNS"); do
+# read_run: one run of the read path (the pipeline, a sink that writes
+# nothing) over the whole topic; adds to read_rates, read_cpu, read_rss and
+# read_broker.
+read_run() {
+    local run=$((${#read_rates[@]} + 1)) config log b0 b1 line seconds cpu rss
     wait_for_services
     config="$WORK/conf/read-$run.toml"
     log="$WORK/read-$run.log"
@@ -470,7 +463,46 @@ for run in $(seq "$RUNS"); do
     read_rss+=("$(calc "\"%.1f\", $rss / 1024")")
     read_broker+=("$(server_per_million "$b0" "$b1")")
     say "read path run $run: ${seconds}s, ${read_rates[-1]} records/s"
-done
+}
+
+kcat_rates=() kcat_cpu=() kcat_broker=()
+read_rates=() read_cpu=() read_rss=() read_broker=()
+if [[ $ONLY == all || $ONLY == read ]]; then
+    create_table "$TABLE" # the read path reads the table's schema; it writes nothing
+    # In turns, so that a busy moment of this shared machine slows both alike.
+    for run in $(seq "$RUNS"); do
+        kcat_run
+        read_run
+    done
+fi
+
+if [[ $ONLY == read ]]; then
+    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
+    KCAT=$(median "${kcat_rates[@]}")
+    READ=$(median "${read_rates[@]}")
+    {
+        echo "## kafka2mysql read path ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only read)"
+        echo
+        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s), in turns."
+        echo
+        echo "| measurement | records/s | CPU s / 1M records | peak RSS MiB | broker CPU s / 1M |"
+        echo "| --- | ---: | ---: | ---: | ---: |"
+        echo "| read limit: kcat -C -e (fetch.wait.max.ms=10) | $(printf "%'.0f" "$KCAT") [$(range %.0f "${kcat_rates[@]}")] | $(median "${kcat_cpu[@]}") | | $(median "${kcat_broker[@]}") |"
+        echo "| kafka2mysql read path, no database (examples/read_path) | $(printf "%'.0f" "$READ") [$(range %.0f "${read_rates[@]}")] | $(median "${read_cpu[@]}") | $(median "${read_rss[@]}") | $(median "${read_broker[@]}") |"
+        echo
+        echo "read_vs_kcat=$(calc "\"%.2f\", $READ / $KCAT")"
+    } | tee "$REPORT"
+    cp "$REPORT" "$BENCH_DIR/latest-read.md"
+    exit 0
+fi
+
+if [[ $ONLY == all ]]; then
+# Once with kcat's defaults, for the record (see the report's notes).
+wait_for_services
+timing=$({ time kcat -C -b "$KAFKA_BROKERS" -t "$TOPIC" -o beginning -e -q >/dev/null 2>"$WORK/kcat.err"; } 2>&1) \
+    || die "kcat -C failed: $(cat "$WORK/kcat.err")"
+KCAT_DEFAULT_SECONDS=${timing%% *}
 fi # $ONLY == all
 
 # ---------------------------------------------------------------- kafka2mysql drain
