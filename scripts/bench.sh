@@ -180,6 +180,8 @@ median() {
 # Prints "min-max" of the numbers given, formatted with the printf format $1.
 range() { local f=$1; shift; printf '%s\n' "$@" | sort -g | awk -v f="$f" 'NR == 1 { lo = $1 } { hi = $1 } END { printf f "-" f, lo, hi }'; }
 calc() { awk "BEGIN { printf $1 }"; }
+# A whole number with thousands separators.
+num() { printf "%'.0f" "$1"; }
 
 # CPU seconds (user + system) a live process has used.
 cpu_seconds() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -350,6 +352,9 @@ say "building (cargo build --release, with examples/read_path and examples/bench
 (cd "$REPO" && cargo build --release --quiet --bin kafka2mysql --example read_path --example bench_records) \
     || die "cargo build --release failed"
 [[ -x $BIN && -x $READ_PATH_BIN && -x $RECORDS_BIN ]] || die "the build did not produce $BIN and the examples"
+# The code the runs measure, for the reports.
+GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
 
 # load_runs FILE NAME: LOAD DATA LOCAL INFILE of FILE's rows into an empty
 # copy of the table, --runs times; sets load_rates and load_mysqld.
@@ -477,19 +482,17 @@ if [[ $ONLY == all || $ONLY == read ]]; then
 fi
 
 if [[ $ONLY == read ]]; then
-    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
     KCAT=$(median "${kcat_rates[@]}")
     READ=$(median "${read_rates[@]}")
     {
         echo "## kafka2mysql read path ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only read)"
         echo
-        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s), in turns."
+        echo "$(num "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s), in turns."
         echo
         echo "| measurement | records/s | CPU s / 1M records | peak RSS MiB | broker CPU s / 1M |"
         echo "| --- | ---: | ---: | ---: | ---: |"
-        echo "| read limit: kcat -C -e (fetch.wait.max.ms=10) | $(printf "%'.0f" "$KCAT") [$(range %.0f "${kcat_rates[@]}")] | $(median "${kcat_cpu[@]}") | | $(median "${kcat_broker[@]}") |"
-        echo "| kafka2mysql read path, no database (examples/read_path) | $(printf "%'.0f" "$READ") [$(range %.0f "${read_rates[@]}")] | $(median "${read_cpu[@]}") | $(median "${read_rss[@]}") | $(median "${read_broker[@]}") |"
+        echo "| read limit: kcat -C -e (fetch.wait.max.ms=10) | $(num "$KCAT") [$(range %.0f "${kcat_rates[@]}")] | $(median "${kcat_cpu[@]}") | | $(median "${kcat_broker[@]}") |"
+        echo "| kafka2mysql read path, no database (examples/read_path) | $(num "$READ") [$(range %.0f "${read_rates[@]}")] | $(median "${read_cpu[@]}") | $(median "${read_rss[@]}") | $(median "${read_broker[@]}") |"
         echo
         echo "read_vs_kcat=$(calc "\"%.2f\", $READ / $KCAT")"
     } | tee "$REPORT"
@@ -591,12 +594,10 @@ if [[ $ONLY == drain ]]; then
     load_runs "$WORK/by-partition.tsv" "write limit, partition order"
     by_partition_rates=("${load_rates[@]}") by_partition_mysqld=("${load_mysqld[@]}")
     rm -f "$WORK/by-partition.tsv"
-    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
     {
         echo "## kafka2mysql drain ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only drain)"
         echo
-        echo "$(printf "%'.0f" "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s);"
+        echo "$(num "$RECORDS") JSON records of ${VALUE_BYTES} bytes, $PARTITIONS partitions; kafka2mysql $GIT_REV; median of $RUNS run(s);"
         echo "worker.max_buffered_bytes: ${BUFFERED_BYTES:-the default}."
         echo
         echo "| partitions | records/s | CPU s / 1M records | peak RSS MiB | database connections (most seen) | mysqld CPU s / 1M | broker CPU s / 1M |"
@@ -663,8 +664,6 @@ latency_note=""
 disturbed "$log" && latency_note="(the service logged warnings during this run: $(grep -E -m1 '\[(WARN|ERROR)\]' "$log" | cut -c1-160))"
 say "latency: p50 ${LAT_P50} ms, p99 ${LAT_P99} ms, max ${LAT_MAX} ms"
 if [[ $ONLY == latency ]]; then
-    GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
     {
         echo "## kafka2mysql latency ($(date -u '+%Y-%m-%d %H:%M UTC'), $ID, --only latency)"
         echo
@@ -692,9 +691,6 @@ R3=$(calc "\"%.2f\", $DBZ / $DRAIN")
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal:/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
 MARIADB_VERSION=$(mysql_k2m -N -e 'SELECT VERSION()')
-GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || GIT_REV="$GIT_REV+changes"
-num() { printf "%'.0f" "$1"; }
 # budget A... -- B... [-- C...]: the sum of the groups' medians in CPU seconds
 # per million records, and the rate at which that would use every CPU.
 budget() {
